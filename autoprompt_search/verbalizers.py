@@ -1,0 +1,112 @@
+"""Verbalizers: the label word of each class, and how they become token ids."""
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .tasks import TaskSpec
+from .templates import word_in_context
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """Class index -> label word, in the task's label order."""
+
+    labels: tuple[str, ...]
+    words: tuple[str, ...]
+
+    @classmethod
+    def from_mapping(cls, task: TaskSpec, mapping: dict | str, *, source: str = "mapping") -> "Verbalizer":
+        """Accept a dict, a JSON object, or LM-BFF's Python-literal mapping string such as
+        "{'0':'terrible','1':'great'}" (parsed with ast.literal_eval, never evaluated)."""
+        if isinstance(mapping, str):
+            mapping = parse_mapping_text(mapping, source=source)
+        if not isinstance(mapping, dict):
+            raise UserError(f"{source}: expected an object mapping each label to a word, got {type(mapping).__name__}")
+        mapping = {str(k): v for k, v in mapping.items()}
+        missing = [label for label in task.labels if label not in mapping]
+        unknown = [key for key in mapping if key not in task.labels]
+        if missing or unknown:
+            raise UserError(
+                f"{source}: label words must cover exactly the labels {list(task.labels)} of {task.name}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        words = []
+        for label in task.labels:
+            word = mapping[label]
+            if not isinstance(word, str) or not word.strip():
+                raise UserError(f"{source}: the word for label {label!r} must be a non-empty string, got {word!r}")
+            words.append(word.strip())
+        if len(set(words)) != len(words):
+            raise UserError(f"{source}: two classes share a label word: {dict(zip(task.labels, words))}")
+        return cls(labels=tuple(task.labels), words=tuple(words))
+
+    @classmethod
+    def for_task(cls, task: TaskSpec) -> "Verbalizer":
+        return cls.from_mapping(task, task.label_words, source=f"task {task.name}")
+
+    def to_mapping(self) -> dict[str, str]:
+        return dict(zip(self.labels, self.words))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_mapping(), ensure_ascii=False)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+def parse_mapping_text(text: str, *, source: str = "mapping") -> dict:
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as error:
+        raise UserError(f"{source}: not a JSON object or a Python dict literal: {text!r} ({error})") from None
+    return value
+
+
+def load_mapping_lines(path, task: TaskSpec) -> list[Verbalizer]:
+    """LM-BFF's label-word files: one mapping per line (JSON or Python dict literal), or a JSON list."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"mapping file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}: invalid JSON list of mappings ({error})") from None
+        return [Verbalizer.from_mapping(task, item if isinstance(item, dict) else item.get("label_words"),
+                                        source=f"{path}, item {i}") for i, item in enumerate(items)]
+    mappings = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        mappings.append(Verbalizer.from_mapping(task, line.split("\t")[0], source=f"{path}, line {number}"))
+    if not mappings:
+        raise UserError(f"mapping file {path} holds no mapping")
+    return mappings
+
+
+def single_token_ids(tokenizer, verbalizer: Verbalizer, *, context: str = "x") -> list[int]:
+    """Token id of each label word as it appears after a space (LM-BFF: ' ' + word). Masked LMs
+    predict one token at the mask, so a word that is more than one token is an error."""
+    ids = []
+    for label, word in zip(verbalizer.labels, verbalizer.words):
+        spaced = word_in_context(word, context)
+        tokens = tokenizer(spaced, add_special_tokens=False)["input_ids"]
+        if len(tokens) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(tokens)
+            raise UserError(
+                f"label word {word!r} (label {label!r}) is {len(tokens)} tokens {pieces} for this masked "
+                "LM; a masked LM needs single-token label words"
+            )
+        ids.append(tokens[0])
+    return ids
