@@ -1,0 +1,269 @@
+"""Training and evaluation: prompt-based fine-tuning, standard fine-tuning, zero-shot prompting.
+
+Prompt-based fine-tuning is cross-entropy over the label-word scores (LM-BFF); for a regression task
+(STS-B) the two label words are the poles of the range and the loss is the KL divergence between
+p(high pole) and the rescaled gold score. Evaluation on dev every `eval_every` steps keeps the best
+weights in memory, and the test set is scored with those.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import UserError
+from .metrics import compute_metrics
+from .tasks import Example, TaskSpec
+from .templates import Template
+from .verbalizers import Verbalizer
+
+# A demonstration provider: given the query, its index in the training set (None outside training)
+# and a random generator, it returns (example, class index) pairs to put in the prompt.
+DemoFn = Callable[[Example, "int | None", random.Random], Sequence[tuple[Example, int]]]
+
+
+@dataclass
+class TrainConfig:
+    """Defaults sized for a 2-core CPU; the paper's settings are steps=1000, batch_size=8, lr=1e-5,
+    eval_every=100, max_length=128 (256 with demonstrations for some tasks)."""
+
+    steps: int = 64
+    batch_size: int = 8
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    eval_every: int = 16
+    max_length: int = 128
+    eval_batch_size: int = 32
+    seed: int = 42
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+
+    @classmethod
+    def paper(cls, **overrides) -> "TrainConfig":
+        return cls(**{**dict(steps=1000, batch_size=8, lr=1e-5, eval_every=100), **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "training config") -> "TrainConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(values) - known
+        if unknown:
+            raise UserError(f"{source}: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        config = cls(**values)
+        config.validate(source)
+        return config
+
+    def validate(self, source: str = "training config") -> None:
+        checks = [("steps", self.steps >= 0), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
+                  ("eval_every", self.eval_every >= 1), ("max_length", self.max_length >= 8),
+                  ("eval_batch_size", self.eval_batch_size >= 1)]
+        for name, ok in checks:
+            if not ok:
+                raise UserError(f"{source}: field {name!r} has an invalid value {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    predictions: list
+    scores: np.ndarray  # [N, C] class scores (log-space)
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def main(self) -> float:
+        return self.metrics["main"]
+
+
+@dataclass
+class TrainResult:
+    dev: EvalResult | None
+    test: EvalResult | None
+    best_step: int
+    steps: int
+    train_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    seconds_per_step: float = 0.0
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt objects: (backbone, template, verbalizer, demonstrations) -> class scores
+
+
+@dataclass
+class Prompt:
+    template: Template
+    verbalizer: Verbalizer
+    demonstrations: DemoFn | None = None
+    inference_samples: int = 1  # demonstration sets averaged per query at evaluation
+
+
+def _scores(backbone, encoded, verbalizer) -> torch.Tensor:
+    return backbone.class_scores(backbone.collate(encoded), verbalizer)
+
+
+def _gold_targets(task: TaskSpec, examples: Sequence[Example], device) -> torch.Tensor:
+    if task.is_regression:
+        low, high = task.regression_range
+        return torch.tensor([(float(e.label) - low) / (high - low) for e in examples], device=device)
+    return torch.tensor([task.label_index(e.label) for e in examples], device=device)
+
+
+def prompt_loss(task: TaskSpec, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if task.is_regression:
+        log_probs = F.log_softmax(scores.float(), dim=-1)
+        target = torch.stack([1 - targets, targets], dim=-1).clamp(1e-6, 1 - 1e-6)
+        return F.kl_div(log_probs, target, reduction="batchmean")
+    return F.cross_entropy(scores.float(), targets)
+
+
+def predictions_from_scores(task: TaskSpec, scores: np.ndarray) -> list:
+    if task.is_regression:
+        low, high = task.regression_range
+        probs = torch.softmax(torch.as_tensor(scores), -1)[:, 1].numpy()
+        return list(low + (high - low) * probs)
+    return [task.labels[i] for i in scores.argmax(1)]
+
+
+def _encode(backbone, example, prompt: Prompt | None, demos, max_length):
+    if prompt is None:  # classification head
+        return backbone.encode(example, max_length=max_length)
+    return backbone.encode(example, prompt.template, prompt.verbalizer, demos, max_length=max_length)
+
+
+@torch.no_grad()
+def evaluate(backbone, task: TaskSpec, prompt: Prompt | None, examples: Sequence[Example], *,
+             batch_size: int = 32, max_length: int | None = None, seed: int = 0, desc: str = "eval",
+             progress: bool = False, calibration: np.ndarray | None = None) -> EvalResult:
+    """Score every example; with demonstrations, average the class scores (log-softmax) over
+    `prompt.inference_samples` demonstration sets drawn deterministically from `seed`."""
+    if not examples:
+        raise UserError(f"no examples to evaluate for {task.name}")
+    was_training = backbone.model.training
+    backbone.train(False)
+    start = time.perf_counter()
+    samples = prompt.inference_samples if prompt is not None and prompt.demonstrations else 1
+    total = np.zeros((len(examples), task.num_classes), dtype=np.float64)
+    tokens = 0
+    for sample in range(samples):
+        encoded = []
+        for index, example in enumerate(examples):
+            demos = ()
+            if prompt is not None and prompt.demonstrations is not None:
+                demos = prompt.demonstrations(example, None, random.Random(hash((seed, sample, index)) & 0xFFFFFFFF))
+            encoded.append(_encode(backbone, example, prompt, demos, max_length))
+        # Sorting by length keeps padding (and wasted compute) small; results are put back in order.
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        tokens += sum(len(e.input_ids) + sum(len(c) for c in e.continuations) for e in encoded)
+        batches = range(0, len(order), batch_size)
+        for offset in tqdm(batches, desc=desc, leave=False, disable=not progress):
+            chunk = order[offset:offset + batch_size]
+            scores = _scores(backbone, [encoded[i] for i in chunk], prompt.verbalizer if prompt else None)
+            scores = torch.log_softmax(scores.float(), -1) if samples > 1 else scores.float()
+            total[chunk] += scores.cpu().numpy()
+    scores = total / samples
+    if calibration is not None:
+        scores = scores - calibration
+    backbone.train(was_training)
+    predictions = predictions_from_scores(task, scores)
+    golds = [e.label for e in examples]
+    metrics = compute_metrics(task, predictions, golds) if all(g is not None for g in golds) else {}
+    if metrics:
+        metrics["main"] = metrics[task.metric]
+    return EvalResult(metrics, predictions, scores, time.perf_counter() - start, tokens)
+
+
+@torch.no_grad()
+def content_free_calibration(backbone, task: TaskSpec, prompt: Prompt, *, max_length=None) -> np.ndarray:
+    """Contextual calibration (Zhao et al., 2021): the class scores for a content-free input ('N/A'),
+    in log-softmax space, to subtract from every example's scores."""
+    backbone.train(False)
+    example = Example(tuple("N/A" for _ in range(task.num_sentences)), None)
+    scores = _scores(backbone, [_encode(backbone, example, prompt, (), max_length)], prompt.verbalizer)
+    return torch.log_softmax(scores.float(), -1).cpu().numpy()[0]
+
+
+def _snapshot(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[Example],
+              dev: Sequence[Example] | None, config: TrainConfig, *, test: Sequence[Example] | None = None,
+              progress: bool = True, desc: str = "fine-tune") -> TrainResult:
+    """Fine-tune `backbone` in place (prompt-based when `prompt` is given, else through its
+    classification head) and return dev/test results of the best checkpoint on dev."""
+    config.validate()
+    if not train:
+        raise UserError(f"no training examples for {task.name}")
+    set_seed(config.seed)
+    rng = random.Random(config.seed)
+    model = backbone.model
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    warmup = int(config.warmup_ratio * config.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - step / max(1, config.steps)))
+    indices = list(range(len(train)))
+    order: list[int] = []
+    losses: list[float] = []
+    history: list[tuple[int, float]] = []
+    best_score, best_step, best_state = -math.inf, 0, None
+    eval_kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length, seed=config.seed)
+    if dev and config.steps == 0:
+        best_step = 0
+    start = time.perf_counter()
+    train_seconds = 0.0
+    backbone.train(True)
+    for step in tqdm(range(1, config.steps + 1), desc=desc, leave=False, disable=not progress):
+        step_start = time.perf_counter()
+        if len(order) < config.batch_size:
+            rng.shuffle(indices)
+            order.extend(indices)
+        batch_indices, order = order[:config.batch_size], order[config.batch_size:]
+        examples = [train[i] for i in batch_indices]
+        encoded = []
+        for i, example in zip(batch_indices, examples):
+            demos = ()
+            if prompt is not None and prompt.demonstrations is not None:
+                demos = prompt.demonstrations(example, i, rng)  # fresh demonstrations every time
+            encoded.append(_encode(backbone, example, prompt, demos, config.max_length))
+        scores = _scores(backbone, encoded, prompt.verbalizer if prompt else None)
+        loss = prompt_loss(task, scores, _gold_targets(task, examples, scores.device))
+        loss.backward()
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        train_seconds += time.perf_counter() - step_start
+        if dev and (step % config.eval_every == 0 or step == config.steps):
+            result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
+            history.append((step, result.main))
+            if result.main > best_score:
+                best_score, best_step, best_state = result.main, step, _snapshot(model)
+            backbone.train(True)
+    backbone.train(False)
+    if best_state is not None and best_step != config.steps:
+        model.load_state_dict(best_state)
+    dev_result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs) if dev else None
+    test_result = evaluate(backbone, task, prompt, test, desc="test", progress=progress, **eval_kwargs) if test else None
+    return TrainResult(dev_result, test_result, best_step if dev else config.steps, config.steps, losses,
+                       time.perf_counter() - start, train_seconds / max(1, config.steps), history)
