@@ -151,6 +151,11 @@ def _metric_sort_key(value: float) -> float:
     return -math.inf if value is None or math.isnan(value) else value
 
 
+def rank_key(entry: RankedCandidate) -> tuple[float, str]:
+    """Sort key, best first: higher mean dev metric, then candidate id (deterministic ties)."""
+    return (-_metric_sort_key(entry.mean_dev), entry.candidate_id)
+
+
 def _nullable_float(value: float | None) -> float | None:
     if value is None:
         return None
@@ -430,8 +435,8 @@ class Leaderboard:
         top_budget: dict[str, int] = {}
         for cid, row_budget in by_key:
             top_budget[cid] = max(top_budget.get(cid, row_budget), row_budget)
-        ranked = [_aggregate(by_key[(cid, b)]) for cid, b in top_budget.items()]
-        ranked.sort(key=lambda r: (-r.budget, -_metric_sort_key(r.mean_dev), r.candidate_id))
+        ranked = [aggregate(by_key[(cid, b)]) for cid, b in top_budget.items()]
+        ranked.sort(key=lambda r: (-r.budget, *rank_key(r)))
         return ranked
 
     def to_table(self, budget: int | None = None, config_hash: str | None = None,
@@ -463,7 +468,8 @@ class Leaderboard:
         return "\n".join(rendered)
 
 
-def _aggregate(evaluations: list[Evaluation]) -> RankedCandidate:
+def aggregate(evaluations: list[Evaluation]) -> RankedCandidate:
+    """Mean/std of the dev metric and mean test metric over the seeds of one candidate."""
     devs = [e.dev_metric for e in evaluations]
     tests = [e.test_metric for e in evaluations if e.test_metric is not None]
     first = evaluations[0]
