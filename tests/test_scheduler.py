@@ -335,3 +335,18 @@ def test_killed_search_resumes_without_redoing_or_losing_work(tmp_path):
     run_search([{"template": f"t{i}", "label_words": {"0": "no", "1": "yes"}} for i in range(9)],
                SuccessiveHalving(2, 6, (1, 2, 3), eta=3), SyntheticEvaluator(), fresh, "cfg", progress=False)
     assert row_summary(fresh, "cfg") == row_summary(Leaderboard(board_path), "cfg")
+
+
+def test_failing_evaluation_propagates_and_keeps_finished_results(tmp_path):
+    pool = candidates(4)
+    ids = [candidate_id(c) for c in pool]
+
+    def evaluate(candidate, seed, steps):
+        if candidate_id(candidate) == ids[2]:
+            raise RuntimeError("out of memory")
+        return EvalOutcome(0.5)
+
+    board = Leaderboard(tmp_path)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_search(pool, Exhaustive(0, (1,)), evaluate, board, "c", progress=False)
+    assert {r.candidate_id for r in board.rows()} == set(ids[:2])
