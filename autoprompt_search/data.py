@@ -198,6 +198,8 @@ def _read_examples(task: TaskSpec, layout: _Layout, path: Path) -> list[Example]
     _require_file(path, f"{task.name} data")
     rows = _read_tsv_rows(path) if layout.extension == "tsv" else _read_csv_rows(path)
     header = next(rows, None) if layout.has_header else None
+    if layout.has_header and header is None:
+        raise UserError(f"{path} is empty; expected a header row and {task.name} examples")
     text_indices, label_index = _column_indices(layout, header)
     if layout.extension == "csv":
         expected = "2 comma-separated fields: label,text"
@@ -471,6 +473,14 @@ def _parse_task_file(path: Path) -> dict:
     return spec
 
 
+def _as_lmbff_syntax(template, text: str) -> str:
+    """TaskSpec.template is LM-BFF syntax; keep the readable text only where LM-BFF syntax cannot say it."""
+    try:
+        return template.to_lmbff()
+    except UserError:
+        return text
+
+
 def load_task_spec(path: str | Path) -> TaskSpec:
     """Read a custom task file (JSON), register the task and its data files, and return its TaskSpec.
 
@@ -498,9 +508,11 @@ def load_task_spec(path: str | Path) -> TaskSpec:
         raise _field_error(path, "labels", 'metric "f1" is binary: expected 2 labels (the second is positive)')
     template_text = _required_string(spec, path, "template")
     try:
-        Template.parse(template_text).validate(num_sentences=len(text_columns))
+        template = Template.parse(template_text)
+        template.validate(num_sentences=len(text_columns))
     except UserError as error:
         raise _field_error(path, "template", str(error)) from None
+    template_text = _as_lmbff_syntax(template, template_text)
     label_words = spec.get("label_words")
     if (not isinstance(label_words, dict) or set(map(str, label_words)) != set(labels)
             or not all(isinstance(w, str) and w.strip() for w in label_words.values())):

@@ -241,6 +241,12 @@ def test_wrong_header_names_file_line_and_expected_columns(tmp_path):
         load_split("SST-2", "train", data_dir=tmp_path)
 
 
+def test_empty_file_with_expected_header_is_reported(tmp_path):
+    path = write(tmp_path / "k-shot" / "QNLI" / "16-13" / "dev.tsv", "")
+    with pytest.raises(UserError, match=rf"{path} is empty"):
+        load_split("QNLI", "dev", data_dir=tmp_path)
+
+
 def test_too_few_columns_names_file_and_line(tmp_path):
     path = write(tmp_path / "k-shot" / "RTE" / "16-13" / "train.tsv",
                  "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly premise\n")
@@ -287,6 +293,7 @@ def test_custom_task_registers_and_loads_all_formats(tmp_path):
     task = load_task_spec(custom_task_file(tmp_path, "my-reviews"))
     assert get_task("my_reviews") is task
     assert (task.labels, task.num_sentences, task.metric) == (("neg", "pos"), 1, "acc")
+    assert task.template == "*cls**sent_0*_It_was*mask*.*sep+*"
     assert load_split("my-reviews", "train") == [Example(("great, really",), "pos"), Example(("awful",), "neg")]
     assert load_split(task, "dev") == [Example(('says "hi"',), "pos")]
     assert load_split(task, "test") == [Example(("meh",), None), Example(("ok",), "pos")]
@@ -299,6 +306,7 @@ def test_custom_pair_task_with_f1_and_jsonl_integer_labels(tmp_path):
         "labels": [0, 1], "template": "{cls}{sent_0}{mask},{+sentl_1}{sep+}", "label_words": {"0": "No", "1": "Yes"},
         "metric": "f1"}))
     task = load_task_spec(path)
+    assert task.template == "*cls**sent_0**mask*,*+sentl_1**sep+*"  # readable syntax stored as LM-BFF syntax
     assert load_split(task, "train") == [Example(("x", "y"), "1"), Example(("p", "q"), "0")]
     with pytest.raises(UserError, match="data.test"):
         load_split(task, "test")
