@@ -80,6 +80,10 @@ def _looks_like_variable(piece: str) -> bool:
     return piece in SPECIALS or bool(_SENT_RE.match(piece) or _LABEL_RE.match(piece))
 
 
+# A misspelt sentence or label variable (`sentx_0`, `sent+_1`, `labl_0`): an error, not literal text.
+_BROKEN_VARIABLE_RE = re.compile(r"^\+?(sent|label)[A-Za-z+\-]*_\d+$")
+
+
 def _parse_lmbff(text: str) -> list[Part]:
     # LM-BFF splits on '*': every piece that names a variable is one, everything else is literal
     # text with '_' standing for a space.
@@ -87,7 +91,7 @@ def _parse_lmbff(text: str) -> list[Part]:
     for piece in text.split("*"):
         if not piece:
             continue
-        if _looks_like_variable(piece):
+        if _looks_like_variable(piece) or _BROKEN_VARIABLE_RE.match(piece):
             parts.append(_parse_variable(piece, text))
         else:
             parts.append(Part(kind="text", text=piece.replace("_", " ")))
@@ -364,8 +368,10 @@ def render_blocks(
 
 
 def _tokens_in(span: tuple[int, int], offsets) -> list[int]:
+    # Overlap, not containment: byte-level BPE offsets include the space before a word, so the
+    # first token of a sentence that follows a space starts one character before the span.
     start, end = span
-    return [i for i, (a, b) in enumerate(offsets) if b > a and start <= a < end]
+    return [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
 
 
 def _cut_one_sentence(sentences, spans, offsets, excess, query_block, truncate_head) -> bool:
@@ -376,19 +382,28 @@ def _cut_one_sentence(sentences, spans, offsets, excess, query_block, truncate_h
         tokens = _tokens_in(spans[index], offsets)
         if tokens:
             candidates.append((block == query_block, -len(tokens), index, tokens))
-    if not candidates:
-        return False
-    _, _, index, tokens = min(candidates)
-    keep = max(len(tokens) - excess, 0)
-    part, sentence, block = sentences[index]
-    base = spans[index][0]
-    if truncate_head:
-        cut = offsets[tokens[len(tokens) - keep]][0] - base if keep else len(sentence)
-        sentences[index][1] = sentence[cut:].lstrip()
-    else:
-        cut = offsets[tokens[keep]][0] - base if keep < len(tokens) else len(sentence)
-        sentences[index][1] = sentence[:cut].rstrip()
-    return True
+    for _, _, index, tokens in sorted(candidates):
+        if _shorten_sentence(sentences[index], spans[index][0], tokens, offsets, excess, truncate_head):
+            return True
+    return False
+
+
+def _shorten_sentence(entry: list, base: int, tokens: list[int], offsets, excess: int, truncate_head: bool) -> bool:
+    """Cut about `excess` tokens off the sentence in `entry`. Cuts more when tokens share characters
+    (SentencePiece's lone '▁' before punctuation has the same offset as the next piece) so that
+    every call makes progress."""
+    sentence = entry[1]
+    for keep in range(max(len(tokens) - excess, 0), -1, -1):
+        if truncate_head:
+            cut = offsets[tokens[len(tokens) - keep]][0] - base if keep else len(sentence)
+            shorter = sentence[max(cut, 0):].lstrip()
+        else:
+            cut = offsets[tokens[keep]][0] - base if keep < len(tokens) else len(sentence)
+            shorter = sentence[:max(cut, 0)].rstrip()
+        if shorter != sentence:
+            entry[1] = shorter
+            return True
+    return False
 
 
 def _slot_token_index(ids, offsets, slot_start, slot_end, mask_token_id) -> int:
