@@ -1,0 +1,317 @@
+"""Label-word search: candidates, exact top-n assignments against brute force, and the backbone path."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoprompt_search.errors import UserError
+from autoprompt_search.label_search import (Assignment, LabelSearchResult, binarise_at_median,
+                                            brute_force_top_assignments, candidate_words,
+                                            nearest_neighbour_filter, neighbour_masks, score_assignments,
+                                            search_label_words, top_assignments, zero_shot_label_logprobs)
+from autoprompt_search.tasks import Example, get_task
+from autoprompt_search.templates import Template
+
+
+def random_problem(num_classes: int, k: int, num_examples: int, vocab: int, seed: int, integer: bool = False):
+    generator = torch.Generator().manual_seed(seed)
+    if integer:  # few distinct values: many argmax ties and many equal-score assignments
+        logprobs = torch.randint(-3, 0, (num_examples, vocab), generator=generator).double()
+    else:
+        logprobs = torch.log_softmax(torch.randn(num_examples, vocab, generator=generator), -1)
+    labels = torch.arange(num_examples) % num_classes
+    labels = labels[torch.randperm(num_examples, generator=generator)]
+    return logprobs, labels, candidate_words(logprobs, labels, num_classes, k)
+
+
+def as_tuples(assignments: list[Assignment]) -> list[tuple]:
+    return [(a.word_ids, a.score, a.ranks, a.correct) for a in assignments]
+
+
+def valid_assignment_count(candidates) -> int:
+    return sum(len(set(words)) == len(words) for words in itertools.product(*candidates))
+
+
+# ---------------------------------------------------------------------------------------------
+# Exactness against brute force
+
+
+@pytest.mark.parametrize("num_classes,k,num_examples,vocab", [(2, 12, 10, 40), (3, 6, 12, 20), (5, 4, 15, 20)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 40])
+def test_top_assignments_equal_brute_force(num_classes, k, num_examples, vocab, seed, integer, n):
+    logprobs, labels, candidates = random_problem(num_classes, k, num_examples, vocab, seed, integer)
+    found = top_assignments(logprobs, labels, candidates, n)
+    assert as_tuples(found) == as_tuples(brute_force_top_assignments(logprobs, labels, candidates, n))
+    assert len(found) == min(n, valid_assignment_count(candidates))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    num_classes=st.integers(2, 4),
+    k=st.integers(1, 4),
+    num_examples=st.integers(1, 9),
+    vocab=st.integers(4, 8),
+    n=st.integers(1, 30),
+    seed=st.integers(0, 10_000),
+)
+def test_property_matches_brute_force_with_shared_candidates(num_classes, k, num_examples, vocab, n, seed):
+    """Candidate lists drawn from a tiny vocabulary overlap a lot, so the distinct-words rule bites;
+    log-probs take three values, so ties are everywhere."""
+    rng = np.random.default_rng(seed)
+    logprobs = torch.tensor(rng.integers(-2, 1, size=(num_examples, vocab)), dtype=torch.float64)
+    labels = torch.tensor(rng.integers(0, num_classes, size=num_examples))
+    candidates = [rng.choice(vocab, size=min(k, vocab), replace=False).tolist() for _ in range(num_classes)]
+    found = top_assignments(logprobs, labels, candidates, n)
+    assert as_tuples(found) == as_tuples(brute_force_top_assignments(logprobs, labels, candidates, n))
+    for assignment in found:
+        assert len(set(assignment.word_ids)) == num_classes
+
+
+def test_no_word_is_shared_between_classes():
+    logprobs, labels, _ = random_problem(3, 5, 12, 8, seed=4)
+    candidates = [[0, 1, 2, 3, 4], [1, 2, 3, 4, 5], [2, 3, 4, 5, 6]]  # heavy overlap
+    found = top_assignments(logprobs, labels, candidates, 1000)
+    assert len(found) == valid_assignment_count(candidates)
+    assert all(len(set(a.word_ids)) == 3 for a in found)
+    assert len({a.word_ids for a in found}) == len(found)
+
+
+def test_n_beyond_the_valid_assignments_returns_all_in_order():
+    logprobs, labels, candidates = random_problem(3, 3, 9, 12, seed=5)
+    found = top_assignments(logprobs, labels, candidates, 10_000)
+    assert len(found) == valid_assignment_count(candidates)
+    keys = [(-a.score, a.ranks) for a in found]
+    assert keys == sorted(keys)
+
+
+def test_no_valid_assignment_gives_an_empty_list():
+    logprobs, labels, _ = random_problem(2, 1, 4, 5, seed=0)
+    assert top_assignments(logprobs, labels, [[3], [3]], 5) == []
+
+
+def test_scores_and_ranks_agree_with_plain_evaluation():
+    logprobs, labels, candidates = random_problem(4, 6, 24, 50, seed=6)
+    found = top_assignments(logprobs, labels, candidates, 15)
+    recomputed = score_assignments(logprobs, labels, candidates, [a.ranks for a in found])
+    assert [a.score for a in found] == pytest.approx(recomputed.tolist())
+    for a in found:
+        assert a.word_ids == tuple(candidates[c][r] for c, r in enumerate(a.ranks))
+        assert a.correct == round(a.score * len(labels))
+
+
+def test_an_argmax_tie_counts_as_wrong():
+    # Words 0 and 1 tie on example 0 (gold class 0); word 2 beats word 1 on example 1 (gold class 1).
+    logprobs = torch.tensor([[-1.0, -1.0, -5.0], [-2.0, -3.0, -0.5]])
+    labels = torch.tensor([0, 1])
+    found = top_assignments(logprobs, labels, [[0], [1, 2]], 2)
+    assert [(a.word_ids, a.correct) for a in found] == [((0, 2), 2), ((0, 1), 0)]
+
+
+def test_branch_and_bound_scores_fewer_assignments_than_the_product():
+    logprobs, labels, candidates = random_problem(4, 10, 32, 200, seed=7)
+    stats: dict = {}
+    found = top_assignments(logprobs, labels, candidates, 5, stats=stats)
+    assert as_tuples(found) == as_tuples(brute_force_top_assignments(logprobs, labels, candidates, 5))
+    assert stats["bounds_computed"] < 10 ** 4
+
+
+def test_search_is_deterministic():
+    logprobs, labels, candidates = random_problem(3, 8, 15, 30, seed=8, integer=True)
+    assert as_tuples(top_assignments(logprobs, labels, candidates, 20)) == \
+        as_tuples(top_assignments(logprobs, labels, candidates, 20))
+
+
+# ---------------------------------------------------------------------------------------------
+# Regression (Pearson)
+
+
+def test_pearson_top_assignments_equal_brute_force():
+    generator = torch.Generator().manual_seed(9)
+    logprobs = torch.log_softmax(torch.randn(20, 60, generator=generator), -1)
+    gold = torch.rand(20, generator=generator) * 5
+    candidates = candidate_words(logprobs, binarise_at_median(gold), 2, 15)
+    found = top_assignments(logprobs, gold, candidates, 12, metric="pearson")
+    reference = brute_force_top_assignments(logprobs, gold, candidates, 12, metric="pearson")
+    assert [a.ranks for a in found] == [a.ranks for a in reference]
+    assert [a.score for a in found] == pytest.approx([a.score for a in reference])
+    assert all(a.word_ids[0] != a.word_ids[1] for a in found)
+
+
+def test_pearson_finds_the_pair_that_tracks_the_gold_score():
+    gold = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    noise = torch.tensor([[-3.0, -1.0, -4.0, -2.0, -3.5, -1.5], [-2.0, -4.0, -1.0, -3.0, -1.5, -3.5]])
+    logprobs = torch.stack([noise[0], -1.0 - 0.2 * gold, noise[1], -1.0 + 0.2 * gold, noise[0].flip(0)], dim=1)
+    # word 3 rises with the score (high pole), word 1 falls (low pole); the others are noise
+    found = top_assignments(logprobs, gold, [[0, 1, 2], [2, 3, 4]], 1, metric="pearson")
+    assert found[0].word_ids == (1, 3)
+    assert found[0].score > 0.95
+
+
+def test_binarise_at_median_splits_above_the_median():
+    assert binarise_at_median([0.5, 4.0, 2.0, 3.0, 1.0]).tolist() == [0, 1, 0, 1, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates and neighbours
+
+
+def test_candidate_words_rank_by_class_sum_and_break_ties_by_token_id():
+    logprobs = torch.tensor([
+        [-1.0, -1.0, -3.0, -0.5, -2.0],
+        [-1.0, -1.0, -3.0, -4.0, -2.0],
+        [-5.0, -2.0, -0.1, -0.1, -0.2],
+    ])
+    labels = torch.tensor([0, 0, 1])
+    assert candidate_words(logprobs, labels, 2, 3) == [[0, 1, 4], [2, 3, 4]]
+
+
+def test_candidate_words_respect_allowed_masks():
+    logprobs, labels, _ = random_problem(2, 1, 8, 30, seed=10)
+    allowed = torch.zeros(30, dtype=torch.bool)
+    allowed[10:20] = True
+    for words in candidate_words(logprobs, labels, 2, 5, allowed):
+        assert all(10 <= t < 20 for t in words)
+    per_class = torch.zeros(2, 30, dtype=torch.bool)
+    per_class[0, :4] = True
+    per_class[1, 26:] = True
+    assert [sorted(w) for w in candidate_words(logprobs, labels, 2, 4, per_class)] == [[0, 1, 2, 3], [26, 27, 28, 29]]
+
+
+def test_candidate_word_errors_name_the_problem():
+    logprobs, labels, _ = random_problem(2, 1, 6, 10, seed=11)
+    allowed = torch.zeros(10, dtype=torch.bool)
+    allowed[:3] = True
+    with pytest.raises(UserError, match=r"k=4 .* only 3 vocabulary entries"):
+        candidate_words(logprobs, labels, 2, 4, allowed)
+    with pytest.raises(UserError, match=r"class 2 \('neutral'\) has no training examples"):
+        candidate_words(logprobs, labels, 3, 2, class_names=["negative", "positive", "neutral"])
+    with pytest.raises(UserError, match="label 5 is not a class index"):
+        candidate_words(logprobs, torch.tensor([0, 1, 5, 0, 1, 0]), 2, 2)
+    with pytest.raises(UserError, match="shape"):
+        candidate_words(logprobs, labels, 2, 2, torch.ones(7, dtype=torch.bool))
+
+
+def test_nearest_neighbours_by_cosine():
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.1], [0.1, 3.0], [-1.0, 0.0], [1.0, 0.0]])
+    assert nearest_neighbour_filter(embeddings, [0, 1], 3) == [[0, 5, 2], [1, 3, 2]]
+    allowed = torch.tensor([True, True, True, True, True, False])
+    nearest = nearest_neighbour_filter(embeddings, [0, 1], 2, allowed)
+    assert nearest == [[0, 2], [1, 3]]
+    masks = neighbour_masks(nearest, 6)
+    assert masks.tolist() == [[True, False, True, False, False, False], [False, True, False, True, False, False]]
+    with pytest.raises(UserError, match="outside the vocabulary"):
+        nearest_neighbour_filter(embeddings, [0, 9], 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs to the search
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(n=0), "n .* at least 1"),
+    (dict(metric="f1"), "unknown label-search metric"),
+    (dict(labels=torch.tensor([0, 1, 0])), "one label per training example"),
+    (dict(candidates=[[0, 1]]), "at least 2 classes"),
+    (dict(candidates=[[0, 0], [1]]), "class 0 lists a candidate word twice"),
+    (dict(candidates=[[0], [99]]), "outside the vocabulary"),
+    (dict(candidates=[[0], []]), "class 1 has no candidate words"),
+    (dict(logprobs=torch.tensor([[0.0, float("nan")], [0.0, 0.0]])), "NaN"),
+    (dict(labels=torch.tensor([0.5, 1.0])), "integer class indices"),
+])
+def test_bad_search_inputs(change, message):
+    arguments = dict(logprobs=torch.zeros(2, 4), labels=torch.tensor([0, 1]), candidates=[[0, 1], [2, 3]], n=3,
+                     metric="acc")
+    arguments.update(change)
+    with pytest.raises(UserError, match=message):
+        top_assignments(**arguments)
+
+
+def test_pearson_needs_two_poles():
+    with pytest.raises(UserError, match="two poles"):
+        top_assignments(torch.zeros(3, 6), torch.tensor([0.0, 1.0, 2.0]), [[0], [1], [2]], 1, metric="pearson")
+
+
+# ---------------------------------------------------------------------------------------------
+# The result record
+
+
+def test_result_record_round_trips_through_json():
+    task = get_task("SST-2")
+    words = {10: "awful", 11: "dull", 20: "great", 21: "lovely"}
+    assignments = [Assignment((10, 20), 0.75, (0, 0), 12), Assignment((11, 21), 0.5, (1, 1), 8)]
+    result = LabelSearchResult.build(task=task.name, labels=task.labels, metric="acc", k=2,
+                                     candidates=[[10, 11], [20, 21]], assignments=assignments,
+                                     id_to_word=words.__getitem__, template=task.template, num_examples=16)
+    data = json.loads(result.dumps())
+    assert data["assignments"][0]["label_words"] == {"0": "awful", "1": "great"}
+    assert LabelSearchResult.from_json(data) == result
+    assert [v.to_mapping() for v in result.verbalizers(task)] == [{"0": "awful", "1": "great"},
+                                                                  {"0": "dull", "1": "lovely"}]
+
+
+# ---------------------------------------------------------------------------------------------
+# With a backbone (tiny random models from conftest)
+
+
+@pytest.mark.parametrize("backbone_fixture", ["tiny_mlm", "tiny_causal"])
+def test_search_label_words_with_a_backbone(backbone_fixture, request, toy_sentiment):
+    backbone = request.getfixturevalue(backbone_fixture)
+    task = get_task("SST-2")
+    train, _ = toy_sentiment
+    template = Template.parse(task.template)
+    result = search_label_words(backbone, task, template, train, k=6, n=4, batch_size=5, progress=False)
+    allowed = backbone.word_token_mask()
+    assert len(result.candidates) == 2 and all(len(words) == 6 for words in result.candidates)
+    assert all(bool(allowed[t]) for words in result.candidates for t in words)
+    assert 1 <= len(result.assignments) <= 4
+    logprobs = zero_shot_label_logprobs(backbone, task, template, train, batch_size=16, progress=False)
+    labels = torch.tensor([task.label_index(e.label) for e in train])
+    assert result.candidates == candidate_words(logprobs, labels, 2, 6, allowed)
+    expected = brute_force_top_assignments(logprobs, labels, result.candidates, 4)
+    assert as_tuples(result.assignments) == as_tuples(expected)
+    assert set(result.to_json()["candidates"]) == {"0", "1"}
+
+
+def test_zero_shot_logprobs_do_not_depend_on_batching(tiny_causal, toy_sentiment):
+    task = get_task("SST-2")
+    train, _ = toy_sentiment
+    template = Template.parse(task.template)
+    batched = zero_shot_label_logprobs(tiny_causal, task, template, train[:6], batch_size=6, progress=False)
+    single = zero_shot_label_logprobs(tiny_causal, task, template, train[:6], batch_size=1, progress=False)
+    assert batched.shape == (6, tiny_causal.model.get_output_embeddings().weight.shape[0])
+    assert torch.allclose(batched, single, atol=1e-4)
+    assert torch.allclose(batched.exp().sum(-1), torch.ones(6), atol=1e-4)
+
+
+def test_search_label_words_regression_uses_pearson(tiny_mlm):
+    task = get_task("STS-B")
+    train = [Example((f"the movie {i}.", "a film."), float(score))
+             for i, score in enumerate([0.0, 0.5, 1.2, 2.0, 2.6, 3.1, 4.0, 4.8])]
+    result = search_label_words(tiny_mlm, task, task.template, train, k=4, n=3, progress=False)
+    assert result.metric == "pearson"
+    assert len(result.assignments) == 3
+    assert all(-1.0 <= a.score <= 1.0 for a in result.assignments)
+    assert [a.score for a in result.assignments] == sorted((a.score for a in result.assignments), reverse=True)
+
+
+def test_search_label_words_with_seed_word_neighbours(tiny_mlm, toy_sentiment):
+    task = get_task("SST-2")
+    train, _ = toy_sentiment
+    result = search_label_words(tiny_mlm, task, task.template, train, k=3, n=2, progress=False,
+                                seed_words={"0": "terrible", "1": "great"}, neighbours=8)
+    embeddings = tiny_mlm.model.get_output_embeddings().weight
+    seeds = tiny_mlm.tokenizer(["terrible", "great"], add_special_tokens=False)["input_ids"]
+    nearest = nearest_neighbour_filter(embeddings, [ids[0] for ids in seeds], 8, tiny_mlm.word_token_mask())
+    for words, allowed in zip(result.candidates, nearest):
+        assert set(words) <= set(allowed)
+    with pytest.raises(UserError, match="neighbours"):
+        search_label_words(tiny_mlm, task, task.template, train, k=3, n=2, progress=False,
+                           seed_words={"0": "terrible", "1": "great"})
