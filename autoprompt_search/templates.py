@@ -202,7 +202,7 @@ class Template:
 @dataclass(frozen=True)
 class Block:
     """One filled instance of a template: the query (label_word None keeps the mask) or a
-    demonstration (label_word fills the mask). Demonstrations drop the leading `cls`."""
+    demonstration (label_word fills the mask). Only the prompt's first block keeps its `cls`."""
 
     template: Template
     texts: tuple[str, ...]
@@ -273,7 +273,9 @@ def _block_pieces(block: Block, block_index: int, tokenizer, sentences: list[lis
         if part.kind == "text":
             pieces.append(_Piece(part.text, block_index))
         elif part.kind == "cls":
-            if not block.is_demonstration:
+            # Only the prompt's first block starts with cls/BOS: the query for a masked LM, the first
+            # demonstration for a causal LM (which puts demonstrations before the query).
+            if block_index == 0:
                 pieces.append(_Piece(_special_text("cls", tokenizer), block_index))
         elif part.kind in ("sep", "sep+"):
             pieces.append(_Piece(_special_text(part.kind, tokenizer), block_index))
