@@ -22,6 +22,8 @@ from autoprompt_search.backbones import load_backbone, quiet_transformers
 from autoprompt_search.tasks import Example, get_task, task_names
 
 quiet_transformers()
+# The models are tiny: one thread is fastest, and several test processes may share few cores.
+torch.set_num_threads(1)
 
 # Tests run on the CPU unless told otherwise (e.g. AUTOPROMPT_TEST_DEVICE=cuda on a GPU machine).
 TEST_DEVICE = os.environ.get("AUTOPROMPT_TEST_DEVICE", "cpu")

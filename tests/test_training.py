@@ -1,0 +1,193 @@
+"""Training and evaluation on the tiny random models: learning, determinism, best-on-dev restoration,
+regression, the classification-head baseline and bad inputs."""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from autoprompt_search.backbones import load_backbone, load_classifier
+from autoprompt_search.errors import UserError
+from autoprompt_search.tasks import Example, get_task
+from autoprompt_search.templates import Template
+from autoprompt_search.training import (
+    Prompt, TrainConfig, content_free_calibration, evaluate, fine_tune, predictions_from_scores, prompt_loss,
+)
+from autoprompt_search.verbalizers import Verbalizer
+
+from conftest import TEST_DEVICE, toy_similarity_examples
+
+SST2 = get_task("SST-2")
+STSB = get_task("STS-B")
+
+
+def _prompt(task=SST2, **kwargs) -> Prompt:
+    return Prompt(Template.parse(task.template), Verbalizer.for_task(task), **kwargs)
+
+
+def _config(**overrides) -> TrainConfig:
+    return TrainConfig(**{**dict(steps=30, batch_size=8, lr=1e-3, eval_every=1000, max_length=48, seed=7), **overrides})
+
+
+def _flipped(examples: list[Example]) -> list[Example]:
+    return [Example(e.texts, "1" if e.label == "0" else "0") for e in examples]
+
+
+@pytest.mark.parametrize("backbone_fixture", ["fresh_tiny_mlm", "fresh_tiny_causal"])
+def test_prompt_fine_tuning_lowers_the_training_loss(request, backbone_fixture, toy_sentiment):
+    backbone = request.getfixturevalue(backbone_fixture)
+    train, _ = toy_sentiment
+    before = evaluate(backbone, SST2, _prompt(), train, max_length=48)
+    result = fine_tune(backbone, SST2, _prompt(), train, None, _config(steps=30, lr=1e-2), progress=False)
+    assert len(result.train_losses) == 30 and all(np.isfinite(result.train_losses))
+    first, last = np.mean(result.train_losses[:5]), np.mean(result.train_losses[-5:])
+    assert last < 0.5 * first, result.train_losses
+    assert result.dev is None and result.best_step == 30
+    # The weights were updated in place: the fitted backbone now classifies its training set.
+    after = evaluate(backbone, SST2, _prompt(), train, max_length=48)
+    assert after.main >= 0.9 and after.main > before.main
+    assert set(after.predictions) == set(SST2.labels)
+
+
+def test_same_seed_gives_identical_runs(tiny_mlm_folder, toy_sentiment):
+    train, dev = toy_sentiment
+
+    def run(seed):
+        backbone = load_backbone(str(tiny_mlm_folder), device=TEST_DEVICE)
+        return fine_tune(backbone, SST2, _prompt(), train, dev, _config(steps=8, eval_every=4, seed=seed), progress=False)
+
+    first, second, other = run(3), run(3), run(4)
+    assert first.train_losses == second.train_losses
+    assert first.dev.predictions == second.dev.predictions
+    np.testing.assert_array_equal(first.dev.scores, second.dev.scores)
+    assert first.history == second.history
+    assert other.train_losses != first.train_losses  # the seed drives batch order
+
+
+def test_best_dev_checkpoint_is_restored(fresh_tiny_mlm, toy_sentiment):
+    train, _ = toy_sentiment
+    # Dev holds the training sentences with flipped labels, so dev accuracy falls as training
+    # succeeds: the best checkpoint is an early one, not the last.
+    dev = _flipped(train)
+    result = fine_tune(fresh_tiny_mlm, SST2, _prompt(), train, dev, _config(steps=24, eval_every=2, lr=1e-2),
+                       progress=False)
+    scores = [score for _, score in result.history]
+    assert [step for step, _ in result.history] == list(range(2, 25, 2))
+    assert scores[-1] < max(scores), "the toy set-up must make the last checkpoint worse than the best"
+    assert result.dev.main == pytest.approx(max(scores))
+    assert result.best_step == result.history[scores.index(max(scores))][0]
+    # The returned backbone holds the best weights: evaluating again gives the same dev score.
+    again = evaluate(fresh_tiny_mlm, SST2, _prompt(), dev, max_length=48)
+    assert again.main == pytest.approx(max(scores))
+
+
+def test_test_set_is_scored_with_the_best_checkpoint(fresh_tiny_mlm, toy_sentiment):
+    train, dev = toy_sentiment
+    result = fine_tune(fresh_tiny_mlm, SST2, _prompt(), train, dev, _config(steps=6, eval_every=3),
+                       test=dev, progress=False)
+    np.testing.assert_allclose(result.test.scores, result.dev.scores)
+    assert result.test.predictions == result.dev.predictions
+
+
+def test_regression_fine_tuning_predicts_in_range(fresh_tiny_mlm):
+    train, dev = toy_similarity_examples(16, seed=3), toy_similarity_examples(12, seed=4)
+    result = fine_tune(fresh_tiny_mlm, STSB, _prompt(STSB), train, dev, _config(steps=12, eval_every=6),
+                       progress=False)
+    assert all(np.isfinite(result.train_losses)) and all(loss >= -1e-6 for loss in result.train_losses)
+    predictions = np.asarray(result.dev.predictions, dtype=float)
+    assert predictions.shape == (len(dev),)
+    assert ((predictions >= 0.0) & (predictions <= 5.0)).all() and predictions.std() > 0
+    assert set(result.dev.metrics) >= {"pearson", "spearman", "main"}
+    assert np.mean(result.train_losses[-4:]) < np.mean(result.train_losses[:4])
+
+
+def test_regression_loss_is_zero_when_the_pole_probability_matches_the_score():
+    targets = torch.tensor([0.2, 0.9])
+    exact = torch.log(torch.stack([1 - targets, targets], -1))
+    assert prompt_loss(STSB, exact, targets).item() == pytest.approx(0.0, abs=1e-5)
+    assert prompt_loss(STSB, exact.flip(-1), targets).item() > 0.1
+    assert predictions_from_scores(STSB, exact.numpy()) == pytest.approx([1.0, 4.5])
+
+
+def test_standard_fine_tuning_through_a_classification_head(tiny_classifier_folder, toy_sentiment):
+    train, dev = toy_sentiment
+    backbone = load_classifier(str(tiny_classifier_folder), num_labels=2, device=TEST_DEVICE, seed=0)
+    result = fine_tune(backbone, SST2, None, train, dev, _config(steps=30), progress=False)
+    assert np.mean(result.train_losses[-5:]) < np.mean(result.train_losses[:5])
+    assert result.dev.scores.shape == (len(dev), 2)
+    assert set(result.dev.predictions) <= set(SST2.labels) and "acc" in result.dev.metrics
+
+
+def test_evaluate_keeps_example_order(tiny_causal, toy_sentiment):
+    _, dev = toy_sentiment
+    prompt = _prompt()
+    result = evaluate(tiny_causal, SST2, prompt, dev, batch_size=5, max_length=48)
+    with torch.no_grad():
+        for index in (0, 3, len(dev) - 1):
+            encoded = tiny_causal.encode(dev[index], prompt.template, prompt.verbalizer, max_length=48)
+            alone = tiny_causal.class_scores(tiny_causal.collate([encoded]), prompt.verbalizer)[0].cpu().numpy()
+            np.testing.assert_allclose(result.scores[index], alone, atol=1e-4)
+    assert result.predictions == [SST2.labels[i] for i in result.scores.argmax(1)]
+    assert result.tokens > 0
+
+
+def test_calibration_is_subtracted(tiny_mlm, toy_sentiment):
+    _, dev = toy_sentiment
+    prompt = _prompt()
+    calibration = content_free_calibration(tiny_mlm, SST2, prompt, max_length=48)
+    assert calibration.shape == (2,) and np.exp(calibration).sum() == pytest.approx(1.0, abs=1e-5)
+    plain = evaluate(tiny_mlm, SST2, prompt, dev, max_length=48)
+    calibrated = evaluate(tiny_mlm, SST2, prompt, dev, max_length=48, calibration=calibration)
+    np.testing.assert_allclose(calibrated.scores, plain.scores - calibration, atol=1e-6)
+
+
+def test_demonstration_sampling_is_deterministic_under_the_seed(tiny_mlm, toy_sentiment):
+    train, dev = toy_sentiment
+
+    def demonstrations(query, index, rng: random.Random):
+        picks = rng.sample([e for e in train if e.texts != query.texts], 2)
+        return [(e, SST2.label_index(e.label)) for e in picks]
+
+    prompt = _prompt(demonstrations=demonstrations, inference_samples=3)
+    first = evaluate(tiny_mlm, SST2, prompt, dev[:6], max_length=96, seed=5)
+    second = evaluate(tiny_mlm, SST2, prompt, dev[:6], max_length=96, seed=5)
+    other = evaluate(tiny_mlm, SST2, prompt, dev[:6], max_length=96, seed=6)
+    np.testing.assert_array_equal(first.scores, second.scores)
+    assert not np.allclose(first.scores, other.scores)
+    # Averaged log-softmax scores: each row is a mean of log-probabilities, so all negative.
+    assert (first.scores < 0).all()
+
+
+def test_no_training_examples_is_a_user_error(tiny_mlm_folder, toy_sentiment):
+    backbone = load_backbone(str(tiny_mlm_folder), device=TEST_DEVICE)
+    with pytest.raises(UserError, match="no training examples for SST-2"):
+        fine_tune(backbone, SST2, _prompt(), [], toy_sentiment[1], _config(), progress=False)
+    with pytest.raises(UserError, match="no examples to evaluate"):
+        evaluate(backbone, SST2, _prompt(), [])
+
+
+def test_unknown_label_in_training_data_is_a_user_error(fresh_tiny_mlm, toy_sentiment):
+    train, dev = toy_sentiment
+    bad = [*train[:3], Example(("A fine film.",), "positive")]
+    with pytest.raises(UserError, match=r"unknown label 'positive' for task SST-2; expected one of \['0', '1'\]"):
+        fine_tune(fresh_tiny_mlm, SST2, _prompt(), bad, dev, _config(steps=1, batch_size=4), progress=False)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"steps": 10, "learning_rate": 1e-5}, "unknown field(s) ['learning_rate']"),
+    ({"batch_size": 0}, "field 'batch_size' has an invalid value 0"),
+    ({"lr": -1.0}, "field 'lr' has an invalid value -1.0"),
+])
+def test_bad_training_config_is_a_user_error(values, message):
+    with pytest.raises(UserError, match=__import__("re").escape(message)):
+        TrainConfig.from_dict(values, source="search.toml [training]")
+
+
+def test_paper_config_and_round_trip():
+    paper = TrainConfig.paper(seed=13)
+    assert (paper.steps, paper.batch_size, paper.lr, paper.eval_every, paper.seed) == (1000, 8, 1e-5, 100, 13)
+    assert TrainConfig.from_dict(paper.to_dict()) == paper
+    assert replace(paper, steps=5).steps == 5
