@@ -1,0 +1,317 @@
+"""Automatic template generation: fast == reference, valid output, forbidden tokens, greedy equivalence."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from autoprompt_search import generators as gen_mod
+from autoprompt_search.errors import UserError
+from autoprompt_search.generators import (CausalGenerator, GeneratedTemplate, T5Generator,
+                                          default_forbidden_token_ids, load_generated_templates,
+                                          save_templates)
+from autoprompt_search.tasks import Example, get_task, task_names
+from autoprompt_search.templates import Template
+
+WORDS = ("the movie was great and fun a terrible film it bad is good story very not boring plot "
+         "actors yes no maybe this one really loved hated").split()
+LABEL_WORDS = ["great", "terrible", "Yes", "No", "Maybe", "good", "bad", "okay", "correct", "incorrect"]
+
+
+def _sentence(rng: random.Random, low: int = 3, high: int = 9) -> str:
+    words = [rng.choice(WORDS) for _ in range(rng.randint(low, high))]
+    return " ".join(words) + rng.choice([".", "!", " ."])
+
+
+def _corpus(rng: random.Random, n: int = 400) -> list[str]:
+    return [_sentence(rng) + " " + rng.choice(LABEL_WORDS) + " " + _sentence(rng) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def t5_tokenizer(tmp_path_factory):
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    folder = tmp_path_factory.mktemp("t5tok")
+    (folder / "corpus.txt").write_text("\n".join(_corpus(random.Random(0))))
+    spm.SentencePieceTrainer.train(input=str(folder / "corpus.txt"), model_prefix=str(folder / "spiece"),
+                                   vocab_size=90, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   hard_vocab_limit=False, minloglevel=2)
+    return T5Tokenizer.from_pretrained(str(folder), extra_ids=8)
+
+
+def _span_training_pair(tok, rng: random.Random) -> tuple[list[int], list[int]]:
+    """A T5 denoising pair shaped like the generator's inputs, so the tiny model learns to close spans."""
+    enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    s = [tok.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(3)]
+    span1 = enc(" ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 2)))) if rng.random() < .8 else []
+    span2 = enc(rng.choice(WORDS) + ".") if rng.random() < .7 else enc(".")
+    source = enc(_sentence(rng)) + [s[0]] + enc(" " + rng.choice(LABEL_WORDS)) + [s[1], tok.eos_token_id]
+    target = [s[0]] + span1 + [s[1]] + span2 + [s[2], tok.eos_token_id]
+    return source, target
+
+
+@pytest.fixture(scope="module")
+def t5_model(t5_tokenizer):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=2, d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+                      dropout_rate=0.0)
+    model = T5ForConditionalGeneration(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rng = random.Random(1)
+    for _ in range(40):
+        pairs = [_span_training_pair(t5_tokenizer, rng) for _ in range(16)]
+        sources, _ = gen_mod._pad([p[0] for p in pairs], 0, left=False)
+        targets, target_mask = gen_mod._pad([p[1] for p in pairs], 0, left=False)
+        labels = targets.masked_fill(target_mask == 0, -100)
+        loss = model(input_ids=sources, attention_mask=(sources != 0).long(), labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.double().eval()  # float64: near-ties cannot reorder fast vs reference
+
+
+@pytest.fixture(scope="module")
+def causal_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(_corpus(random.Random(2)) + ["\n"] * 10, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+
+
+@pytest.fixture(scope="module")
+def causal_model(causal_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(causal_tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512)
+    model = LlamaForCausalLM(config)
+    # A few steps on "sentence, short text, label word, short text, newline" so that label words and line
+    # ends are likely enough for the beam to finish candidates.
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rng = random.Random(4)
+    for _ in range(80):
+        lines = []
+        for _ in range(16):
+            label = rng.choice(["great", "terrible", "Yes", "No", "Maybe"])
+            lines.append(rng.choice([
+                f"{_sentence(rng)} it was {label}{rng.choice(['.', ''])}\n",
+                f"{_sentence(rng)} {label}{rng.choice(['.', ''])}\n",
+                f"{rng.choice(['', 'It was '])}{label}{rng.choice(['.', ''])} {_sentence(rng).capitalize()}\n",
+                f"{_sentence(rng)[:-1].strip()} {label}{rng.choice([',', ''])} {_sentence(rng)}\n",
+            ]))
+        ids = [[causal_tokenizer.bos_token_id] + causal_tokenizer(line).input_ids for line in lines]
+        batch, mask = gen_mod._pad(ids, causal_tokenizer.pad_token_id, left=False)
+        loss = model(input_ids=batch, attention_mask=mask, labels=batch.masked_fill(mask == 0, -100)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.double().eval()
+
+
+def _examples(task_name: str, n: int, seed: int = 3) -> list[Example]:
+    task, rng = get_task(task_name), random.Random(seed)
+    examples = []
+    for i in range(n):
+        texts = tuple(_sentence(rng) for _ in range(task.num_sentences))
+        label = rng.uniform(0, 5) if task.is_regression else task.labels[i % len(task.labels)]
+        examples.append(Example(texts, label))
+    return examples
+
+
+def _assert_same(fast: list[GeneratedTemplate], reference: list[GeneratedTemplate]) -> None:
+    assert fast, "the search produced no template; the test would prove nothing"
+    assert [t.template for t in fast] == [t.template for t in reference]
+    assert [t.format for t in fast] == [t.format for t in reference]
+    for a, b in zip(fast, reference):
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("task_name, fmt, objective", [
+    ("SST-2", "A", "mean_logits"), ("SST-2", "B", "mean_logits"), ("RTE", "pair", "mean_logits"),
+    ("SST-5", "A", "sum_logprob"),
+])
+def test_t5_fast_matches_reference(t5_model, t5_tokenizer, task_name, fmt, objective):
+    generator = T5Generator(t5_model, t5_tokenizer, beam_width=6, max_steps=7, chunk_size=3, objective=objective)
+    examples = _examples(task_name, 7)
+    fast = generator.generate(task_name, examples, formats=[fmt], progress=False)
+    reference = generator.reference_generate(task_name, examples, formats=[fmt], progress=False)
+    _assert_same(fast, reference)
+    scores = [t.score for t in fast]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("task_name, fmt", [("SST-2", "A"), ("SST-2", "B"), ("RTE", "pair")])
+def test_causal_fast_matches_reference(causal_model, causal_tokenizer, task_name, fmt):
+    generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=6, max_steps=6, chunk_size=2,
+                                max_span2_tokens=2)
+    examples = _examples(task_name, 5)
+    fast = generator.generate(task_name, examples, formats=[fmt], progress=False)
+    reference = generator.reference_generate(task_name, examples, formats=[fmt], progress=False)
+    _assert_same(fast, reference)
+
+
+def _assert_valid(templates: list[GeneratedTemplate], num_sentences: int) -> None:
+    assert len({t.template for t in templates}) == len(templates), "duplicates"
+    for generated in templates:
+        parsed = Template.parse(generated.template)
+        parsed.validate(num_sentences=num_sentences)
+        assert sum(p.kind == "mask" for p in parsed.parts) == 1
+        assert {p.index for p in parsed.parts if p.kind == "sent"} == set(range(num_sentences))
+        assert parsed.to_readable() == generated.readable
+        assert Template.parse(generated.readable).to_lmbff() == generated.template
+
+
+@pytest.mark.parametrize("task_name", task_names())
+def test_t5_templates_valid_for_every_task(t5_model, t5_tokenizer, task_name):
+    task = get_task(task_name)
+    generator = T5Generator(t5_model, t5_tokenizer, beam_width=5, max_steps=6, keep_per_format=3)
+    templates = generator.generate(task, _examples(task_name, 2 * task.num_classes), progress=False)
+    assert templates
+    expected_formats = {"pair"} if task.num_sentences == 2 else {"A", "B"}
+    assert {t.format for t in templates} <= expected_formats
+    for fmt in expected_formats:
+        assert sum(t.format == fmt for t in templates) <= 3
+    _assert_valid(templates, task.num_sentences)
+
+
+def test_causal_templates_valid(causal_model, causal_tokenizer):
+    generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=8, max_steps=6)
+    for task_name in ("SST-2", "RTE"):
+        templates = generator.generate(task_name, _examples(task_name, 4), progress=False)
+        assert templates
+        _assert_valid(templates, get_task(task_name).num_sentences)
+
+
+def _candidate_tokens(generator, task_name: str, fmt: str, examples) -> list[tuple[int, ...]]:
+    task = get_task(task_name)
+    words = gen_mod._label_words_of(task, examples, None)
+    root, advance, rules = generator._search_parts(task, examples, words, fmt, True)
+    candidates = gen_mod._beam_search(root, advance, rules, generator.beam_width, generator.max_steps,
+                                      gen_mod._select_fast, "", False)
+    return [c.tokens for c in candidates]
+
+
+def test_forbidden_tokens_never_appear(t5_model, t5_tokenizer):
+    examples = _examples("SST-2", 6)
+    plain = T5Generator(t5_model, t5_tokenizer, beam_width=8, max_steps=7)
+    used = [t for tokens in _candidate_tokens(plain, "SST-2", "A", examples) for t in tokens]
+    sentinels = {t5_tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(8)}
+    frequent = [t for t in sorted(set(used), key=used.count, reverse=True) if t not in sentinels][:3]
+    assert frequent
+    forbidden = default_forbidden_token_ids(t5_tokenizer, plain.vocab_size) | set(frequent)
+    restricted = T5Generator(t5_model, t5_tokenizer, beam_width=8, max_steps=7, forbidden_token_ids=forbidden)
+    for tokens in _candidate_tokens(restricted, "SST-2", "A", examples):
+        assert not set(tokens) & set(frequent)
+        dots = set(gen_mod._dot_ids(restricted.texts))
+        assert not any(a in dots and b in dots for a, b in zip(tokens, tokens[1:]))
+    assert restricted.generate("SST-2", examples, formats=["A"], progress=False)
+
+
+def _greedy_t5(model, tokenizer, generator: T5Generator, inputs: list[list[int]]) -> tuple[list[int], float]:
+    """Plain greedy decoding of the averaged-logits objective, written independently of the beam search."""
+    sentinel = {i: tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(8)}
+    eos = tokenizer.eos_token_id
+    forbidden = set(default_forbidden_token_ids(tokenizer, generator.vocab_size))
+    dots = {i for i, text in enumerate(generator.texts) if text.strip() == "."}
+    ids, mask = gen_mod._pad(inputs, 0, left=False)
+    decoded, span, total = [0, sentinel[0]], 1, 0.0
+    for _ in range(generator.max_steps):
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask,
+                           decoder_input_ids=torch.tensor([decoded] * len(inputs))).logits[:, -1]
+        scores = torch.log_softmax(logits.double().mean(0), dim=-1)
+        allowed_ends = {sentinel[1]} if span == 1 else {sentinel[2], eos}
+        for token in range(len(scores)):
+            blocked = (token in forbidden or token in sentinel.values()) and token not in allowed_ends
+            if blocked or (decoded[-1] in dots and token in dots):
+                scores[token] = float("-inf")
+        token = int(scores.argmax())
+        decoded.append(token)
+        total += float(scores[token])
+        if token in allowed_ends:
+            span += 1
+            if span == 3:
+                return decoded[2:], total
+    return [], total
+
+
+def test_beam_width_one_is_greedy(t5_model, t5_tokenizer):
+    task, examples = get_task("SST-2"), _examples("SST-2", 6)
+    generator = T5Generator(t5_model, t5_tokenizer, beam_width=1, max_steps=10)
+    result = generator.generate(task, examples, formats=["A"], progress=False)
+    words = gen_mod._label_words_of(task, examples, None)
+    tokens, score = _greedy_t5(t5_model, t5_tokenizer, generator, generator.encoder_inputs(task, examples, words, "A"))
+    assert tokens, "greedy decoding did not finish both spans"
+    cut = tokens.index(t5_tokenizer.convert_tokens_to_ids("<extra_id_1>"))
+    span1 = "".join(generator.texts[t] for t in tokens[:cut]).replace(" ", "_")
+    span2 = "".join(generator.texts[t] for t in tokens[cut + 1:-1]).replace(" ", "_")
+    assert [t.template for t in result] == [f"*cls**sent_0*{span1}*mask*{span2}*sep+*"]
+    assert result[0].score == pytest.approx(score, abs=1e-9)
+
+
+def test_t5_inputs_follow_lmbff_formats(t5_model, t5_tokenizer):
+    generator = T5Generator(t5_model, t5_tokenizer, beam_width=2, max_steps=2)
+    s0, s1 = (t5_tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(2))
+    enc = lambda text: t5_tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    single, pair = get_task("SST-2"), get_task("RTE")
+    [a] = generator.encoder_inputs(single, [Example(("the movie.",), "1")], ["great"], "A")
+    assert a == enc("The movie.") + [s0] + enc(" great") + [s1, t5_tokenizer.eos_token_id]
+    [b] = generator.encoder_inputs(single, [Example(("the movie.",), "1")], ["great"], "B")
+    assert b == [s0] + enc(" great") + [s1] + enc(" The movie.") + [t5_tokenizer.eos_token_id]
+    [p] = generator.encoder_inputs(pair, [Example(("a plot.", "The film"), "entailment")], ["Yes"], "pair")
+    assert p == enc("A plot") + [s0] + enc(" Yes") + [s1] + enc(" the film") + [t5_tokenizer.eos_token_id]
+    long = Example((" ".join(["movie"] * 400) + " end",), "0")
+    [truncated] = generator.encoder_inputs(single, [long], ["terrible"], "A")
+    assert len(truncated) == 256 and truncated[-1] == t5_tokenizer.eos_token_id
+
+
+def test_regression_labels_pick_the_pole(t5_model, t5_tokenizer):
+    task = get_task("STS-B")
+    words = gen_mod._label_words_of(task, [Example(("a", "b"), 0.5), Example(("a", "b"), 4.0)], None)
+    assert words == [task.label_words["0"], task.label_words["1"]]
+
+
+def test_save_and_load_templates(tmp_path, t5_model, t5_tokenizer):
+    templates = T5Generator(t5_model, t5_tokenizer, beam_width=4, max_steps=6).generate(
+        "SST-2", _examples("SST-2", 4), progress=False)
+    assert templates
+    txt, json_path = save_templates(templates, tmp_path / "out" / "SST-2.txt")
+    assert txt.read_text().splitlines() == [t.template for t in templates]
+    assert json.loads(json_path.read_text())["templates"][0]["score"] == templates[0].score
+    assert load_generated_templates(json_path) == templates
+
+
+def test_bad_inputs_raise_user_errors(t5_model, t5_tokenizer, causal_model, causal_tokenizer, tmp_path):
+    generator = T5Generator(t5_model, t5_tokenizer, beam_width=2, max_steps=2)
+    with pytest.raises(UserError, match="no label"):
+        generator.generate("SST-2", [Example(("x.",), None)], progress=False)
+    with pytest.raises(UserError, match="expects 2"):
+        generator.generate("RTE", [Example(("x.",), "entailment")], progress=False)
+    with pytest.raises(UserError, match="formats"):
+        generator.generate("SST-2", _examples("SST-2", 2), formats=["pair"], progress=False)
+    with pytest.raises(UserError, match="at least one"):
+        generator.generate("SST-2", [], progress=False)
+    with pytest.raises(UserError, match="objective"):
+        T5Generator(t5_model, t5_tokenizer, objective="max")
+    causal = CausalGenerator(causal_model, causal_tokenizer, beam_width=2, max_steps=2)
+    with pytest.raises(UserError, match="one token"):
+        causal.generate("SST-2", _examples("SST-2", 2), label_words={"0": "qqqzzzxxx", "1": "great"},
+                        progress=False)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="bad.json"):
+        load_generated_templates(tmp_path / "bad.json")
