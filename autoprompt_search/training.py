@@ -35,11 +35,11 @@ class TrainConfig:
     """Defaults sized for a 2-core CPU; the paper's settings are steps=1000, batch_size=8, lr=1e-5,
     eval_every=100, max_length=128 (256 with demonstrations for some tasks)."""
 
-    steps: int = 64
+    steps: int = 32
     batch_size: int = 8
-    lr: float = 2e-5
+    lr: float = 5e-5
     weight_decay: float = 0.0
-    eval_every: int = 16
+    eval_every: int = 8
     max_length: int = 128
     eval_batch_size: int = 32
     seed: int = 42

@@ -1,0 +1,52 @@
+"""Helpers shared by the benchmark scripts: saving results with the command that produced them."""
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(mean: float, std: float, scale: float = 100.0) -> str:
+    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+
+
+def save(name: str, markdown: str, data: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    header = f"Command: `{command_line()}`\n\nEnvironment: `{json.dumps(environment())}`\n\n"
+    (RESULTS / f"{name}.md").write_text(header + markdown + "\n", encoding="utf-8")
+    payload = {"command": command_line(), "environment": environment(), **data}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
+    print(header + markdown)
+    print(f"saved results/{name}.md and results/{name}.json")
