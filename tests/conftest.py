@@ -173,7 +173,10 @@ def _save_tiny_mlm(folder: Path) -> Path:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
-    BertForMaskedLM(config).save_pretrained(folder)
+    model = BertForMaskedLM(config)
+    with torch.no_grad():  # a non-zero output bias, so that scoring code that forgets it is caught
+        model.get_output_embeddings().bias.normal_(0.0, 0.5)
+    model.save_pretrained(folder)
     return folder
 
 
