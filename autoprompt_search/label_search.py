@@ -282,9 +282,10 @@ class _AccuracyBranchAndBound:
 
     Notation: classes are assigned in order 0, 1, ..., C-1. S_g[i, a] is the log-probability of class
     g's candidate a on example i. Examples are grouped by gold class; a set of examples of group g is a
-    bitset. For every ordered class pair (g, c), beats[g][c][a, b] is the set of examples of group g
-    where S_g[., a] > S_c[., b] (strictly), so the examples an assignment gets right are, per group g,
-    the intersection over c != g of beats[g][c][w_g, w_c]; the score is the sum of their sizes.
+    bitset. For every ordered class pair (g, c), beats[g][c][b, a] is the set of examples of group g
+    where S_g[., a] > S_c[., b] (strictly; stored opponent candidate first), so the examples an
+    assignment gets right are, per group g, the intersection over c != g of beats[g][c][w_c, w_g];
+    the score is the sum of their sizes.
 
     Upper bound of a partial assignment (classes < m fixed) over all of its completions, summed over
     groups, each group relaxed on its own:
@@ -320,7 +321,7 @@ class _AccuracyBranchAndBound:
                 flags = own.T[:, None, :] > other.T[None, :, :]  # [k_g, k_c, N_g]
                 # Stored with the opponent's candidate first: children index it by that candidate.
                 self.beats[g][c] = np.ascontiguousarray(_pack_bits(flags, self.group_words[g]).transpose(1, 0, 2))
-                lowest = other.min(axis=1) if other.size else np.full(len(rows), np.inf)
+                lowest = other.min(axis=1)
                 self.beats_min[g][c] = _pack_bits(own.T > lowest[None, :], self.group_words[g])
         everyone = [_pack_bits(np.ones(len(rows), dtype=bool), w) for rows, w in zip(groups, self.group_words)]
         self.everyone = everyone

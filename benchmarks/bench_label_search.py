@@ -13,7 +13,8 @@ run checks exactness in full, and its time per assignment is extrapolated to the
 "extrapolated" in the table). On the full problem, exactness is also checked against a random sample
 of assignments: none of them may rank above the n-th best found without being in the top n.
 
-Results: results/label_search_exactness.md and .json (with the command line that produced them).
+Results: results/label_search_exactness.md and .json (with the command line that produced them);
+with --model M: results/label_search_exactness_M.md and .json.
 """
 from __future__ import annotations
 
@@ -122,7 +123,7 @@ def sub_problem_k(shape: Shape, assignments: int) -> int:
     return max(2, int(round(assignments ** (1.0 / shape.num_classes))))
 
 
-def measure(shape: Shape, logprobs, labels, allowed, args, seed: int) -> dict:
+def measure(shape: Shape, logprobs, labels, allowed, args, seed: int, id_to_word=None) -> dict:
     candidates = candidate_words(logprobs, labels, shape.num_classes, shape.k, allowed)
     product = shape.k ** shape.num_classes
     stats: dict = {}
@@ -131,6 +132,8 @@ def measure(shape: Shape, logprobs, labels, allowed, args, seed: int) -> dict:
     row = {"seed": seed, "product": product, "search_seconds": search_seconds, **stats,
            "top_scores": [a.score for a in found[:5]],
            "scores_recomputed_equal": bool(np.allclose(recomputed, [a.score for a in found]))}
+    if id_to_word is not None:
+        row["top_label_words"] = [[id_to_word(t) for t in a.word_ids] for a in found[:5]]
     if product <= args.brute_limit:
         reference, brute_seconds = timed(brute_force_top_assignments, logprobs, labels, candidates, args.n)
         row.update(brute_mode="measured", brute_seconds=brute_seconds, exact=keys(found) == keys(reference))
@@ -215,8 +218,10 @@ def main() -> None:
                 logprobs, labels, allowed = model_inputs(shape, args, seed, cache)
             else:
                 logprobs, labels, allowed = random_inputs(shape, args.vocab, seed)
-            rows.append(measure(shape, logprobs, labels, allowed, args, seed))
-            print(f"{shape.name} seed {seed}: {rows[-1]['search_seconds']:.2f} s, exact={rows[-1]['exact']}", flush=True)
+            id_to_word = cache["backbone"].token_to_word if args.model else None
+            rows.append(measure(shape, logprobs, labels, allowed, args, seed, id_to_word))
+            print(f"{shape.name} seed {seed}: {rows[-1]['search_seconds']:.2f} s, exact={rows[-1]['exact']}, "
+                  f"best={rows[-1].get('top_label_words', [None])[0]}", flush=True)
         table.append(summarise(shape, rows, args))
         data["shapes"][shape.name] = {"shape": shape.__dict__, "runs": rows}
     notes = [
@@ -232,7 +237,8 @@ def main() -> None:
         "Exactness: identical assignments, order and scores; on the full TREC/SST-5 problems also no sampled "
         "assignment ranks above the n-th best found without being in the top n.",
     ]
-    save("label_search_exactness", "\n".join(table + notes), data)
+    name = "label_search_exactness" + (f"_{args.model.replace('/', '_')}" if args.model else "")
+    save(name, "\n".join(table + notes), data)
 
 
 if __name__ == "__main__":
