@@ -177,7 +177,10 @@ class Template:
                     raise UserError(
                         f"template text {part.text!r} contains '_' or '*', which LM-BFF syntax cannot express"
                     )
-                out.append(part.text.replace(" ", "_"))
+                escaped = part.text.replace(" ", "_")
+                if _looks_like_variable(escaped) or _BROKEN_VARIABLE_RE.match(escaped):
+                    raise UserError(f"template text {part.text!r} would read as a variable in LM-BFF syntax")
+                out.append(escaped)
             else:
                 out.append(f"*{part.variable_name()}*")
         return "".join(out)

@@ -21,6 +21,8 @@ from autoprompt_search.verbalizers import Verbalizer, single_token_ids
 from conftest import TEST_DEVICE
 
 RTE = get_task("RTE")
+SST2 = get_task("SST-2")
+TREC = get_task("TREC")
 SST5 = get_task("SST-5")
 PAIRS = [
     Example(("The film is a superb story.", "The story is good."), "entailment"),
@@ -59,17 +61,23 @@ def causal_backbone(request, tiny_causal, tiny_gpt2):
     return {"llama": tiny_causal, "gpt2": tiny_gpt2}[request.param]
 
 
-@pytest.mark.parametrize("task, examples, template", [
-    (RTE, PAIRS, RTE.template),                    # the label word is followed by the second sentence
-    (SST5, SINGLES, SST5.template),                # label word then '.'
-    (SST5, SINGLES, "*cls**sent_0*_It_was*mask*"),  # the label word ends the prompt: one token per class
+@pytest.mark.parametrize("task, examples, template, words", [
+    (RTE, PAIRS, RTE.template, None),                    # the label word is followed by the second sentence
+    (SST5, SINGLES, SST5.template, None),                # label word then '.'
+    (SST5, SINGLES, "*cls**sent_0*_It_was*mask*", None),  # the label word ends the prompt: one token per class
+    (TREC, SINGLES, TREC.template, None),                # the label slot comes first: the prefix is BOS alone
+    (SST2, SINGLES, SST2.template, {"0": "wonderfulness", "1": "great"}),  # continuations of different lengths
 ])
 @torch.no_grad()
-def test_causal_scores_batched_equal_one_by_one_and_brute_force(causal_backbone, task, examples, template):
+def test_causal_scores_batched_equal_one_by_one_and_brute_force(causal_backbone, task, examples, template, words):
     backbone = causal_backbone
-    template, verbalizer = Template.parse(template), Verbalizer.for_task(task)
+    template = Template.parse(template)
+    verbalizer = Verbalizer.from_mapping(task, words) if words else Verbalizer.for_task(task)
     encoded = [backbone.encode(e, template, verbalizer) for e in examples]
-    assert len({len(e.input_ids) for e in encoded}) == len(encoded)  # different prefix lengths: left padding
+    if task is not TREC:
+        assert len({len(e.input_ids) for e in encoded}) == len(encoded)  # different prefix lengths: left padding
+    if words:
+        assert len({len(c) for c in encoded[0].continuations}) > 1
     batched = backbone.class_scores(backbone.collate(encoded), verbalizer).double().cpu()
     assert batched.shape == (len(examples), len(verbalizer))
     for row, item in enumerate(encoded):

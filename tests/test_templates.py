@@ -150,6 +150,14 @@ def test_lmbff_export_refuses_underscores_in_literal_text():
         template.to_lmbff()
 
 
+@pytest.mark.parametrize("literal", ["mask", "cls", "sep", "sep+"])
+def test_lmbff_export_refuses_literal_text_that_reads_as_a_variable(literal):
+    template = Template.parse("{sent_0}" + literal + "{mask}")
+    assert template.parts[1] == Part("text", text=literal)
+    with pytest.raises(UserError, match="would read as a variable"):
+        template.to_lmbff()
+
+
 def test_template_file_reports_the_bad_line(tmp_path):
     path = tmp_path / "templates.txt"
     path.write_text("# comment\n*cls**sent_0*_It_was*mask*.*sep+*\t0.9\n\n*cls**sent_0*_no_mask*sep+*\n")
