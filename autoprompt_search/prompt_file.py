@@ -1,0 +1,130 @@
+"""The exported prompt: a versioned JSON document, and the fine-tuned model saved beside it.
+
+Schema (version 1), every field always present:
+
+    schema            "autoprompt_search.prompt"
+    schema_version    1
+    task              {"name", "labels", "num_sentences", "metric", "regression_range"}
+    backbone          model name or folder the prompt was found with
+    template          {"lmbff": LM-BFF syntax, "readable": readable syntax}
+    label_words       {label: word}
+    demonstrations    {"mode": "off"|"random"|"filtered", "filter_rate", "inference_samples"}
+    dev               {"metric", "per_seed": {seed: value}, "mean", "std"}
+    test              {"metric", "per_seed", "mean", "std"} or null when not evaluated
+    found_by          {"strategy", "steps", "seeds", "config_hash", "leaderboard", "candidate_id"}
+    fine_tuned_model  folder (relative to the JSON file) with the fine-tuned weights, or null (zero-shot)
+    created           ISO-8601 time
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import UserError
+from .tasks import TaskSpec
+from .templates import Template
+from .verbalizers import Verbalizer
+
+SCHEMA = "autoprompt_search.prompt"
+SCHEMA_VERSION = 1
+REQUIRED = ("schema", "schema_version", "task", "backbone", "template", "label_words", "demonstrations",
+            "dev", "test", "found_by", "fine_tuned_model", "created")
+
+
+def metric_summary(metric: str, per_seed: Mapping[int, float | None]) -> dict[str, Any] | None:
+    values = [v for v in per_seed.values() if v is not None]
+    if not values:
+        return None
+    return {"metric": metric, "per_seed": {str(k): v for k, v in per_seed.items() if v is not None},
+            "mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+
+
+def build_document(task: TaskSpec, backbone: str, candidate: Mapping[str, Any], *, dev: Mapping[int, float],
+                   test: Mapping[int, float | None] | None = None, found_by: Mapping[str, Any] | None = None,
+                   fine_tuned_model: str | None = None, demo_settings: Mapping[str, Any] | None = None) -> dict:
+    template = Template.parse(candidate["template"])
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "task": {"name": task.name, "labels": list(task.labels), "num_sentences": task.num_sentences,
+                 "metric": task.metric, "regression_range": list(task.regression_range) if task.regression_range else None},
+        "backbone": backbone,
+        "template": {"lmbff": template.to_lmbff(), "readable": template.to_readable()},
+        "label_words": dict(candidate["label_words"]),
+        "demonstrations": {"mode": candidate.get("demonstrations", "off"), **dict(demo_settings or {})},
+        "dev": metric_summary(task.metric, dev),
+        "test": metric_summary(task.metric, test or {}),
+        "found_by": dict(found_by or {}),
+        "fine_tuned_model": fine_tuned_model,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_document(document: Mapping[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclass
+class LoadedPrompt:
+    document: dict
+    path: Path
+
+    @property
+    def model_path(self) -> str:
+        folder = self.document.get("fine_tuned_model")
+        return str((self.path.parent / folder).resolve()) if folder else self.document["backbone"]
+
+    def task(self) -> TaskSpec:
+        from .tasks import get_task
+
+        spec = self.document["task"]
+        try:
+            task = get_task(spec["name"])
+        except UserError:
+            task = TaskSpec(spec["name"], tuple(spec["labels"]), spec["num_sentences"], spec["metric"],
+                            self.document["template"]["lmbff"], dict(self.document["label_words"]),
+                            tuple(spec["regression_range"]) if spec.get("regression_range") else None)
+        if list(task.labels) != list(spec["labels"]):
+            raise UserError(f"{self.path}: task.labels {spec['labels']} do not match the registered task "
+                            f"{task.name}'s labels {list(task.labels)}")
+        return task
+
+    def template(self) -> Template:
+        return Template.parse(self.document["template"]["lmbff"])
+
+    def verbalizer(self) -> Verbalizer:
+        return Verbalizer.from_mapping(self.task(), self.document["label_words"], source=f"{self.path}: label_words")
+
+
+def read_document(path: str | Path) -> LoadedPrompt:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"prompt file {path} does not exist")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise UserError(f"{path}: not an exported prompt; expected \"schema\": \"{SCHEMA}\"")
+    if document.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version {document.get('schema_version')!r} is not supported; "
+                        f"this version reads {SCHEMA_VERSION}")
+    missing = [key for key in REQUIRED if key not in document]
+    if missing:
+        raise UserError(f"{path}: missing field(s) {missing}")
+    return LoadedPrompt(document, path)
+
+
+def save_fine_tuned(backbone, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone.model.save_pretrained(folder)
+    backbone.tokenizer.save_pretrained(folder)
+    return folder
