@@ -590,6 +590,12 @@ def zero_shot_label_logprobs(backbone, task: TaskSpec, template: Template, examp
     return torch.stack([rows[i] for i in range(len(examples))])
 
 
+def input_independent(logprobs: torch.Tensor, atol: float = 1e-6) -> bool:
+    """True when every row equals the first one: the prompt's label position does not see the input.
+    Every assignment then has the same kind of score and the search bound cannot prune."""
+    return len(logprobs) > 1 and bool(torch.allclose(logprobs, logprobs[:1].expand_as(logprobs), atol=atol, rtol=0))
+
+
 def _targets(task: TaskSpec, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
     """(pole or class index per example for picking candidates, target for scoring assignments)."""
     missing = [i for i, e in enumerate(examples) if e.label is None]
@@ -623,6 +629,11 @@ def search_label_words(backbone, task: TaskSpec, template: Template | str, train
     poles, targets = _targets(task, train_examples)
     logprobs = zero_shot_label_logprobs(backbone, task, template, train_examples, batch_size=batch_size,
                                         max_length=max_length, progress=progress)
+    if input_independent(logprobs):
+        raise UserError(
+            f"template {template.to_lmbff()!r}: the label position gets the same log-probabilities for every "
+            f"training example (e.g. a causal model whose label comes before the input, or inputs that tokenise "
+            f"alike), so label search cannot tell words apart; for a causal model put the mask after the sentence(s)")
     allowed = backbone.word_token_mask()
     if seed_words is not None:
         if neighbours is None:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import mean_std, save  # noqa: E402
 
 from autoprompt_search.label_search import (brute_force_top_assignments, candidate_words,  # noqa: E402
-                                            score_assignments, top_assignments)
+                                            input_independent, score_assignments, top_assignments)
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,8 @@ def sub_problem_k(shape: Shape, assignments: int) -> int:
 
 
 def measure(shape: Shape, logprobs, labels, allowed, args, seed: int, id_to_word=None) -> dict:
+    if input_independent(logprobs):  # e.g. TREC's template puts the label first: a causal LM sees no input
+        return {"seed": seed, "degenerate": True}
     candidates = candidate_words(logprobs, labels, shape.num_classes, shape.k, allowed)
     product = shape.k ** shape.num_classes
     stats: dict = {}
@@ -166,6 +168,10 @@ def duration(seconds: float) -> str:
 
 
 def summarise(shape: Shape, rows: list[dict], args) -> str:
+    if any(r.get("degenerate") for r in rows):
+        return (f"| {shape.name} | {shape.num_classes} | {shape.k} | {shape.num_examples} | {args.n} | "
+                f"{shape.k ** shape.num_classes:.2g} | not run: identical log-prob rows (the label position comes "
+                "before the input) | | | | | |")
     search_mean, search_std = mean_std([r["search_seconds"] for r in rows])
     brute_mean, _ = mean_std([r["brute_seconds"] for r in rows])
     mode = rows[0]["brute_mode"]
@@ -220,8 +226,8 @@ def main() -> None:
                 logprobs, labels, allowed = random_inputs(shape, args.vocab, seed)
             id_to_word = cache["backbone"].token_to_word if args.model else None
             rows.append(measure(shape, logprobs, labels, allowed, args, seed, id_to_word))
-            print(f"{shape.name} seed {seed}: {rows[-1]['search_seconds']:.2f} s, exact={rows[-1]['exact']}, "
-                  f"best={rows[-1].get('top_label_words', [None])[0]}", flush=True)
+            print(f"{shape.name} seed {seed}: {rows[-1].get('search_seconds', 0):.2f} s, "
+                  f"exact={rows[-1].get('exact')}, best={rows[-1].get('top_label_words', [None])[0]}", flush=True)
         table.append(summarise(shape, rows, args))
         data["shapes"][shape.name] = {"shape": shape.__dict__, "runs": rows}
     notes = [

@@ -293,8 +293,9 @@ def test_zero_shot_logprobs_do_not_depend_on_batching(tiny_causal, toy_sentiment
 
 def test_search_label_words_regression_uses_pearson(tiny_mlm):
     task = get_task("STS-B")
-    train = [Example((f"the movie {i}.", "a film."), float(score))
-             for i, score in enumerate([0.0, 0.5, 1.2, 2.0, 2.6, 3.1, 4.0, 4.8])]
+    subjects = ["the movie", "a film", "the story", "the music", "this actor", "the plot", "a scene", "the cast"]
+    train = [Example((f"{subject} was long.", "a film was short."), score)
+             for subject, score in zip(subjects, [0.0, 0.5, 1.2, 2.0, 2.6, 3.1, 4.0, 4.8])]
     result = search_label_words(tiny_mlm, task, task.template, train, k=4, n=3, progress=False)
     assert result.metric == "pearson"
     assert len(result.assignments) == 3
@@ -315,3 +316,10 @@ def test_search_label_words_with_seed_word_neighbours(tiny_mlm, toy_sentiment):
     with pytest.raises(UserError, match="neighbours"):
         search_label_words(tiny_mlm, task, task.template, train, k=3, n=2, progress=False,
                            seed_words={"0": "terrible", "1": "great"})
+
+
+def test_a_label_position_blind_to_the_input_is_refused(tiny_causal, toy_sentiment):
+    task = get_task("SST-2")
+    train, _ = toy_sentiment
+    with pytest.raises(UserError, match="same log-probabilities for every training example"):
+        search_label_words(tiny_causal, task, "*cls**mask*:*+sent_0**sep+*", train, k=3, n=2, progress=False)
