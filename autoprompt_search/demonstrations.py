@@ -36,15 +36,29 @@ Length settings (LM-BFF `run_experiment.sh`, `--max_seq_length 128` unless noted
 * `--num_sample` (inference demonstration sets per query) is 16, but 4 for QQP, MNLI and SNLI, whose
   test sets are large.
 `DEMO_LENGTH_DEFAULTS` holds these per task; `demo_lengths(task)` falls back to 128 / no limits / 16.
+
+Integration with training (`training.Prompt`):
+* `SentenceLimits` cuts each sentence to N tokens of the backbone's tokenizer before the prompt is
+  rendered (the query's `sent_0` to `first`, every other sentence to `other`), measured as the template
+  writes the sentence (its leading space and `-` / `l` / `u` modifiers applied). Only sentences are cut:
+  the query's mask and the demonstrations' label words are template text and always stay.
+* `demo_prompt_settings(task, base_max_length, overrides)` resolves the maximum prompt length and the
+  limits for a run with demonstrations; `with_demonstration_lengths(prompt, ...)` puts them on a
+  `Prompt`, which `fine_tune`/`evaluate` then use. LM-BFF applies the limits with or without
+  demonstrations; here they are used with demonstrations, where they matter.
+* `inference_rng(seed, sample, query)` seeds the demonstration draw of one query's `sample`-th set at
+  evaluation from the query's text, so scores do not depend on the order or batching of the queries.
+* `evaluate_in_context(...)` is the GPT-3 style baseline built on `in_context_demonstrations`.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -52,6 +66,10 @@ from tqdm.auto import tqdm
 from .embeddings import DEFAULT_ENCODER, example_text
 from .errors import UserError
 from .tasks import Example, TaskSpec, get_task
+from .templates import Part, Template
+
+if TYPE_CHECKING:  # training imports this module; import it back only where it is used
+    from .training import EvalResult, Prompt
 
 DEMO_MODES = ("off", "random", "filtered")
 RandomSource = random.Random | np.random.Generator
@@ -104,6 +122,152 @@ def demo_lengths(task: TaskSpec | str) -> DemoLengths:
 
 
 # ---------------------------------------------------------------------------------------------
+# per-sentence limits
+
+
+def _token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [tuple(pair) for pair in encoding["offset_mapping"]]
+
+
+def _token_count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+
+@lru_cache(maxsize=65536)
+def _truncate_cached(tokenizer, text: str, limit: int, leading_space: bool) -> str:
+    prefix = " " if leading_space else ""
+    offsets = _token_offsets(tokenizer, prefix + text)
+    if len(offsets) <= limit:
+        return text
+    # Keep the characters of the first `keep` tokens; re-tokenising a cut text can merge pieces
+    # differently, so keep fewer until the cut text itself is within the limit.
+    for keep in range(limit, -1, -1):
+        end = max((b for a, b in offsets[:keep]), default=0) - len(prefix)
+        shorter = text[:max(end, 0)].rstrip()
+        if _token_count(tokenizer, prefix + shorter) - _token_count(tokenizer, prefix) <= limit:
+            return shorter
+    return ""  # pragma: no cover - keep == 0 always fits
+
+
+def truncate_to_tokens(text: str, tokenizer, limit: int | None, *, leading_space: bool = False) -> str:
+    """The longest start of `text` (cut at a token boundary) that is at most `limit` tokens of
+    `tokenizer`, counted as the text is written after a space when `leading_space`."""
+    if limit is None:
+        return text
+    if limit < 1:
+        raise ValueError(f"a sentence limit must be a positive number of tokens, got {limit}")
+    return _truncate_cached(tokenizer, text, int(limit), leading_space)
+
+
+def _sentence_parts(template: Template) -> dict[int, Part]:
+    """The first slot of each sentence index in the template (how that sentence is written)."""
+    parts: dict[int, Part] = {}
+    for part in template.parts:
+        if part.kind == "sent" and part.index not in parts:
+            parts[part.index] = part
+    return parts
+
+
+def _limit_sentence(sentence: str, part: Part | None, tokenizer, limit: int | None) -> str:
+    """Cut `sentence` so that the template's rendering of it has at most `limit` tokens."""
+    if limit is None or part is None:
+        return truncate_to_tokens(sentence, tokenizer, limit)
+    written = part.apply_to_sentence(sentence)
+    cut = truncate_to_tokens(written, tokenizer, limit, leading_space=part.space)
+    if cut == written:
+        return sentence
+    # The modifiers only change the first letter's case and drop the last character: give the
+    # template the original characters, plus one to drop when the slot drops the last character.
+    restored = sentence[:len(cut)]
+    return restored + sentence[-1:] if part.drop_last else restored
+
+
+@dataclass(frozen=True)
+class SentenceLimits:
+    """LM-BFF's `first_sent_limit` / `other_sent_limit`: tokens kept of the query's first sentence and
+    of every other sentence (the query's second one and all demonstration sentences). None: no limit."""
+
+    first: int | None = None
+    other: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.first is not None or self.other is not None
+
+    def limit_example(self, example: Example, tokenizer, template: Template, *, is_query: bool) -> Example:
+        if not self.active:
+            return example
+        parts = _sentence_parts(template)
+        texts = tuple(
+            _limit_sentence(text, parts.get(index), tokenizer,
+                            self.first if is_query and index == 0 else self.other)
+            for index, text in enumerate(example.texts)
+        )
+        return example if texts == example.texts else Example(texts, example.label)
+
+    def apply(self, tokenizer, template: Template, query: Example,
+              demonstrations: Sequence[tuple[Example, int]] = ()) -> tuple[Example, list[tuple[Example, int]]]:
+        """The query and its demonstrations with every sentence cut to its limit."""
+        return (self.limit_example(query, tokenizer, template, is_query=True),
+                [(self.limit_example(demo, tokenizer, template, is_query=False), label)
+                 for demo, label in demonstrations])
+
+
+# ---------------------------------------------------------------------------------------------
+# prompt lengths with demonstrations
+
+
+LENGTH_OVERRIDE_FIELDS = ("max_length", "first_sent_limit", "other_sent_limit")
+
+
+@dataclass(frozen=True)
+class DemoPromptSettings:
+    """What a prompt with demonstrations is rendered with."""
+
+    max_length: int
+    limits: SentenceLimits
+
+
+def default_demo_max_length(task: TaskSpec | str, base_max_length: int) -> int:
+    """LM-BFF's rule: `--double_demo` tasks double the run's length; the tasks it runs at 256 get at least 256."""
+    lengths = demo_lengths(task)
+    return 2 * base_max_length if lengths.double_demo else max(base_max_length, lengths.max_length)
+
+
+def demo_prompt_settings(task: TaskSpec | str, base_max_length: int,
+                         overrides: Mapping[str, Any] | None = None,
+                         where: str = "demonstration lengths") -> DemoPromptSettings:
+    """Maximum length and sentence limits for a run with demonstrations: the task's LM-BFF settings
+    (`demo_lengths`), with `overrides` taking precedence. Override keys are `max_length`,
+    `first_sent_limit` and `other_sent_limit`; a limit of None means no limit."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(LENGTH_OVERRIDE_FIELDS))
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {unknown}; known fields: {list(LENGTH_OVERRIDE_FIELDS)}")
+    for name, value in overrides.items():
+        if value is None and name != "max_length":
+            continue
+        if not _is_int(value) or value < 1 or (name == "max_length" and value < 8):
+            expected = "an integer >= 8" if name == "max_length" else "a positive integer or null"
+            raise UserError(f"{where}.{name}: expected {expected}, got {value!r}")
+    lengths = demo_lengths(task)
+    max_length = overrides.get("max_length") or default_demo_max_length(task, base_max_length)
+    limits = SentenceLimits(overrides.get("first_sent_limit", lengths.first_sent_limit),
+                            overrides.get("other_sent_limit", lengths.other_sent_limit))
+    return DemoPromptSettings(max_length, limits)
+
+
+def with_demonstration_lengths(prompt: "Prompt", task: TaskSpec | str, base_max_length: int,
+                               overrides: Mapping[str, Any] | None = None) -> "Prompt":
+    """`prompt` with the length settings for demonstrations; unchanged when it has none."""
+    if prompt.demonstrations is None:
+        return prompt
+    settings = demo_prompt_settings(task, base_max_length, overrides)
+    return replace(prompt, max_length=settings.max_length, sentence_limits=settings.limits)
+
+
+# ---------------------------------------------------------------------------------------------
 # configuration
 
 
@@ -116,6 +280,8 @@ class DemonstrationConfig:
     num_inference_samples: int = 16            # demonstration sets averaged per query at inference
     encoder: str = DEFAULT_ENCODER             # filtered: sentence encoder (alias, folder or hub id)
     max_demo_sentence_tokens: int | None = None  # None: the task's LM-BFF other_sent_limit (may be none)
+    first_sent_limit: int | None = None        # None: the task's LM-BFF first_sent_limit (may be none)
+    max_length: int | None = None              # None: LM-BFF's rule (default_demo_max_length)
 
     def __post_init__(self) -> None:
         self.validate("demonstrations")
@@ -134,9 +300,12 @@ class DemonstrationConfig:
                             f"got {self.num_inference_samples!r}")
         if not isinstance(self.encoder, str) or not self.encoder.strip():
             raise UserError(f"{where}.encoder: expected a model alias, folder or hub id, got {self.encoder!r}")
-        limit = self.max_demo_sentence_tokens
-        if limit is not None and (not _is_int(limit) or limit < 1):
-            raise UserError(f"{where}.max_demo_sentence_tokens: expected a positive integer or null, got {limit!r}")
+        for name in ("max_demo_sentence_tokens", "first_sent_limit"):
+            limit = getattr(self, name)
+            if limit is not None and (not _is_int(limit) or limit < 1):
+                raise UserError(f"{where}.{name}: expected a positive integer or null, got {limit!r}")
+        if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 8):
+            raise UserError(f"{where}.max_length: expected an integer >= 8 or null, got {self.max_length!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, where: str = "demonstrations") -> "DemonstrationConfig":
@@ -170,6 +339,15 @@ class DemonstrationConfig:
         if self.max_demo_sentence_tokens is not None:
             return self.max_demo_sentence_tokens
         return demo_lengths(task).other_sent_limit
+
+    def length_overrides(self) -> dict[str, int]:
+        """The length settings this config sets explicitly, for `demo_prompt_settings`."""
+        explicit = {"max_length": self.max_length, "first_sent_limit": self.first_sent_limit,
+                    "other_sent_limit": self.max_demo_sentence_tokens}
+        return {name: value for name, value in explicit.items() if value is not None}
+
+    def prompt_settings(self, task: TaskSpec | str, base_max_length: int) -> DemoPromptSettings:
+        return demo_prompt_settings(task, base_max_length, self.length_overrides())
 
 
 def _is_int(value: Any) -> bool:
@@ -225,6 +403,13 @@ def query_rng(seed: int, query: Example, purpose: str = "inference") -> np.rando
     digest = hashlib.sha256(f"{purpose}\x1e{query_key(query)}".encode("utf-8")).digest()
     words = [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *words])))
+
+
+def inference_rng(seed: int, sample: int, query: Example) -> random.Random:
+    """The generator for a query's `sample`-th demonstration set at evaluation: a function of
+    (seed, sample, the query's text) only, so the set does not depend on which other queries are
+    evaluated, in which order or batches."""
+    return random.Random(f"{int(seed)}\x1e{int(sample)}\x1e{query_key(query)}")
 
 
 def _uniform_index(rng: RandomSource, size: int) -> int:
@@ -423,7 +608,8 @@ def in_context_demonstrations(query: Example, train: Sequence[Example], max_coun
                               task: TaskSpec | str | None = None,
                               exclude_index: int | None = None) -> list[Example]:
     """Random, class-balanced demonstrations in a shuffled order, as many as `fits` accepts (up to
-    `max_count`). `fits(demos)` says whether the prompt with these demonstrations is short enough.
+    `max_count`). `fits(demos)` says whether the prompt with these demonstrations is short enough; it
+    must be monotone (if n demonstrations do not fit, more do not either), as a prompt's length is.
 
     Classes come from `task` (regression: the two poles); without a task, from the label values.
     """
@@ -434,13 +620,82 @@ def in_context_demonstrations(query: Example, train: Sequence[Example], max_coun
     ordered = _balanced_order(_groups_for_in_context(train, pool, task), rng)[:max_count]
     # A random priority per chosen example fixes the presentation order of every prefix consistently.
     priority = {index: rank for rank, index in enumerate(_shuffled(ordered, rng))}
-    chosen: list[Example] = []
-    for count in range(1, len(ordered) + 1):
-        candidate = [train[i] for i in sorted(ordered[:count], key=priority.__getitem__)]
-        if fits is not None and not fits(candidate):
-            break
-        chosen = candidate
-    return chosen
+
+    def first(count: int) -> list[Example]:
+        return [train[i] for i in sorted(ordered[:count], key=priority.__getitem__)]
+
+    if fits is None:
+        return first(len(ordered))
+    # Binary search for the largest count that fits: a handful of length checks instead of up to 32.
+    low, high = 0, len(ordered)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(first(middle)):
+            low = middle
+        else:
+            high = middle - 1
+    return first(low)
+
+
+UNBOUNDED_LENGTH = 1 << 30
+
+
+def prompt_token_count(encoded) -> int:
+    """Tokens a backbone runs for one encoded prompt: the input, plus for a causal LM the longest
+    label continuation after the prefix."""
+    return len(encoded.input_ids) + max((len(c) for c in encoded.continuations), default=0)
+
+
+class InContextDemonstrations:
+    """A `Prompt.demonstrations` provider for the in-context baseline: for each query, as many random
+    class-balanced training examples as fit in `max_length` tokens untruncated (up to `max_demos`),
+    fixed per (seed, query). `counts` records how many each query got, by query text."""
+
+    def __init__(self, backbone, task: TaskSpec, template: Template, verbalizer, train: Sequence[Example],
+                 *, max_demos: int = 32, max_length: int = 512, seed: int = 0):
+        self.backbone, self.task, self.template, self.verbalizer = backbone, task, template, verbalizer
+        self.train, self.max_demos, self.max_length, self.seed = list(train), max_demos, max_length, seed
+        self.counts: dict[str, int] = {}
+
+    def fits(self, query: Example, demos: Sequence[Example]) -> bool:
+        pairs = [(demo, class_index(self.task, demo)) for demo in demos]
+        encoded = self.backbone.encode(query, self.template, self.verbalizer, pairs, max_length=UNBOUNDED_LENGTH)
+        return prompt_token_count(encoded) <= self.max_length
+
+    def __call__(self, query: Example, index: int | None, rng: RandomSource) -> list[tuple[Example, int]]:
+        demos = in_context_demonstrations(query, self.train, self.max_demos, lambda d: self.fits(query, d),
+                                          self.seed, task=self.task, exclude_index=index)
+        self.counts[query_key(query)] = len(demos)
+        return [(demo, class_index(self.task, demo)) for demo in demos]
+
+
+def in_context_prompt(backbone, task: TaskSpec | str, template: Template, verbalizer, train: Sequence[Example], *,
+                      max_demos: int = 32, max_length: int = 512, seed: int = 0) -> "Prompt":
+    """A `Prompt` whose single demonstration set per query is the in-context baseline's."""
+    from .training import Prompt
+
+    task = get_task(task)
+    provider = InContextDemonstrations(backbone, task, template, verbalizer, train, max_demos=max_demos,
+                                       max_length=max_length, seed=seed)
+    return Prompt(template, verbalizer, demonstrations=provider, inference_samples=1, max_length=max_length)
+
+
+def evaluate_in_context(backbone, task: TaskSpec | str, template: Template, verbalizer, train: Sequence[Example],
+                        examples: Sequence[Example], max_demos: int = 32, seed: int = 0, *, max_length: int = 512,
+                        batch_size: int = 8, progress: bool = False) -> "EvalResult":
+    """GPT-3 style in-context learning, no training: each query gets as many random demonstrations
+    (up to `max_demos`, LM-BFF's 32) as fit untruncated in `max_length` tokens (LM-BFF: 512), before
+    the query for a causal LM and after it for a masked LM (the backbone's block order), one prompt
+    per query. Returns the same `EvalResult` as `training.evaluate`."""
+    from .training import evaluate
+
+    if max_demos < 0:
+        raise UserError(f"in-context max_demos must be >= 0, got {max_demos}")
+    task = get_task(task)
+    prompt = in_context_prompt(backbone, task, template, verbalizer, train, max_demos=max_demos,
+                               max_length=max_length, seed=seed)
+    return evaluate(backbone, task, prompt, examples, batch_size=batch_size, max_length=max_length, seed=seed,
+                    desc="in-context", progress=progress)
 
 
 def _groups_for_in_context(train: Sequence[Example], pool: list[int], task: TaskSpec | str | None) -> list[list[int]]:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .demonstrations import SentenceLimits, inference_rng
 from .errors import UserError
 from .metrics import compute_metrics
 from .tasks import Example, TaskSpec
@@ -113,6 +114,9 @@ class Prompt:
     verbalizer: Verbalizer
     demonstrations: DemoFn | None = None
     inference_samples: int = 1  # demonstration sets averaged per query at evaluation
+    # Set by demonstrations.with_demonstration_lengths: LM-BFF's longer prompts and per-sentence limits.
+    max_length: int | None = None  # overrides the run's max_length for this prompt
+    sentence_limits: SentenceLimits | None = None
 
 
 def _scores(backbone, encoded, verbalizer) -> torch.Tensor:
@@ -145,7 +149,10 @@ def predictions_from_scores(task: TaskSpec, scores: np.ndarray) -> list:
 def _encode(backbone, example, prompt: Prompt | None, demos, max_length):
     if prompt is None:  # classification head
         return backbone.encode(example, max_length=max_length)
-    return backbone.encode(example, prompt.template, prompt.verbalizer, demos, max_length=max_length)
+    if prompt.sentence_limits is not None:
+        example, demos = prompt.sentence_limits.apply(backbone.tokenizer, prompt.template, example, demos)
+    return backbone.encode(example, prompt.template, prompt.verbalizer, demos,
+                           max_length=prompt.max_length or max_length)
 
 
 @torch.no_grad()
@@ -164,10 +171,10 @@ def evaluate(backbone, task: TaskSpec, prompt: Prompt | None, examples: Sequence
     tokens = 0
     for sample in range(samples):
         encoded = []
-        for index, example in enumerate(examples):
+        for example in examples:
             demos = ()
             if prompt is not None and prompt.demonstrations is not None:
-                demos = prompt.demonstrations(example, None, random.Random(hash((seed, sample, index)) & 0xFFFFFFFF))
+                demos = prompt.demonstrations(example, None, inference_rng(seed, sample, example))
             encoded.append(_encode(backbone, example, prompt, demos, max_length))
         # Sorting by length keeps padding (and wasted compute) small; results are put back in order.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
