@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .demonstrations import with_demonstration_lengths
 from .errors import UserError
 from .scheduler import EvalOutcome, LazyEvaluator
 from .tasks import Example, TaskSpec, get_task
@@ -66,6 +67,9 @@ class EvaluatorSettings:
     demo_filter_rate: float = 0.5
     demo_inference_samples: int = 4
     demo_encoder: str = "minilm-l6"
+    # With demonstrations: overrides of the task's LM-BFF lengths (max_length, first_sent_limit,
+    # other_sent_limit; see demonstrations.demo_prompt_settings). Empty: LM-BFF's settings.
+    demo_lengths: dict = field(default_factory=dict)
     cache_dir: str | None = None
     task_file: str | None = None  # custom task spec, re-registered in worker processes
 
@@ -149,6 +153,7 @@ class PromptEvaluator(LazyEvaluator):
                         demonstrations=demos, inference_samples=self.settings.demo_inference_samples if demos else 1)
         config = TrainConfig.from_dict({**self.settings.train, "steps": steps, "seed": seed,
                                         "eval_every": max(1, min(self.settings.train.get("eval_every", 8), steps or 1))})
+        prompt = with_demonstration_lengths(prompt, task, config.max_length, self.settings.demo_lengths)
         if steps == 0:
             dev_result = evaluate(state.backbone, task, prompt, dev, batch_size=config.eval_batch_size,
                                   max_length=config.max_length, seed=seed)
