@@ -363,7 +363,9 @@ def _settings_for(leaderboard, config_hash):
     configs = json.loads(config_file.read_text(encoding="utf-8"))
     if config_hash not in configs:
         raise UserError(f"{config_file} has no configuration {config_hash[:12]}")
-    return EvaluatorSettings(**configs[config_hash]["settings"])
+    settings = EvaluatorSettings(**configs[config_hash]["settings"])
+    settings.cache_dir = settings.cache_dir or str(folder / "cache")
+    return settings
 
 
 def build_predict_parser(sub) -> None:

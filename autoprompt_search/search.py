@@ -315,6 +315,9 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
     """Auto-T: a T5 generator when one is available, else the backbone as a causal generator."""
     from .generators import CausalGenerator, T5Generator
 
+    if options.generator == "none":
+        say("template generator: none (--generator none)")
+        return []
     t5_name = {"auto": "t5-base"}.get(options.generator, options.generator)
     loaded = _local_t5(t5_name) if options.generator not in ("causal", "none") else None
     if options.generator not in ("auto", "causal") and loaded is None:
@@ -365,12 +368,13 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
         for item in generated:
             templates.append(Template.parse(item["template"]))
             sources.setdefault(templates[-1].to_lmbff(), []).append(f"generated ({item['score']:.2f})")
-    for path in options.template_files:
-        for template in load_template_lines(path):
-            templates.append(template)
-            sources.setdefault(template.to_lmbff(), []).append(f"file {path}")
     for template in templates:
         template.validate(num_sentences=task.num_sentences)
+    for path in options.template_files:
+        for template in load_template_lines(path):
+            _validate_from_file(template, path, task)
+            templates.append(template)
+            sources.setdefault(template.to_lmbff(), []).append(f"file {path}")
     verbalizers = [Verbalizer.for_task(task)]
     if options.n_mappings:
         key = {"task": task.name, "model": options.model, "k": options.k, "seed": options.seeds[0],
@@ -381,6 +385,18 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
         verbalizers += load_mapping_lines(path, task)
     candidates = candidate_grid(templates, verbalizers, options.demonstrations)
     return candidates, sources
+
+
+def _validate_from_file(template: Template, path: str, task: TaskSpec) -> None:
+    """Check a template read from a file, naming the file and line when it does not fit the task."""
+    try:
+        template.validate(num_sentences=task.num_sentences)
+    except UserError as error:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        number = next((i for i, line in enumerate(lines, start=1)
+                       if template.source and line.strip().split("\t")[0] == template.source), None)
+        where = f"{path}, line {number}" if number else str(path)
+        raise UserError(f"{where}: {error}") from None
 
 
 def _remember_config(path: Path, config_hash: str, config: Mapping[str, Any]) -> None:
@@ -401,18 +417,20 @@ def run_pipeline(options: SearchOptions, say=print):
     from .scheduler import Study, describe_plan, make_executor, process_local
 
     options.validate()
+    settings = options.settings()
+    task = load_task(options.task, settings.task_file)  # a misspelt task fails before any folder is made
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = options.settings()
     evaluator = PromptEvaluator(settings)
-    task = load_task(options.task, settings.task_file)
     state = process_local(evaluator.state_key(), evaluator.load_state)  # shared with serial evaluations
     candidates, sources = build_candidates(options, task, state.backbone, say)
     state.backbone.model.load_state_dict(state.pristine)
     (out / "candidates.json").write_text(json.dumps(candidates, indent=2, ensure_ascii=False), encoding="utf-8")
     strategy = make_strategy(options)
     say(f"{len(candidates)} candidates; plan:\n{describe_plan(strategy.plan(len(candidates)))}")
-    config = {"settings": asdict(settings), "strategy": options.strategy, "seeds": list(options.seeds),
+    # The cache folder lives in `out`; leaving it out of the hash lets a moved output folder resume.
+    config = {"settings": {**asdict(settings), "cache_dir": None}, "strategy": options.strategy,
+              "seeds": list(options.seeds),
               "min_steps": options.min_steps, "max_steps": options.max_steps, "eta": options.eta}
     if options.backend == "serial" or (options.jobs == 1 and options.scheduler is None):
         executor = make_executor("serial")
