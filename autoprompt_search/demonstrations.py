@@ -145,7 +145,8 @@ def _truncate_cached(tokenizer, text: str, limit: int, leading_space: bool) -> s
     for keep in range(limit, -1, -1):
         end = max((b for a, b in offsets[:keep]), default=0) - len(prefix)
         shorter = text[:max(end, 0)].rstrip()
-        if _token_count(tokenizer, prefix + shorter) - _token_count(tokenizer, prefix) <= limit:
+        # Counted with the space, as LM-BFF counts enc(' ' + sentence): it merges into the first token.
+        if not shorter or _token_count(tokenizer, prefix + shorter) <= limit:
             return shorter
     return ""  # pragma: no cover - keep == 0 always fits
 
