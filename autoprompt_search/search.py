@@ -408,6 +408,22 @@ def _remember_config(path: Path, config_hash: str, config: Mapping[str, Any]) ->
     tmp.replace(path)
 
 
+def search_executor(options: SearchOptions):
+    """Where evaluations run: this process, local joblib workers, or a cluster. A scheduler address
+    means a cluster even without --backend (the default backend, loky, cannot use one)."""
+    from .scheduler import make_executor
+
+    if options.scheduler and options.backend in ("loky", "serial"):
+        if options.backend == "serial":
+            raise UserError(f"--scheduler {options.scheduler} needs --backend dask or ray, not serial")
+        return make_executor("dask", n_jobs=options.jobs, scheduler_address=options.scheduler)
+    if options.backend == "serial" or (options.jobs == 1 and options.scheduler is None):
+        return make_executor("serial")
+    if options.backend == "loky":
+        return make_executor("joblib", n_jobs=options.jobs)
+    return make_executor(options.backend, n_jobs=options.jobs, scheduler_address=options.scheduler)
+
+
 def run_pipeline(options: SearchOptions, say=print):
     """Generate candidates, evaluate them with the chosen strategy, and leave in `options.out`:
     leaderboard.sqlite, candidates.json, progress.png and best.json."""
@@ -417,6 +433,7 @@ def run_pipeline(options: SearchOptions, say=print):
     from .scheduler import Study, describe_plan, make_executor, process_local
 
     options.validate()
+    executor = search_executor(options)
     settings = options.settings()
     task = load_task(options.task, settings.task_file)  # a misspelt task fails before any folder is made
     out = Path(options.out)
@@ -432,12 +449,6 @@ def run_pipeline(options: SearchOptions, say=print):
     config = {"settings": {**asdict(settings), "cache_dir": None}, "strategy": options.strategy,
               "seeds": list(options.seeds),
               "min_steps": options.min_steps, "max_steps": options.max_steps, "eta": options.eta}
-    if options.backend == "serial" or (options.jobs == 1 and options.scheduler is None):
-        executor = make_executor("serial")
-    elif options.backend == "loky":
-        executor = make_executor("joblib", n_jobs=options.jobs)
-    else:
-        executor = make_executor(options.backend, n_jobs=options.jobs, scheduler_address=options.scheduler)
     leaderboard = Leaderboard(out / "leaderboard.sqlite")
     study = Study(leaderboard, config, strategy, evaluator, executor)
     _remember_config(out / "search_config.json", study.config_hash, config)

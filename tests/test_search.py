@@ -19,8 +19,9 @@ from conftest import TEST_DEVICE, toy_sentiment_examples
 from autoprompt_search.cli import main
 from autoprompt_search.leaderboard import Leaderboard, candidate_id
 from autoprompt_search.prompt_file import read_document
-from autoprompt_search.scheduler import SuccessiveHalving, clear_process_state
-from autoprompt_search.search import SearchOptions, make_strategy, run_pipeline
+from autoprompt_search.errors import UserError
+from autoprompt_search.scheduler import DaskExecutor, JoblibExecutor, SerialExecutor, clear_process_state
+from autoprompt_search.search import SearchOptions, make_strategy, run_pipeline, search_executor
 
 SEEDS = (13, 21)
 # Extra label-word mappings, all in the tiny tokenizer's vocabulary; with the manual one: 5 candidates.
@@ -257,3 +258,17 @@ def test_dask_cluster_gives_the_same_leaderboard_as_the_serial_run(first_run, ma
     assert metric_rows(Leaderboard(out / "leaderboard.sqlite")) == metric_rows(board, config_hash)
     best = {r.candidate_id for r in board.rows(config_hash) if r.budget == options.max_steps}
     assert read_document(out / "best.json").document["found_by"]["candidate_id"] in best
+
+
+def test_executor_choice_follows_backend_jobs_and_scheduler(tmp_path):
+    def executor(**overrides):
+        return search_executor(SearchOptions(task="sst2", out=str(tmp_path), **overrides))
+
+    assert isinstance(executor(), SerialExecutor)
+    assert isinstance(executor(jobs=2), JoblibExecutor) and executor(jobs=2).n_jobs == 2
+    # A scheduler address alone means the Dask cluster, not a silent local run.
+    for backend in ("loky", "dask"):
+        chosen = executor(scheduler="tcp://127.0.0.1:8786", backend=backend)
+        assert isinstance(chosen, DaskExecutor) and chosen.scheduler_address == "tcp://127.0.0.1:8786"
+    with pytest.raises(UserError, match="scheduler"):
+        executor(scheduler="tcp://127.0.0.1:8786", backend="serial")
