@@ -193,6 +193,21 @@ def test_exported_classifier_matches_the_in_memory_fine_tuned_backbone(exported,
     assert not np.allclose(pretrained.probabilities(examples), expected, atol=1e-4)
 
 
+def test_exported_model_reproduces_the_evaluated_dev_metric(exported, toy_data):
+    """Export fine-tunes with the evaluation's settings, so the saved model scores what the leaderboard says."""
+    from autoprompt_search.data import load_split
+    from autoprompt_search.metrics import compute_metric
+
+    found_by = read_document(exported).document["found_by"]
+    seed = found_by["seeds"][0]
+    row = Leaderboard(exported.parent / "leaderboard.sqlite").get(found_by["candidate_id"], seed, found_by["steps"],
+                                                                  found_by["config_hash"])
+    classifier = PromptClassifier.from_file(exported, device=TEST_DEVICE)
+    dev = load_split(classifier.task, "dev", data_dir=toy_data, seed=seed)
+    predicted = [label for label, _ in classifier.predict(dev)]
+    assert compute_metric(classifier.task, predicted, [e.label for e in dev]) == pytest.approx(row.dev_metric)
+
+
 def _parse_tsv_predictions(text: str) -> list[tuple[str, dict[str, float], str]]:
     parsed = []
     for line in text.strip().splitlines():
