@@ -435,3 +435,23 @@ def test_minilm_places_paraphrases_closer_than_unrelated_sentences():
     similar = vectors[0] @ vectors[1]
     assert similar > vectors[0] @ vectors[2] and similar > vectors[0] @ vectors[3]
     assert similar > vectors[1] @ vectors[2] and similar > vectors[1] @ vectors[3]
+
+
+def test_in_context_length_search_finds_the_longest_prefix_that_fits_with_few_checks():
+    """The binary search returns what a one-by-one scan over the same prefixes would, the largest
+    count that fits, in about log2(max_count) length checks."""
+    train = labelled_examples("SST-5", per_class=8)
+    query = Example(("a query sentence",))
+    everything = in_context_demonstrations(query, train, max_count=32, fits=None, seed=4, task="SST-5")
+    for budget in range(0, 400, 7):
+        checks = []
+
+        def fits(demos, budget=budget):
+            checks.append(len(demos))
+            return sum(len(e.texts[0]) for e in demos) <= budget
+
+        chosen = in_context_demonstrations(query, train, max_count=32, fits=fits, seed=4, task="SST-5")
+        longest = max(n for n in range(33) if fits(in_context_demonstrations(query, train, n, None, 4, task="SST-5")))
+        assert len(chosen) == longest
+        assert set(chosen) <= set(everything)
+        assert len(checks) - 33 <= 6  # the 33 checks of the scan above, plus the search's own
