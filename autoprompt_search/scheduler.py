@@ -400,10 +400,26 @@ class JoblibExecutor:
         return _joblib_generator(function, items, self.n_jobs, self.backend, {})
 
 
+def _dask_generator(client, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """Submit every item to the cluster and yield results as they finish. (joblib's Dask backend
+    would run everything in this process when the cluster has a single worker thread.)"""
+    from distributed import as_completed
+
+    futures = [client.submit(function, item, pure=False) for item in items]
+    try:
+        with client.as_current():
+            completed = as_completed(futures)
+        for future in completed:
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 @dataclass
 class DaskExecutor:
-    """A Dask cluster through joblib's dask backend: give a scheduler address
-    ("tcp://host:8786") or an existing `distributed.Client`."""
+    """A Dask cluster: give a scheduler address ("tcp://host:8786") or an existing
+    `distributed.Client`. Workers keep their `LazyEvaluator` state across tasks."""
 
     scheduler_address: str | None = None
     client: Any = None
@@ -428,7 +444,7 @@ class DaskExecutor:
             raise UserError(f"executor 'dask': cannot reach scheduler {self.scheduler_address}: "
                             f"{error}") from error
         try:
-            yield from _joblib_generator(function, items, self.n_jobs, "dask", {"client": client})
+            yield from _dask_generator(client, function, items)
         finally:
             if own_client:
                 client.close()

@@ -82,8 +82,16 @@ def load_mapping_lines(path, task: TaskSpec) -> list[Verbalizer]:
             items = json.loads(text)
         except json.JSONDecodeError as error:
             raise UserError(f"{path}: invalid JSON list of mappings ({error})") from None
-        return [Verbalizer.from_mapping(task, item if isinstance(item, dict) else item.get("label_words"),
-                                        source=f"{path}, item {i}") for i, item in enumerate(items)]
+        if not isinstance(items, list):
+            raise UserError(f"{path}: expected a JSON list of mappings")
+        mappings = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and isinstance(item.get("label_words"), dict):
+                item = item["label_words"]  # a record from `search-templates labels --output`
+            if not isinstance(item, dict):
+                raise UserError(f"{path}, item {i}: expected an object mapping labels to words, got {item!r}")
+            mappings.append(Verbalizer.from_mapping(task, item, source=f"{path}, item {i}"))
+        return mappings
     mappings = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

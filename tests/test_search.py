@@ -233,13 +233,8 @@ def test_generator_none_skips_generation(tiny_causal_folder, toy_data, tmp_path)
 # Dask
 
 
-SINGLE_WORKER_BUG = ("joblib runs everything in the client process when the cluster has one worker thread "
-                     "(its sequential fallback for an effective n_jobs of 1); DaskExecutor needs to submit "
-                     "to the cluster itself")
 
-
-@pytest.mark.parametrize("n_workers", [2, pytest.param(1, marks=pytest.mark.xfail(reason=SINGLE_WORKER_BUG,
-                                                                                 strict=True))])
+@pytest.mark.parametrize("n_workers", [2, 1])
 def test_dask_cluster_gives_the_same_leaderboard_as_the_serial_run(first_run, mapping_file, tmp_path, n_workers):
     distributed = pytest.importorskip("distributed")
     options, _, board, config_hash = first_run
