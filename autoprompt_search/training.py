@@ -231,7 +231,7 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
     order: list[int] = []
     losses: list[float] = []
     history: list[tuple[int, float]] = []
-    best_score, best_step, best_state = -math.inf, 0, None
+    best_score, best_step, best_state, best_result = -math.inf, 0, None, None
     eval_kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length, seed=config.seed)
     if dev and config.steps == 0:
         best_step = 0
@@ -265,12 +265,16 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
             result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
             history.append((step, result.main))
             if result.main > best_score:
-                best_score, best_step, best_state = result.main, step, _snapshot(model)
+                best_score, best_step, best_result = result.main, step, result
+                best_state = _snapshot(model) if step != config.steps else None
             backbone.train(True)
     backbone.train(False)
-    if best_state is not None and best_step != config.steps:
+    if best_state is not None:
         model.load_state_dict(best_state)
-    dev_result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs) if dev else None
+    # Evaluation is deterministic, so the best checkpoint's dev result is the one already computed.
+    dev_result = best_result
+    if dev and dev_result is None:
+        dev_result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
     test_result = evaluate(backbone, task, prompt, test, desc="test", progress=progress, **eval_kwargs) if test else None
     return TrainResult(dev_result, test_result, best_step if dev else config.steps, config.steps, losses,
                        time.perf_counter() - start, train_seconds / max(1, config.steps), history)
