@@ -243,6 +243,9 @@ class _Rules:
     dot_ids: torch.Tensor  # "." tokens: never a second one right after a first one
     span_ends: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())  # T5: tokens ending a span
     max_span2_tokens: int | None = None
+    # Causal search: one bank of `width` candidates per stage (span 1, span 2, finished), so a candidate is
+    # only compared with candidates that have placed as many of the label word / ending as itself.
+    banked: bool = False
 
     def mask(self, items: list[_Candidate], scores: torch.Tensor) -> torch.Tensor:
         stages = torch.tensor([c.stage for c in items], device=scores.device)
@@ -290,18 +293,44 @@ class _Rules:
 StepScores = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
+def _target_stages(items: list[_Candidate], token_ids: torch.Tensor, rules: _Rules) -> torch.Tensor:
+    """The stage each (item, token) extension lands in: the item's own, or the next one for a span end."""
+    stages = torch.tensor([c.stage for c in items], device=token_ids.device).unsqueeze(1).expand_as(token_ids)
+    for stage, ends in enumerate(rules.span_ends):
+        if ends:
+            is_end = torch.isin(token_ids, torch.tensor(sorted(ends), device=token_ids.device))
+            stages = torch.where(is_end & (stages == stage), stages + 1, stages)
+    return stages
+
+
+def _chosen_indices(pool: torch.Tensor, targets: torch.Tensor, width: int, banked: bool) -> list[int]:
+    """Indices of the best `width` finite pool entries, or the best `width` per target stage when banked
+    (banks in stage order, best first within a bank)."""
+    groups = [torch.ones_like(targets, dtype=torch.bool)] if not banked else [targets == s for s in
+                                                                               (_SPAN1, _SPAN2, _DONE)]
+    chosen: list[int] = []
+    for in_group in groups:
+        scores = pool.masked_fill(~in_group, float("-inf"))
+        take = min(width, int(torch.isfinite(scores).sum()))
+        if take:
+            chosen += scores.topk(take).indices.tolist()
+    return chosen
+
+
 def _select_fast(items, ext, end, finished, width, rules) -> tuple[list[_Candidate], list[int], list[_Candidate]]:
-    """Keep the best `width` of: finished candidates, each item's best (width+3) tokens, each item's end."""
+    """Keep the best `width` (per stage when banked) of: finished candidates, each item's best (width+3)
+    tokens, each item's span end."""
     k = min(width + 3, ext.shape[1])
     top_scores, top_ids = ext.topk(k, dim=1)
-    base = torch.tensor([c.score for c in items], dtype=torch.float64, device=ext.device)
-    pools = [torch.tensor([c.score for c in finished], dtype=torch.float64, device=ext.device),
+    dev = ext.device
+    base = torch.tensor([c.score for c in items], dtype=torch.float64, device=dev)
+    pools = [torch.tensor([c.score for c in finished], dtype=torch.float64, device=dev),
              (base.unsqueeze(1) + top_scores).flatten()]
+    targets = [torch.full((len(finished),), _DONE, device=dev), _target_stages(items, top_ids, rules).flatten()]
     if end is not None:
         pools.append(base + end)
-    pool = torch.cat(pools)
-    take = min(width, int(torch.isfinite(pool).sum()))
-    chosen = pool.topk(take).indices.tolist() if take else []
+        targets.append(torch.tensor([c.stage + 1 for c in items], device=dev))
+    chosen = _chosen_indices(torch.cat(pools), torch.cat(targets), width, rules.banked)
     n_fin, n_ext = len(finished), top_scores.numel()
     top_scores_list, top_ids_list = top_scores.tolist(), top_ids.tolist()
     end_list = end.tolist() if end is not None else None
@@ -327,7 +356,6 @@ def _select_fast(items, ext, end, finished, width, rules) -> tuple[list[_Candida
 def _select_reference(items, ext, end, finished, width, rules):
     """The same selection written plainly with Python sorting."""
     pool: list[tuple[float, int, _Candidate]] = []
-    order = 0
     for item in finished:
         pool.append((item.score, -1, item))
     for b, item in enumerate(items):
@@ -338,10 +366,14 @@ def _select_reference(items, ext, end, finished, width, rules):
                 pool.append((item.score + row[token], b, rules.extend(item, token, row[token])))
         if end is not None and end[b].item() != float("-inf"):
             pool.append((item.score + end[b].item(), b, rules.end(item, end[b].item())))
-        order += 1
     pool.sort(key=lambda entry: -entry[0])
+    if rules.banked:
+        kept = [entry for stage in (_SPAN1, _SPAN2, _DONE)
+                for entry in [e for e in pool if e[2].stage == stage][:width]]
+    else:
+        kept = pool[:width]
     active, parents, done = [], [], []
-    for _, parent, cand in pool[:width]:
+    for _, parent, cand in kept:
         if cand.stage == _DONE:
             done.append(cand)
         else:
@@ -670,18 +702,29 @@ class CausalGenerator(_GeneratorBase):
     the span: ending span 1 adds each example's own label word, ending span 2 adds each example's ending;
     the step scores them by the summed log-probabilities of those tokens. Label words and endings must be
     single tokens, so all candidates advance one token per step and share one batched, cached forward.
-    Span 2 is kept short (`max_span2_tokens`). Finished candidates stay in the beam with their score; on the
-    last of `max_steps` steps only moves that finish a candidate are considered.
+    Span 2 is kept short (`max_span2_tokens`).
+
+    The beam keeps a bank of `beam_width` candidates per stage (span 1, span 2, finished), as grid beam
+    search does for forced tokens. With one shared beam a candidate still writing span 1 has not yet paid
+    for the label word, which a plain LM finds improbable after most text (SmolLM2: about -10 per example
+    in SST-2), so span-1 candidates always outrank the others and no candidate ever finishes. Within a bank
+    all active candidates have been scored on the same number of tokens. Finished candidates stay in their
+    bank with their score; on the last of `max_steps` steps only moves that finish a candidate are
+    considered. Cost per step: up to 2 x `beam_width` x examples rows, fed in forwards of at most
+    `max_batch_rows` rows. `chunk_size` is the number of examples per forward of `reference_generate`.
     """
 
     def __init__(self, model, tokenizer, beam_width: int = 100, max_steps: int = 16,
                  forbidden_token_ids: Iterable[int] | None = None, chunk_size: int = 4, device=None, *,
                  max_span2_tokens: int = 5, end_text: str | None = "\n", keep_per_format: int | None = None,
-                 max_input_tokens: int = 256) -> None:
+                 max_input_tokens: int = 256, max_batch_rows: int = 1024) -> None:
         super().__init__(model, tokenizer, beam_width=beam_width, max_steps=max_steps,
                          forbidden_token_ids=forbidden_token_ids, chunk_size=chunk_size, device=device,
                          keep_per_format=keep_per_format, max_input_tokens=max_input_tokens)
         self.max_span2_tokens = max_span2_tokens
+        if max_batch_rows < 1:
+            raise UserError(f"max_batch_rows must be >= 1; got {max_batch_rows}")
+        self.max_batch_rows = max_batch_rows
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if start is None:
             raise UserError("the tokenizer has neither a start-of-text nor an end-of-text token")
@@ -716,7 +759,7 @@ class CausalGenerator(_GeneratorBase):
     def _rules(self) -> _Rules:
         mask = self._forbidden_mask([self.end_token] if self.end_token is not None else [])
         return _Rules(torch.stack([mask, mask]), torch.tensor(_dot_ids(self.texts), dtype=torch.long),
-                      max_span2_tokens=self.max_span2_tokens)
+                      max_span2_tokens=self.max_span2_tokens, banked=True)
 
     def _spans(self, cand: _Candidate) -> tuple[list[int], list[int]]:
         cut = cand.tokens.index(LABEL_MARK)
@@ -733,13 +776,30 @@ def _fed_tokens(item: _Candidate, word_id: int) -> list[int]:
     return [word_id if t == LABEL_MARK else t for t in item.tokens]
 
 
-def _step_scores(log_probs: torch.Tensor, items: list[_Candidate], word_ids: torch.Tensor,
+def _logits_kwargs(model) -> dict:
+    """Ask for the last position's logits only, where the model supports it (saves the LM head on prompts)."""
+    import inspect
+
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
+def _step_scores(logits: torch.Tensor, items: list[_Candidate], word_ids: torch.Tensor,
                  endings: torch.Tensor) -> StepScores:
-    """log_probs [B, E, V] of one chunk -> (extension sums [B, V], end sums [B])."""
-    stages = torch.tensor([c.stage for c in items], device=log_probs.device)
+    """Next-token logits [B, E, V] of B items on E examples -> summed log-probabilities (extension [B, V],
+    span end [B]). log_softmax = logits - logsumexp, so the [B, E, V] log-probabilities are never built."""
+    lse = torch.logsumexp(logits, dim=-1).double()  # [B, E]
+    stages = torch.tensor([c.stage for c in items], device=logits.device)
     markers = torch.where(stages.unsqueeze(1) == _SPAN1, word_ids.unsqueeze(0), endings.unsqueeze(0))
-    ends = log_probs.gather(2, markers.unsqueeze(2)).squeeze(2).sum(1)
-    return log_probs.sum(1), ends
+    ends = (logits.gather(2, markers.unsqueeze(2)).squeeze(2).double() - lse).sum(1)
+    ext = logits.sum(1, dtype=torch.float64) - lse.sum(1, keepdim=True)
+    return ext, ends
+
+
+def _reference_step_scores(log_probs: torch.Tensor, item: _Candidate, word_ids: torch.Tensor,
+                           endings: torch.Tensor) -> StepScores:
+    """Plain version for one item: full log-probabilities [E, V] -> (extension [V], span end [])."""
+    markers = word_ids if item.stage == _SPAN1 else endings
+    return log_probs.sum(0), log_probs[torch.arange(len(markers)), markers].sum()
 
 
 class _CausalReferenceState:
@@ -751,19 +811,22 @@ class _CausalReferenceState:
 
     def _item_scores(self, item: _Candidate) -> StepScores:
         gen = self.gen
-        ext = torch.zeros((1, gen.vocab_size), dtype=torch.float64, device=gen.device)
-        end = torch.zeros(1, dtype=torch.float64, device=gen.device)
+        ext = torch.zeros(gen.vocab_size, dtype=torch.float64, device=gen.device)
+        end = torch.zeros((), dtype=torch.float64, device=gen.device)
         for chunk in _chunks(len(self.prefixes), gen.chunk_size):
             seqs = [self.prefixes[i] + _fed_tokens(item, int(self.word_ids[i])) for i in chunk]
-            ids, mask = _pad(seqs, gen.pad, left=False)
-            logits = gen.model(input_ids=ids.to(gen.device), attention_mask=mask.to(gen.device)).logits
-            last = logits[torch.arange(len(seqs)), mask.sum(1).to(gen.device) - 1]
-            log_probs = torch.log_softmax(last.double(), dim=-1).unsqueeze(0)
-            chunk_ext, chunk_end = _step_scores(log_probs, [item], self.word_ids[list(chunk)].to(gen.device),
-                                                self.endings[list(chunk)].to(gen.device))
+            ids, mask = _pad(seqs, gen.pad, left=True)
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            logits = gen.model(input_ids=ids.to(gen.device), attention_mask=mask.to(gen.device),
+                               position_ids=positions.to(gen.device), use_cache=False,
+                               **_logits_kwargs(gen.model)).logits[:, -1]
+            log_probs = torch.log_softmax(logits.double(), dim=-1)
+            index = list(chunk)
+            chunk_ext, chunk_end = _reference_step_scores(log_probs, item, self.word_ids[index].to(gen.device),
+                                                          self.endings[index].to(gen.device))
             ext += chunk_ext
             end += chunk_end
-        return ext[0], end[0]
+        return ext, end
 
     def root(self) -> StepScores:
         ext, end = self._item_scores(_Candidate((), _SPAN1, 0.0))
@@ -775,72 +838,121 @@ class _CausalReferenceState:
 
 
 class _CausalFastState:
-    """Prefix keys/values computed once per example and shared by all beam items; the generated tokens'
-    keys/values kept per (beam item, example) row and reordered as beams are selected."""
+    """Prefix keys/values computed once per example; each step feeds one token per (beam item, example)
+    row through the model with a key-value cache.
+
+    Examples are sorted by prefix length and cut into groups so that a forward holds at most
+    `max_batch_rows` rows (all beam items x the group's examples; one forward per step when they fit) and
+    pads the prefixes only to the group's longest. The generated tokens' keys/values are kept per row
+    and gathered by parent as beams are selected.
+    """
 
     def __init__(self, gen: CausalGenerator, prefixes, word_ids, endings) -> None:
         from transformers.cache_utils import DynamicCache
 
-        self.gen, self._cache_type = gen, DynamicCache
-        dev = gen.device
-        self.word_ids, self.endings = torch.tensor(word_ids, device=dev), torch.tensor(endings, device=dev)
-        self.chunks = []
-        ext = torch.zeros((1, gen.vocab_size), dtype=torch.float64, device=dev)
-        end = torch.zeros(1, dtype=torch.float64, device=dev)
-        for chunk in _chunks(len(prefixes), gen.chunk_size):
-            ids, mask = _pad([prefixes[i] for i in chunk], gen.pad, left=True)
+        self.gen, self._cache_type, dev = gen, DynamicCache, gen.device
+        self.order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
+        self.word_ids = torch.tensor([word_ids[i] for i in self.order], device=dev)
+        self.endings = torch.tensor([endings[i] for i in self.order], device=dev)
+        self.count = len(prefixes)
+        self.prefix = []  # per group: (example range, mask [G, P], lengths [G], [(keys, values)] per layer)
+        self.generated: list | None = None  # per group: [(keys, values)] per layer, rows item-major
+        self.rows_before: list[int] = []
+        logits = []
+        for group in _chunks(self.count, max(1, gen.max_batch_rows)):
+            ids, mask = _pad([prefixes[self.order[i]] for i in group], gen.pad, left=True)
             ids, mask = ids.to(dev), mask.to(dev)
-            positions = (mask.cumsum(1) - 1).clamp(min=0)
             cache = DynamicCache()
-            out = gen.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                            **_cache_kwargs(gen.model, cache))
-            index = torch.tensor(list(chunk), device=dev)
-            self.chunks.append({
-                "index": index, "mask": mask, "lengths": mask.sum(1),
-                "prefix": [(layer.keys, layer.values) for layer in cache.layers],
-                "generated": None,
-            })
-            log_probs = torch.log_softmax(out.logits[:, -1].double(), dim=-1).unsqueeze(0)
-            chunk_ext, chunk_end = _step_scores(log_probs, [_Candidate((), _SPAN1, 0.0)], self.word_ids[index],
-                                                self.endings[index])
-            ext += chunk_ext
-            end += chunk_end
-        self.root_scores = (ext, end)
+            out = gen.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                            **_cache_kwargs(gen.model, cache), **_logits_kwargs(gen.model))
+            self.prefix.append((group, mask, mask.sum(1), [(layer.keys, layer.values) for layer in cache.layers]))
+            logits.append(out.logits[:, -1])
+        self.root_scores = _step_scores(torch.cat(logits).unsqueeze(0), [_Candidate((), _SPAN1, 0.0)],
+                                        self.word_ids, self.endings)
 
     def root(self) -> StepScores:
         return self.root_scores
 
+    def _groups(self, n_items: int) -> list[range]:
+        return _chunks(self.count, max(1, self.gen.max_batch_rows // n_items))
+
     def advance(self, parents: list[int], items: list[_Candidate]) -> StepScores:
         gen, dev, n_items = self.gen, self.gen.device, len(items)
-        parent_rows = torch.tensor(parents, device=dev)
         fed = len(items[0].tokens)  # every active item has advanced one token per step
         last = torch.tensor([item.tokens[-1] for item in items], device=dev)
-        is_label = last == LABEL_MARK
+        tokens = torch.where((last == LABEL_MARK).unsqueeze(1), self.word_ids.unsqueeze(0), last.unsqueeze(1))
+        parent_rows = torch.tensor(parents, device=dev)
         ext = torch.zeros((n_items, gen.vocab_size), dtype=torch.float64, device=dev)
         end = torch.zeros(n_items, dtype=torch.float64, device=dev)
-        for chunk in self.chunks:
-            size, prefix_len = len(chunk["index"]), chunk["mask"].shape[1]
-            tokens = torch.where(is_label.unsqueeze(1), self.word_ids[chunk["index"]].unsqueeze(0),
-                                 last.unsqueeze(1)).reshape(-1, 1)
-            kv = []
-            for layer, (pk, pv) in enumerate(chunk["prefix"]):
-                keys, values = pk.repeat(n_items, 1, 1, 1), pv.repeat(n_items, 1, 1, 1)
-                if chunk["generated"] is not None:
-                    rows = _beam_rows(parent_rows, size)
-                    gk, gv = chunk["generated"][layer]
-                    keys, values = torch.cat([keys, gk[rows]], 2), torch.cat([values, gv[rows]], 2)
-                kv.append((keys, values))
-            mask = torch.cat([chunk["mask"].repeat(n_items, 1),
-                              torch.ones((n_items * size, fed), dtype=torch.long, device=dev)], 1)
-            positions = (chunk["lengths"].repeat(n_items) + fed - 1).unsqueeze(1)
+        new_generated = []
+        for group in self._groups(n_items):
+            kv, mask, lengths = self._group_cache(group, parent_rows, n_items)
+            group_tokens = tokens[:, group.start:group.stop].reshape(-1, 1)
+            mask = torch.cat([mask, torch.ones((mask.shape[0], fed), dtype=mask.dtype, device=dev)], 1)
             cache = self._cache_type(kv)
-            out = gen.model(input_ids=tokens, attention_mask=mask, position_ids=positions,
+            out = gen.model(input_ids=group_tokens, attention_mask=mask, position_ids=(lengths + fed - 1).unsqueeze(1),
                             **_cache_kwargs(gen.model, cache))
-            chunk["generated"] = [(layer.keys[:, :, prefix_len:].clone(), layer.values[:, :, prefix_len:].clone())
-                                  for layer in cache.layers]
-            log_probs = torch.log_softmax(out.logits[:, -1].double(), dim=-1).view(n_items, size, -1)
-            chunk_ext, chunk_end = _step_scores(log_probs, items, self.word_ids[chunk["index"]],
-                                                self.endings[chunk["index"]])
-            ext += chunk_ext
-            end += chunk_end
+            prefix_len = mask.shape[1] - fed
+            new_generated.append([(layer.keys[:, :, prefix_len:], layer.values[:, :, prefix_len:])
+                                  for layer in cache.layers])
+            logits = out.logits[:, -1].view(n_items, len(group), -1)
+            group_ext, group_end = _step_scores(logits, items, self.word_ids[group.start:group.stop],
+                                                self.endings[group.start:group.stop])
+            ext += group_ext
+            end += group_end
+        self.generated = (new_generated, self._groups(n_items))
         return ext, end
+
+    def _group_cache(self, group: range, parent_rows: torch.Tensor, n_items: int):
+        """Keys/values of (prefix + generated so far) for the rows (item, example in `group`), item-major."""
+        pieces = []  # (per-layer prefix kv [g, ...], mask, lengths) of the prefix groups this group covers
+        for prefix_group, mask, lengths, layers in self.prefix:
+            lo, hi = max(group.start, prefix_group.start), min(group.stop, prefix_group.stop)
+            if lo < hi:
+                sl = slice(lo - prefix_group.start, hi - prefix_group.start)
+                pieces.append(([(k[sl], v[sl]) for k, v in layers], mask[sl], lengths[sl]))
+        # Left padding: the real tokens are the last `length` columns, so cut the columns no row needs
+        # and pad the pieces to a common width.
+        width = max(int(p[2].max()) for p in pieces)
+        keys_values, masks = [], []
+        for layers, mask, _ in pieces:
+            keep = min(width, mask.shape[1])
+            pad = width - keep
+            masks.append(torch.nn.functional.pad(mask[:, -keep:], (pad, 0)))
+            keys_values.append([(torch.nn.functional.pad(k[:, :, -keep:], (0, 0, pad, 0)),
+                                 torch.nn.functional.pad(v[:, :, -keep:], (0, 0, pad, 0))) for k, v in layers])
+        prefix_kv = [(torch.cat([kv[layer][0] for kv in keys_values]), torch.cat([kv[layer][1] for kv in keys_values]))
+                     for layer in range(len(keys_values[0]))]
+        mask = torch.cat(masks).repeat(n_items, 1)
+        lengths = torch.cat([p[2] for p in pieces]).repeat(n_items)
+        generated = self._generated_rows(group, parent_rows)
+        kv = []
+        for layer, (pk, pv) in enumerate(prefix_kv):
+            pk, pv = pk.repeat(n_items, 1, 1, 1), pv.repeat(n_items, 1, 1, 1)
+            if generated is not None:
+                gk, gv = generated[layer]
+                pk, pv = torch.cat([pk, gk], 2), torch.cat([pv, gv], 2)
+            kv.append((pk, pv))
+        return kv, mask, lengths
+
+    def _generated_rows(self, group: range, parent_rows: torch.Tensor) -> list | None:
+        """The generated keys/values of the parents' rows for the examples in `group`."""
+        if self.generated is None:
+            return None
+        stored, old_groups = self.generated
+        layers = len(stored[0])
+        out = []
+        for layer in range(layers):
+            key_parts, value_parts = [], []
+            for old_group, kv in zip(old_groups, stored):
+                lo, hi = max(group.start, old_group.start), min(group.stop, old_group.stop)
+                if lo >= hi:
+                    continue
+                size = len(old_group)
+                examples = torch.arange(lo - old_group.start, hi - old_group.start, device=parent_rows.device)
+                rows = (parent_rows.unsqueeze(1) * size + examples.unsqueeze(0))  # [items, examples in overlap]
+                key_parts.append(kv[layer][0][rows.flatten()].view(*rows.shape, *kv[layer][0].shape[1:]))
+                value_parts.append(kv[layer][1][rows.flatten()].view(*rows.shape, *kv[layer][1].shape[1:]))
+            keys, values = torch.cat(key_parts, 1), torch.cat(value_parts, 1)
+            out.append((keys.flatten(0, 1), values.flatten(0, 1)))
+        return out
