@@ -315,3 +315,104 @@ def test_bad_inputs_raise_user_errors(t5_model, t5_tokenizer, causal_model, caus
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="bad.json"):
         load_generated_templates(tmp_path / "bad.json")
+
+
+def _improbable_label_search(banked: bool, width: int = 3, steps: int = 6) -> list:
+    """A beam search over fixed scores where writing a token costs 1 and placing the label word (ending
+    span 1) costs 5: a plain LM finds the label word improbable after most text."""
+    vocab = 6
+    rules = gen_mod._Rules(torch.zeros((2, vocab), dtype=torch.bool), torch.tensor([], dtype=torch.long),
+                           max_span2_tokens=2, banked=banked)
+
+    def scores(items):  # costs grow with the position by irrational steps: no two candidates tie
+        ext = torch.stack([-1.0 - 0.1 * torch.arange(vocab, dtype=torch.float64) - 2 ** 0.5 / 100 * len(c.tokens)
+                           for c in items])
+        end = torch.tensor([-5.0 - 3 ** 0.5 / 1000 * len(c.tokens) if c.stage == gen_mod._SPAN1 else -0.5
+                            for c in items], dtype=torch.float64)
+        return ext, end
+
+    root = lambda: scores([gen_mod._Candidate((), gen_mod._SPAN1, 0.0)])  # noqa: E731
+    advance = lambda parents, items: scores(items)  # noqa: E731
+    fast = gen_mod._beam_search(root, advance, rules, width, steps, gen_mod._select_fast, "", False)
+    reference = gen_mod._beam_search(root, advance, rules, width, steps, gen_mod._select_reference, "", False)
+    assert [(c.tokens, c.score) for c in fast] == [(c.tokens, c.score) for c in reference]
+    return fast
+
+
+def test_improbable_label_word_still_finishes_templates():
+    # One shared beam (the old causal search) never places the label word: extending span 1 always
+    # looks cheaper, and the last step drops every unfinished candidate.
+    assert _improbable_label_search(banked=False) == []
+    finished = _improbable_label_search(banked=True)
+    assert finished and all(gen_mod.LABEL_MARK in c.tokens and gen_mod.END_MARK in c.tokens for c in finished)
+    assert [c.score for c in finished] == sorted((c.score for c in finished), reverse=True)
+    # The best finished candidate places the label word at once and ends right after it (every token costs).
+    assert finished[0].tokens == (gen_mod.LABEL_MARK, gen_mod.END_MARK)
+    assert finished[0].score == pytest.approx(-5.5)
+
+
+def _suppress_label_words(model, tokenizer, words, amount: float = 12.0):
+    """A copy of the model whose output layer gives the label words a much lower logit everywhere."""
+    import copy
+
+    model = copy.deepcopy(model)
+    head = model.get_output_embeddings()
+    ids = [tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in words]
+    with torch.no_grad():
+        if head.bias is None:
+            head.bias = torch.nn.Parameter(torch.zeros(head.out_features, dtype=head.weight.dtype))
+        head.bias[ids] -= amount
+    return model
+
+
+def test_causal_templates_when_label_words_are_improbable(causal_model, causal_tokenizer):
+    model = _suppress_label_words(causal_model, causal_tokenizer, ["great", "terrible"])
+    generator = CausalGenerator(model, causal_tokenizer, beam_width=4, max_steps=6, max_span2_tokens=2)
+    examples = _examples("SST-2", 6)
+    fast = generator.generate("SST-2", examples, formats=["A"], progress=False)
+    _assert_same(fast, generator.reference_generate("SST-2", examples, formats=["A"], progress=False))
+    _assert_valid(fast, 1)
+
+
+@pytest.mark.parametrize("max_batch_rows", [1, 5, 7])
+def test_causal_fast_matches_reference_in_small_row_groups(causal_model, causal_tokenizer, max_batch_rows):
+    # Groups smaller than one item's examples, groups that cut the prefix groups, ragged last groups.
+    generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=3, max_steps=6, chunk_size=4,
+                                max_span2_tokens=2, max_batch_rows=max_batch_rows)
+    examples = _examples("RTE", 7, seed=5)
+    fast = generator.generate("RTE", examples, formats=["pair"], progress=False)
+    _assert_same(fast, generator.reference_generate("RTE", examples, formats=["pair"], progress=False))
+
+
+def test_causal_root_scores_are_summed_log_probabilities(causal_model, causal_tokenizer):
+    """The fast root step against a plain per-example forward: sum over examples of log P(token | prefix)."""
+    task, examples = get_task("SST-2"), _examples("SST-2", 5)
+    generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=2, max_steps=2)
+    words = gen_mod._label_words_of(task, examples, None)
+    prefixes, word_ids, endings = generator.sequences(task, examples, words, "A")
+    with torch.inference_mode():
+        ext, end = gen_mod._CausalFastState(generator, prefixes, word_ids, endings).root()
+    expected_ext = torch.zeros(generator.vocab_size, dtype=torch.float64)
+    expected_end = 0.0
+    with torch.no_grad():
+        for prefix, word in zip(prefixes, word_ids):
+            log_probs = torch.log_softmax(causal_model(input_ids=torch.tensor([prefix])).logits[0, -1], -1)
+            expected_ext += log_probs
+            expected_end += float(log_probs[word])
+    assert torch.allclose(ext[0], expected_ext, atol=1e-8)
+    assert float(end[0]) == pytest.approx(expected_end, abs=1e-8)
+
+
+@pytest.mark.slow
+def test_smollm2_generates_sst2_templates():
+    from autoprompt_search.backbones import load_backbone
+    from autoprompt_search.data import load_split
+
+    torch.set_num_threads(1)
+    backbone = load_backbone("smollm2-135m", device="cpu")
+    task = get_task("SST-2")
+    train = load_split(task, "train", k=16, seed=13)
+    generator = CausalGenerator(backbone.model, backbone.tokenizer, beam_width=4, max_steps=5)
+    templates = generator.generate(task, train, label_words=task.label_words, progress=False)
+    assert {t.format for t in templates} == {"A", "B"}
+    _assert_valid(templates, 1)
