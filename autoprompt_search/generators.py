@@ -856,8 +856,8 @@ class _CausalFastState:
         self.endings = torch.tensor([endings[i] for i in self.order], device=dev)
         self.count = len(prefixes)
         self.prefix = []  # per group: (example range, mask [G, P], lengths [G], [(keys, values)] per layer)
-        self.generated: list | None = None  # per group: [(keys, values)] per layer, rows item-major
-        self.rows_before: list[int] = []
+        # (per step group: [(keys, values)] per layer with rows item-major, the step groups); None at the root
+        self.generated: tuple[list, list[range]] | None = None
         logits = []
         for group in _chunks(self.count, max(1, gen.max_batch_rows)):
             ids, mask = _pad([prefixes[self.order[i]] for i in group], gen.pad, left=True)
