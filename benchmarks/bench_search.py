@@ -25,12 +25,22 @@ from autoprompt_search.search import SearchOptions, run_pipeline  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
+def candidate_files(args) -> tuple[str, str]:
+    """The first --n-templates templates of the shared file, written where the runs can read them."""
+    lines = [line for line in (HERE / "candidates" / "sentiment_templates.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")][:args.n_templates]
+    path = Path(args.out) / f"templates-{args.n_templates}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return str(path), str(HERE / "candidates" / "sentiment_mappings.txt")
+
+
 def run_strategy(task: str, strategy: str, args) -> dict:
     out = Path(args.out) / f"{task}-{strategy}"
+    templates, mappings = candidate_files(args)
     options = SearchOptions(
         task=task, model=args.model, data_dir=args.data_dir, seeds=tuple(args.seeds), out=str(out),
-        n_templates=0, n_mappings=0, template_files=(str(HERE / "candidates" / "sentiment_templates.txt"),),
-        mapping_files=(str(HERE / "candidates" / "sentiment_mappings.txt"),), strategy=strategy,
+        n_templates=0, n_mappings=0, template_files=(templates,), mapping_files=(mappings,), strategy=strategy,
         min_steps=args.min_steps, max_steps=args.max_steps, eta=args.eta, test_limit=args.test_limit,
         progress=False)
     start = time.perf_counter()
@@ -53,6 +63,8 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=32)
     parser.add_argument("--eta", type=float, default=3.0)
+    parser.add_argument("--n-templates", type=int, default=6, help="first N templates of candidates/sentiment_templates.txt")
+    parser.add_argument("--name", default="search_strategies", help="results/<name>.md and .json")
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="runs/bench_search")
@@ -63,7 +75,7 @@ def main() -> None:
         for strategy in ("exhaustive", "halving"):
             rows.append(run_strategy(task, strategy, args))
             print(rows[-1], flush=True)
-    lines = [f"Candidates: {rows[0]['n_candidates']} (6 templates x 2 label-word mappings), seeds {args.seeds}, "
+    lines = [f"Candidates: {rows[0]['n_candidates']} ({args.n_templates} templates x 2 label-word mappings), seeds {args.seeds}, "
              f"full budget {args.max_steps} steps, halving from zero-shot then {args.min_steps} steps, eta {args.eta}; "
              f"test examples: {args.test_limit or 'all'}", "",
              "| task | strategy | training steps | evaluations | wall time (s) | pick | dev (mean ± std) | test |",
@@ -81,7 +93,7 @@ def main() -> None:
                      f"exhaustive training steps and {ha['wall_seconds'] / ex['wall_seconds']:.0%} of its wall time; "
                      f"pick dev {ha['best_dev'] * 100:.1f} vs {ex['best_dev'] * 100:.1f} (exhaustive std "
                      f"{ex['best_dev_std'] * 100:.1f}).")
-    save("search_strategies", "\n".join(lines), {"args": vars(args), "rows": rows})
+    save(args.name, "\n".join(lines), {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":
