@@ -212,6 +212,7 @@ class SearchOptions:
     out: str = "runs/search"
     n_templates: int = 4
     beam_width: int = 16
+    generator_steps: int | None = None  # decoding steps; None: 18 for T5 (LM-BFF), 10 for a causal generator
     n_mappings: int = 2
     label_k: int = 20
     template_files: tuple[str, ...] = ()
@@ -325,12 +326,13 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
                         "use --generator causal to generate with the backbone")
     if loaded is not None:
         say(f"template generator: T5 ({t5_name})")
-        generator = T5Generator(*loaded, beam_width=options.beam_width, device=options.device)
+        generator = T5Generator(*loaded, beam_width=options.beam_width, device=options.device,
+                                max_steps=options.generator_steps or 18)
     elif backbone.kind == "causal":
         say(f"template generator: the backbone {options.model} as a causal generator"
             + (" (no T5 model available offline)" if options.generator == "auto" else ""))
         generator = CausalGenerator(backbone.model, backbone.tokenizer, beam_width=options.beam_width,
-                                    device=backbone.device)
+                                    device=backbone.device, max_steps=options.generator_steps or 10)
     else:
         say("template generator: none (no T5 model available and the backbone is not a causal LM)")
         return []
@@ -362,7 +364,8 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
     sources: dict[str, list[str]] = {templates[0].to_lmbff(): ["manual"]}
     if options.n_templates:
         key = {"task": task.name, "model": options.model, "generator": options.generator, "k": options.k,
-               "seed": options.seeds[0], "beam_width": options.beam_width, "n": options.n_templates}
+               "seed": options.seeds[0], "beam_width": options.beam_width, "n": options.n_templates,
+               "steps": options.generator_steps}
         generated = _cached_json(out / "generated_templates.json", key,
                                  lambda: generate_templates(options, task, train, backbone, say))
         for item in generated:
