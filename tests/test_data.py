@@ -22,7 +22,7 @@ from autoprompt_search.data import (
 from autoprompt_search.errors import UserError
 from autoprompt_search.tasks import Example, get_task
 
-SHARED = data.project_root().parent / "shared" / "data" / "lmbff"
+SHARED = Path(os.environ.get("AUTOPROMPT_DATA_DIR") or data.project_root().parent / "shared" / "data" / "lmbff")
 needs_shared = pytest.mark.skipif(not (SHARED / "k-shot").is_dir(), reason="LM-BFF data copy not present")
 SEEDS = (13, 21, 42, 87, 100)
 TASKS_WITH_ORIGINALS = ("SST-2", "SST-5", "MR", "CR", "TREC", "CoLA", "MRPC", "RTE", "STS-B")
