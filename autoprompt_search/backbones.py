@@ -300,7 +300,7 @@ class MaskedLMBackbone(Backbone):
         return Encoded(rendered.input_ids, rendered.mask_index, text=rendered.text)
 
     def collate(self, items):
-        input_ids, attention = _pad_right([item.input_ids for item in items], self.tokenizer.pad_token_id)
+        input_ids, attention = pad_sequences([item.input_ids for item in items], self.tokenizer.pad_token_id)
         return Batch(input_ids, attention, mask_index=torch.tensor([item.mask_index for item in items]))
 
     def _mask_features(self, batch: Batch) -> torch.Tensor:
@@ -356,7 +356,7 @@ class CausalLMBackbone(Backbone):
         return Encoded(prefix_ids, len(prefix_ids), continuations, text=rendered.prefix + "{label}" + rendered.suffix)
 
     def collate(self, items):
-        input_ids, attention = _pad_left([item.input_ids for item in items], self.tokenizer.pad_token_id)
+        input_ids, attention = pad_sequences([item.input_ids for item in items], self.tokenizer.pad_token_id, left=True)
         num_classes = len(items[0].continuations)
         longest = max(len(c) for item in items for c in item.continuations)
         cont = torch.full((len(items), num_classes, longest), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -444,7 +444,7 @@ class ClassifierBackbone:
 
     def collate(self, items):
         # Right padding; models that pool the last token find it through pad_token_id.
-        input_ids, attention = _pad_right([item.input_ids for item in items], self.tokenizer.pad_token_id)
+        input_ids, attention = pad_sequences([item.input_ids for item in items], self.tokenizer.pad_token_id)
         return Batch(input_ids, attention)
 
     def class_scores(self, batch: Batch, verbalizer=None) -> torch.Tensor:
@@ -459,23 +459,16 @@ class ClassifierBackbone:
         return self.model.parameters()
 
 
-def _pad_right(sequences, pad_id):
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool = False):
+    """Token lists -> (ids, attention mask), padded on the right, or on the left for causal prefixes
+    whose last token must line up."""
     longest = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, :len(seq)] = torch.tensor(seq)
-        mask[i, :len(seq)] = 1
-    return ids, mask
-
-
-def _pad_left(sequences, pad_id):
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, longest - len(seq):] = torch.tensor(seq)
-        mask[i, longest - len(seq):] = 1
+    for row, seq in enumerate(sequences):
+        span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, span] = 1
     return ids, mask
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .backbones import pad_sequences
 from .errors import UserError
 from .tasks import Example, TaskSpec, get_task
 
@@ -411,20 +412,6 @@ def _chunks(n: int, size: int) -> list[range]:
     return [range(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _pad(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if left:
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
-        else:
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-    return ids, mask
-
-
 def _beam_rows(parents: torch.Tensor, chunk: int) -> torch.Tensor:
     """Rows of the previous step's batch (beam-major: row = item * chunk + example) that the new items
     continue."""
@@ -605,7 +592,7 @@ class _T5ReferenceState:
 
     def __init__(self, gen: T5Generator, inputs: list[list[int]]) -> None:
         self.gen = gen
-        self.batches = [_pad([inputs[i] for i in chunk], gen.pad, left=False) for chunk in
+        self.batches = [pad_sequences([inputs[i] for i in chunk], gen.pad, left=False) for chunk in
                         _chunks(len(inputs), gen.chunk_size)]
         self.count = len(inputs)
 
@@ -639,7 +626,7 @@ class _T5FastState:
         self.chunks = []
         root_total = torch.zeros(gen.vocab_size, dtype=torch.float64, device=gen.device)
         for chunk in _chunks(len(inputs), gen.chunk_size):
-            ids, mask = _pad([inputs[i] for i in chunk], gen.pad, left=False)
+            ids, mask = pad_sequences([inputs[i] for i in chunk], gen.pad, left=False)
             ids, mask = ids.to(gen.device), mask.to(gen.device)
             hidden = gen.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
@@ -815,7 +802,7 @@ class _CausalReferenceState:
         end = torch.zeros((), dtype=torch.float64, device=gen.device)
         for chunk in _chunks(len(self.prefixes), gen.chunk_size):
             seqs = [self.prefixes[i] + _fed_tokens(item, int(self.word_ids[i])) for i in chunk]
-            ids, mask = _pad(seqs, gen.pad, left=True)
+            ids, mask = pad_sequences(seqs, gen.pad, left=True)
             positions = (mask.cumsum(1) - 1).clamp(min=0)
             logits = gen.model(input_ids=ids.to(gen.device), attention_mask=mask.to(gen.device),
                                position_ids=positions.to(gen.device), use_cache=False,
@@ -860,7 +847,7 @@ class _CausalFastState:
         self.generated: tuple[list, list[range]] | None = None
         logits = []
         for group in _chunks(self.count, max(1, gen.max_batch_rows)):
-            ids, mask = _pad([prefixes[self.order[i]] for i in group], gen.pad, left=True)
+            ids, mask = pad_sequences([prefixes[self.order[i]] for i in group], gen.pad, left=True)
             ids, mask = ids.to(dev), mask.to(dev)
             cache = DynamicCache()
             out = gen.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),

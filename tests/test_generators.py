@@ -66,8 +66,8 @@ def t5_model(t5_tokenizer):
     rng = random.Random(1)
     for _ in range(40):
         pairs = [_span_training_pair(t5_tokenizer, rng) for _ in range(16)]
-        sources, _ = gen_mod._pad([p[0] for p in pairs], 0, left=False)
-        targets, target_mask = gen_mod._pad([p[1] for p in pairs], 0, left=False)
+        sources, _ = gen_mod.pad_sequences([p[0] for p in pairs], 0)
+        targets, target_mask = gen_mod.pad_sequences([p[1] for p in pairs], 0)
         labels = targets.masked_fill(target_mask == 0, -100)
         loss = model(input_ids=sources, attention_mask=(sources != 0).long(), labels=labels).loss
         optimizer.zero_grad()
@@ -115,7 +115,7 @@ def causal_model(causal_tokenizer):
                 f"{_sentence(rng)[:-1].strip()} {label}{rng.choice([',', ''])} {_sentence(rng)}\n",
             ]))
         ids = [[causal_tokenizer.bos_token_id] + causal_tokenizer(line).input_ids for line in lines]
-        batch, mask = gen_mod._pad(ids, causal_tokenizer.pad_token_id, left=False)
+        batch, mask = gen_mod.pad_sequences(ids, causal_tokenizer.pad_token_id)
         loss = model(input_ids=batch, attention_mask=mask, labels=batch.masked_fill(mask == 0, -100)).loss
         optimizer.zero_grad()
         loss.backward()
@@ -228,7 +228,7 @@ def _greedy_t5(model, tokenizer, generator: T5Generator, inputs: list[list[int]]
     eos = tokenizer.eos_token_id
     forbidden = set(default_forbidden_token_ids(tokenizer, generator.vocab_size))
     dots = {i for i, text in enumerate(generator.texts) if text.strip() == "."}
-    ids, mask = gen_mod._pad(inputs, 0, left=False)
+    ids, mask = gen_mod.pad_sequences(inputs, 0)
     decoded, span, total = [0, sentinel[0]], 1, 0.0
     for _ in range(generator.max_steps):
         with torch.no_grad():
