@@ -337,8 +337,19 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
         say("template generator: none (no T5 model available and the backbone is not a causal LM)")
         return []
     found = generator.generate(task, train, label_words=task.label_words, progress=options.progress)
-    found.sort(key=lambda g: -g.score)
-    return [g.to_dict() for g in found[:options.n_templates]]
+    return [g.to_dict() for g in round_robin_by_format(found)[:options.n_templates]]
+
+
+def round_robin_by_format(found: Sequence) -> list:
+    """Best of each format first, then the second best of each, ...: scores of different formats are
+    sums over different texts and are not comparable (LM-BFF keeps the top ones per format)."""
+    by_format: dict[str, list] = {}
+    for item in sorted(found, key=lambda g: -g.score):
+        by_format.setdefault(item.format, []).append(item)
+    ranked = []
+    for rank in range(max((len(v) for v in by_format.values()), default=0)):
+        ranked += [items[rank] for items in by_format.values() if rank < len(items)]
+    return ranked
 
 
 def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone) -> list[dict]:
@@ -365,7 +376,7 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
     if options.n_templates:
         key = {"task": task.name, "model": options.model, "generator": options.generator, "k": options.k,
                "seed": options.seeds[0], "beam_width": options.beam_width, "n": options.n_templates,
-               "steps": options.generator_steps}
+               "steps": options.generator_steps, "selection": "round robin over formats"}
         generated = _cached_json(out / "generated_templates.json", key,
                                  lambda: generate_templates(options, task, train, backbone, say))
         for item in generated:

@@ -267,3 +267,13 @@ def test_executor_choice_follows_backend_jobs_and_scheduler(tmp_path):
         assert isinstance(chosen, DaskExecutor) and chosen.scheduler_address == "tcp://127.0.0.1:8786"
     with pytest.raises(UserError, match="scheduler"):
         executor(scheduler="tcp://127.0.0.1:8786", backend="serial")
+
+
+def test_generated_templates_are_taken_round_robin_over_formats():
+    from autoprompt_search.generators import GeneratedTemplate
+    from autoprompt_search.search import round_robin_by_format
+
+    found = [GeneratedTemplate("a1", "a1", -1.0, "A"), GeneratedTemplate("a2", "a2", -2.0, "A"),
+             GeneratedTemplate("a3", "a3", -3.0, "A"), GeneratedTemplate("b1", "b1", -50.0, "B"),
+             GeneratedTemplate("b2", "b2", -60.0, "B")]
+    assert [g.template for g in round_robin_by_format(found)] == ["a1", "b1", "a2", "b2", "a3"]
