@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import re
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -630,3 +631,14 @@ def load_hub_split(task: TaskSpec | str, split: str, *, k: int = 16, seed: int =
     train = hub_examples(task, source, _download(source, source.train_split, cache_dir))
     sampled_train, sampled_dev = sample_balanced(task, train, k, (seed,))
     return sampled_train if split == "train" else sampled_dev
+
+
+def limit_examples(examples: Sequence[Example], limit: int | None, *, seed: int = 0) -> list[Example]:
+    """At most `limit` examples drawn at random (seeded), in their original order. The head of a file
+    is no sample: LM-BFF's MR and CR test files, for instance, list every negative review first."""
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    if limit < 1:
+        raise UserError(f"test limit must be at least 1, got {limit}")
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]

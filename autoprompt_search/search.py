@@ -103,13 +103,13 @@ class PromptEvaluator(LazyEvaluator):
         return _State(backbone, pristine, task)
 
     def _split(self, state: _State, split: str, seed: int) -> list[Example]:
-        from .data import load_split
+        from .data import limit_examples, load_split
 
         key = (split, seed)
         if key not in state.splits:
             examples = load_split(state.task, split, data_dir=self.settings.data_dir, k=self.settings.k, seed=seed)
-            if split == "test" and self.settings.test_limit:
-                examples = examples[:self.settings.test_limit]
+            if split == "test":
+                examples = limit_examples(examples, self.settings.test_limit)
             state.splits[key] = examples
         return state.splits[key]
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fmt, mean_std, save  # noqa: E402
 
 from autoprompt_search.backbones import load_backbone, load_classifier, quiet_transformers  # noqa: E402
-from autoprompt_search.data import load_split  # noqa: E402
+from autoprompt_search.data import limit_examples, load_split  # noqa: E402
 from autoprompt_search.tasks import get_task  # noqa: E402
 from autoprompt_search.templates import Template  # noqa: E402
 from autoprompt_search.training import (Prompt, TrainConfig, content_free_calibration, evaluate,  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     for seed in args.seeds:
         train = load_split(task, "train", data_dir=args.data_dir, k=args.k, seed=seed)
         dev = load_split(task, "dev", data_dir=args.data_dir, k=args.k, seed=seed)
-        test = load_split(task, "test", data_dir=args.data_dir, k=args.k, seed=seed)[:args.test_limit]
+        test = limit_examples(load_split(task, "test", data_dir=args.data_dir, k=args.k, seed=seed), args.test_limit)
         config = TrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, eval_every=args.eval_every,
                              max_length=args.max_length, seed=seed)
         if "zero_shot" in args.methods and seed == args.seeds[0]:

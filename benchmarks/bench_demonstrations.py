@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from common import fmt, mean_std, save  # noqa: E402
 
 from autoprompt_search.backbones import load_backbone, quiet_transformers  # noqa: E402
-from autoprompt_search.data import load_split  # noqa: E402
+from autoprompt_search.data import limit_examples, load_split  # noqa: E402
 from autoprompt_search.demonstrations import (DemonstrationSampler, class_index, demo_lengths,  # noqa: E402
                                               demo_prompt_settings, in_context_prompt, with_demonstration_lengths)
 from autoprompt_search.tasks import Example, TaskSpec, get_task  # noqa: E402
@@ -125,7 +125,7 @@ def run_seed(backbone, pristine, task: TaskSpec, seed: int, args, encoder_holder
     template, verbalizer = Template.parse(task.template), Verbalizer.for_task(task)
     train = load_split(task, "train", data_dir=args.data_dir, k=args.k, seed=seed)
     dev = load_split(task, "dev", data_dir=args.data_dir, k=args.k, seed=seed)
-    test = load_split(task, "test", data_dir=args.data_dir, k=args.k, seed=seed)[:args.test_limit]
+    test = limit_examples(load_split(task, "test", data_dir=args.data_dir, k=args.k, seed=seed), args.test_limit)
     splits = (train, dev, test)
     config = TrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, eval_every=args.eval_every,
                          eval_batch_size=args.eval_batch_size, max_length=args.max_length, seed=seed)

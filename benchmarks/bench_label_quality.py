@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fmt, mean_std, save  # noqa: E402
 
 from autoprompt_search.backbones import load_backbone, quiet_transformers  # noqa: E402
-from autoprompt_search.data import load_split  # noqa: E402
+from autoprompt_search.data import limit_examples, load_split  # noqa: E402
 from autoprompt_search.errors import UserError  # noqa: E402
 from autoprompt_search.label_search import search_label_words  # noqa: E402
 from autoprompt_search.tasks import get_task  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
                     for a in found.assignments]
         print(f"{task.name}: top mappings " + "; ".join(
             f"{m.to_json()} (train acc {a.score:.3f})" for m, a in zip(mappings[:5], found.assignments)), flush=True)
-        test = load_split(task, "test", data_dir=args.data_dir, seed=args.seeds[0])[:args.test_limit]
+        test = limit_examples(load_split(task, "test", data_dir=args.data_dir, seed=args.seeds[0]), args.test_limit)
         backbone.model.load_state_dict(pristine)
         zero_manual = evaluate(backbone, task, Prompt(template, manual), test).main
         zero_auto = evaluate(backbone, task, Prompt(template, mappings[0]), test).main

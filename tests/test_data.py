@@ -9,6 +9,7 @@ import pytest
 
 from autoprompt_search import data
 from autoprompt_search.data import (
+    limit_examples,
     LMBFF_SEED_ORDER,
     lmbff_shuffle_seeds,
     load_hub_split,
@@ -438,3 +439,14 @@ def test_hub_class_names_follow_task_labels(monkeypatch):
     validation = Dataset.from_dict({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [0, 1]}, features=nli)
     fake_hub(monkeypatch, {"validation": validation})
     assert [e.label for e in load_hub_split("RTE", "test")] == ["entailment", "not_entailment"]
+
+
+def test_limit_examples_is_a_seeded_sample_in_file_order_not_the_head():
+    examples = [Example((f"s{i}",), "0" if i < 50 else "1") for i in range(100)]
+    sample = limit_examples(examples, 20)
+    assert len(sample) == 20 and sample == limit_examples(examples, 20)
+    assert [int(e.texts[0][1:]) for e in sample] == sorted(int(e.texts[0][1:]) for e in sample)
+    assert {e.label for e in sample} == {"0", "1"}  # a head of a label-sorted file would hold one class
+    assert limit_examples(examples, None) == examples and limit_examples(examples, 500) == examples
+    with pytest.raises(UserError):
+        limit_examples(examples, 0)
