@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .tasks import Example, TaskSpec
+from .tasks import Example
 from .templates import Block, Template, render_blocks, word_in_context
 from .verbalizers import Verbalizer, single_token_ids
 
@@ -343,9 +343,8 @@ class CausalLMBackbone(Backbone):
 
     def encode(self, example, template, verbalizer, demonstrations=(), max_length=None) -> Encoded:
         blocks = self.blocks(example, template, verbalizer, demonstrations)
-        longest = max(verbalizer.words, key=lambda w: len(self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]))
         rendered = render_blocks(blocks, self.tokenizer, max_length=max_length or self.max_length,
-                                 slot_text=" " + longest)
+                                 slot_text=" " + self._longest_word(verbalizer))
         prefix = rendered.prefix
         prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
         if not prefix_ids:
@@ -368,9 +367,19 @@ class CausalLMBackbone(Backbone):
         return Batch(input_ids, attention, continuation_ids=cont, continuation_mask=cont_mask)
 
     def _cache_argument(self) -> str:
-        # transformers 5 renamed `past_key_values` to `cache`; support both.
-        parameters = inspect.signature(self.model.base_model.forward).parameters
-        return "cache" if "cache" in parameters else "past_key_values"
+        # transformers 5 renamed `past_key_values` to `cache`; support both. Looked up once.
+        if not hasattr(self, "_cache_kwarg"):
+            parameters = inspect.signature(self.model.base_model.forward).parameters
+            self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        return self._cache_kwarg
+
+    def _longest_word(self, verbalizer: Verbalizer) -> str:
+        """The label word with the most tokens, which sizes the slot when truncating (once per verbalizer)."""
+        cache = self.__dict__.setdefault("_longest_words", {})
+        if verbalizer.words not in cache:
+            cache[verbalizer.words] = max(
+                verbalizer.words, key=lambda w: len(self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]))
+        return cache[verbalizer.words]
 
     def _run_prefix(self, batch: Batch):
         positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -487,7 +496,7 @@ def load_backbone(name: str, *, kind: str = "auto", device=None, max_length: int
     source = resolve_model(name)
     if kind == "auto":
         kind = detect_kind(source)
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
     tokenizer = load_tokenizer(source)
     extra = {"dtype": dtype} if dtype is not None else {}

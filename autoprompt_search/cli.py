@@ -138,7 +138,7 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--generator", help="template generator: auto (T5 if available offline, else the "
                         "backbone), causal, none, or a T5 model name/folder")
     parser.add_argument("--seeds", type=int, nargs="+", help=f"k-shot split seeds (default {list(d.seeds)})")
-    parser.add_argument("--out", help=f"output folder (default runs/<task>)")
+    parser.add_argument("--out", help="output folder (default runs/<task>)")
     parser.add_argument("--n-templates", type=int, help=f"generated templates to evaluate (default {d.n_templates})")
     parser.add_argument("--beam-width", type=int, help=f"generator beam width (default {d.beam_width}; LM-BFF 100)")
     parser.add_argument("--generator-steps", type=int, help="generator decoding steps (default 18 for T5, 10 causal)")
@@ -323,7 +323,7 @@ def run_export(args) -> int:
 
     from .backbones import quiet_transformers
     from .prompt_file import read_document, save_fine_tuned, write_document
-    from .search import EvaluatorSettings, fine_tuned_backbone
+    from .search import fine_tuned_backbone
 
     quiet_transformers()
     folder = Path(args.out)
@@ -350,8 +350,6 @@ def run_export(args) -> int:
 
 
 def _settings_for(leaderboard, config_hash):
-    import sqlite3
-
     from .search import EvaluatorSettings
 
     # The configuration itself is not stored per row; the search wrote it beside the database.

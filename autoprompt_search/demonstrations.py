@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .embeddings import DEFAULT_ENCODER, example_text
+from .embeddings import DEFAULT_ENCODER
 from .errors import UserError
 from .tasks import Example, TaskSpec, get_task
 from .templates import Part, Template

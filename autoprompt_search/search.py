@@ -9,7 +9,6 @@ process and restores the pretrained weights before every evaluation.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import random
@@ -444,7 +443,7 @@ def run_pipeline(options: SearchOptions, say=print):
     from .leaderboard import Leaderboard, describe_candidate
     from .plots import plot_leaderboard
     from .prompt_file import build_document, write_document
-    from .scheduler import Study, describe_plan, make_executor, process_local
+    from .scheduler import Study, describe_plan, process_local
 
     options.validate()
     executor = search_executor(options)

@@ -7,7 +7,6 @@ weights in memory, and the test set is scored with those.
 """
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time

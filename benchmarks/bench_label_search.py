@@ -19,7 +19,6 @@ with --model M: results/label_search_exactness_M.md and .json.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass
