@@ -148,6 +148,11 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--mapping-file", dest="mapping_files", action="append", help="file of label-word mappings, one per line")
     parser.add_argument("--demonstrations", nargs="+", choices=["off", "random", "filtered"],
                         help="demonstration modes to try (default off)")
+    parser.add_argument("--filter-rate", dest="demo_filter_rate", type=float,
+                        help=f"filtered demonstrations: share of each class most similar to the query (default {d.demo_filter_rate})")
+    parser.add_argument("--inference-samples", dest="demo_inference_samples", type=int,
+                        help=f"demonstration sets averaged per query (default {d.demo_inference_samples}; LM-BFF 16)")
+    parser.add_argument("--demo-encoder", help=f"sentence encoder of filtered demonstrations (default {d.demo_encoder})")
     parser.add_argument("--strategy", choices=["halving", "exhaustive"], help="budget strategy (default halving)")
     parser.add_argument("--min-steps", type=int, help=f"steps of the first fine-tuning rung (default {d.min_steps})")
     parser.add_argument("--max-steps", type=int, help=f"full training budget (default {d.max_steps}; paper 1000)")
@@ -161,7 +166,7 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--no-test", dest="test", action="store_false", default=None,
                         help="do not score the test set at the final rung")
-    parser.add_argument("--test-limit", type=int, help="score only the first N test examples")
+    parser.add_argument("--test-limit", type=int, help="score a seeded random sample of N test examples")
     parser.add_argument("--quiet", dest="progress", action="store_false", default=None, help="no progress bars")
     parser.set_defaults(func=run_search_command)
 

@@ -465,14 +465,16 @@ class DemonstrationSampler:
 
     @classmethod
     def from_config(cls, train_examples: Sequence[Example], task: TaskSpec | str, config: DemonstrationConfig, *,
-                    encoder=None, cache_dir: str | Path | None = None, device=None) -> "DemonstrationSampler":
+                    encoder=None, cache_dir: str | Path | None = None, device=None,
+                    show_progress: bool = True) -> "DemonstrationSampler":
         """A sampler for a config; in filtered mode loads the encoder (unless given) and embeds the
-        training set through the on-disk cache."""
+        training set through the on-disk cache (no cache when `cache_dir` is None)."""
         if config.mode != "filtered":
             return cls(train_examples, task, config.mode)
         from .embeddings import SentenceEncoder, embed_examples
 
-        encoder = encoder if encoder is not None else SentenceEncoder(config.encoder, device=device)
+        if encoder is None:
+            encoder = SentenceEncoder(config.encoder, device=device, show_progress=show_progress)
         return cls(train_examples, task, "filtered", config.filter_rate,
                    embeddings=embed_examples(encoder, train_examples, cache_dir),
                    query_embeddings_fn=lambda queries: embed_examples(encoder, queries, cache_dir))
@@ -589,6 +591,18 @@ class DemonstrationSampler:
         self.prepare_queries(queries)
         return [self.draw_inference_sets(query, n, seed)
                 for query in tqdm(queries, desc="sampling demonstrations", unit="query", disable=len(queries) < 200)]
+
+
+def demonstration_fn(sampler: DemonstrationSampler):
+    """The sampler as the `Prompt.demonstrations` provider of training: (example, class index) pairs,
+    never the query itself when it is the training example at `index`."""
+    task = sampler.task
+
+    def draw(example: Example, index: int | None, rng: RandomSource) -> list[tuple[Example, int]]:
+        return [(demo, class_index(task, demo, sampler.threshold))
+                for demo in sampler.draw(example, rng, exclude_index=index)]
+
+    return draw
 
 
 # ---------------------------------------------------------------------------------------------

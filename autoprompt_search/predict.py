@@ -13,6 +13,26 @@ from .tasks import Example, TaskSpec
 from .training import Prompt, evaluate
 
 
+def with_exported_demonstrations(loaded: LoadedPrompt, task: TaskSpec, prompt: Prompt, device=None):
+    """`prompt` drawing demonstrations from the exported pool as the search did, and its sampler."""
+    from .demonstrations import DemonstrationConfig, DemonstrationSampler, demonstration_fn, with_demonstration_lengths
+
+    section = loaded.document["demonstrations"]
+    where = f"{loaded.path}: demonstrations"
+    samples = section.get("inference_samples", 4)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise UserError(f"{where}.inference_samples: expected a positive integer, got {samples!r}")
+    config = DemonstrationConfig.from_dict({"mode": section.get("mode"), "filter_rate": section.get("filter_rate", 0.5),
+                                            "num_inference_samples": samples,
+                                            "encoder": section.get("encoder", DemonstrationConfig.encoder)}, where)
+    sampler = DemonstrationSampler.from_config(loaded.demonstration_pool(task), task, config, device=device,
+                                               show_progress=False)
+    prompt = Prompt(prompt.template, prompt.verbalizer, demonstration_fn(sampler),
+                    inference_samples=config.num_inference_samples)
+    prompt = with_demonstration_lengths(prompt, task, section.get("max_length", 128), section.get("lengths") or {})
+    return prompt, sampler
+
+
 def read_inputs(stream: str | Path | TextIO, num_sentences: int, *, source: str = "input") -> list[Example]:
     """One example per line; a sentence pair is two tab-separated fields. Blank lines are skipped."""
     if isinstance(stream, (str, Path)):
@@ -37,25 +57,30 @@ def read_inputs(stream: str | Path | TextIO, num_sentences: int, *, source: str 
 
 
 class PromptClassifier:
-    """A backbone with a template and label words: texts in, labels and probabilities out."""
+    """A backbone with a template and label words (and demonstrations, when the prompt has them):
+    texts in, labels and probabilities out."""
 
-    def __init__(self, backbone, task: TaskSpec, prompt: Prompt):
+    def __init__(self, backbone, task: TaskSpec, prompt: Prompt, *, sampler=None, seed: int = 0):
         self.backbone, self.task, self.prompt = backbone, task, prompt
+        self.sampler, self.seed = sampler, seed
 
     @classmethod
     def from_file(cls, path: str | Path, *, device=None) -> "PromptClassifier":
         from .backbones import load_backbone
 
         loaded: LoadedPrompt = read_document(path)
-        if loaded.document["demonstrations"].get("mode", "off") != "off":
-            raise UserError(f"{path}: prompts with demonstrations need their training examples; "
-                            "predict supports demonstrations 'off' only")
         task = loaded.task()
+        prompt, sampler = Prompt(loaded.template(), loaded.verbalizer()), None
+        if loaded.demonstration_mode != "off":
+            prompt, sampler = with_exported_demonstrations(loaded, task, prompt, device)
         backbone = load_backbone(loaded.model_path, device=device)
-        return cls(backbone, task, Prompt(loaded.template(), loaded.verbalizer()))
+        seed = loaded.document["demonstrations"].get("seed") or 0
+        return cls(backbone, task, prompt, sampler=sampler, seed=seed)
 
     def probabilities(self, examples: Sequence[Example], *, batch_size: int = 32) -> np.ndarray:
-        result = evaluate(self.backbone, self.task, self.prompt, examples, batch_size=batch_size)
+        if self.sampler is not None:
+            self.sampler.prepare_queries(examples)  # filtered mode: embed all queries in one pass
+        result = evaluate(self.backbone, self.task, self.prompt, examples, batch_size=batch_size, seed=self.seed)
         return torch.softmax(torch.as_tensor(result.scores), dim=-1).numpy()
 
     def predict(self, examples: Sequence[Example], *, batch_size: int = 32) -> list[tuple[object, dict[str, float]]]:

@@ -1,6 +1,6 @@
 """The exported prompt: a versioned JSON document, and the fine-tuned model saved beside it.
 
-Schema (version 1), every field always present:
+Schema (version 2), every field always present:
 
     schema            "autoprompt_search.prompt"
     schema_version    1
@@ -8,12 +8,18 @@ Schema (version 1), every field always present:
     backbone          model name or folder the prompt was found with
     template          {"lmbff": LM-BFF syntax, "readable": readable syntax}
     label_words       {label: word}
-    demonstrations    {"mode": "off"|"random"|"filtered", "filter_rate", "inference_samples"}
+    demonstrations    {"mode": "off"|"random"|"filtered", "filter_rate", "inference_samples", "encoder",
+                       "lengths": overrides of the task's LM-BFF lengths, "max_length": the run's length
+                       without demonstrations, "seed": the seed inference sets are drawn with,
+                       "pool": [{"texts": [...], "label": ...}] the training examples demonstrations
+                       are drawn from ([] when mode is "off")}
     dev               {"metric", "per_seed": {seed: value}, "mean", "std"}
     test              {"metric", "per_seed", "mean", "std"} or null when not evaluated
     found_by          {"strategy", "steps", "seeds", "config_hash", "leaderboard", "candidate_id"}
     fine_tuned_model  folder (relative to the JSON file) with the fine-tuned weights, or null (zero-shot)
     created           ISO-8601 time
+
+Version 1 had no demonstration pool; it is read for prompts without demonstrations.
 """
 from __future__ import annotations
 
@@ -22,15 +28,16 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import UserError
-from .tasks import TaskSpec
+from .tasks import Example, TaskSpec
 from .templates import Template
 from .verbalizers import Verbalizer
 
 SCHEMA = "autoprompt_search.prompt"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED = ("schema", "schema_version", "task", "backbone", "template", "label_words", "demonstrations",
             "dev", "test", "found_by", "fine_tuned_model", "created")
 
@@ -45,8 +52,14 @@ def metric_summary(metric: str, per_seed: Mapping[int, float | None]) -> dict[st
 
 def build_document(task: TaskSpec, backbone: str, candidate: Mapping[str, Any], *, dev: Mapping[int, float],
                    test: Mapping[int, float | None] | None = None, found_by: Mapping[str, Any] | None = None,
-                   fine_tuned_model: str | None = None, demo_settings: Mapping[str, Any] | None = None) -> dict:
+                   fine_tuned_model: str | None = None, demo_settings: Mapping[str, Any] | None = None,
+                   demo_pool: Sequence[Example] = (), demo_seed: int | None = None) -> dict:
+    """`demo_pool`: the training examples a prompt with demonstrations draws from (needed to predict
+    with it); `demo_seed`: the seed its inference sets were drawn with."""
     template = Template.parse(candidate["template"])
+    mode = candidate.get("demonstrations", "off")
+    if mode != "off" and not demo_pool:
+        raise ValueError("a prompt with demonstrations needs its demonstration pool")
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -55,7 +68,9 @@ def build_document(task: TaskSpec, backbone: str, candidate: Mapping[str, Any], 
         "backbone": backbone,
         "template": {"lmbff": template.to_lmbff(), "readable": template.to_readable()},
         "label_words": dict(candidate["label_words"]),
-        "demonstrations": {"mode": candidate.get("demonstrations", "off"), **dict(demo_settings or {})},
+        "demonstrations": {"mode": mode, **dict(demo_settings or {}),
+                           "seed": demo_seed if mode != "off" else None,
+                           "pool": [{"texts": list(e.texts), "label": e.label} for e in demo_pool] if mode != "off" else []},
         "dev": metric_summary(task.metric, dev),
         "test": metric_summary(task.metric, test or {}),
         "found_by": dict(found_by or {}),
@@ -102,6 +117,34 @@ class LoadedPrompt:
     def verbalizer(self) -> Verbalizer:
         return Verbalizer.from_mapping(self.task(), self.document["label_words"], source=f"{self.path}: label_words")
 
+    @property
+    def demonstration_mode(self) -> str:
+        return self.document["demonstrations"].get("mode", "off")
+
+    def demonstration_pool(self, task: TaskSpec) -> list[Example]:
+        """The training examples demonstrations are drawn from, checked against the task."""
+        where = f"{self.path}: demonstrations.pool"
+        pool = self.document["demonstrations"].get("pool")
+        if self.document["schema_version"] == 1 or pool is None:
+            raise UserError(f"{where} is missing: the prompt was exported without its demonstration examples "
+                            f"(schema_version {self.document['schema_version']}); export it again")
+        if not isinstance(pool, list) or not pool:
+            raise UserError(f"{where}: expected a non-empty list of {{\"texts\": [...], \"label\": ...}}")
+        return [_pool_example(item, task, f"{where}[{i}]") for i, item in enumerate(pool)]
+
+
+def _pool_example(item: Any, task: TaskSpec, where: str) -> Example:
+    texts = item.get("texts") if isinstance(item, dict) else None
+    if not isinstance(texts, list) or len(texts) != task.num_sentences or not all(isinstance(t, str) for t in texts):
+        raise UserError(f"{where}.texts: expected a list of {task.num_sentences} string(s), got {texts!r}")
+    label = item.get("label")
+    if task.is_regression:
+        if isinstance(label, bool) or not isinstance(label, (int, float)):
+            raise UserError(f"{where}.label: expected a number, got {label!r}")
+    elif str(label) not in task.labels:
+        raise UserError(f"{where}.label: expected one of {list(task.labels)}, got {label!r}")
+    return Example(tuple(texts), float(label) if task.is_regression else str(label))
+
 
 def read_document(path: str | Path) -> LoadedPrompt:
     path = Path(path)
@@ -113,9 +156,9 @@ def read_document(path: str | Path) -> LoadedPrompt:
         raise UserError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise UserError(f"{path}: not an exported prompt; expected \"schema\": \"{SCHEMA}\"")
-    if document.get("schema_version") != SCHEMA_VERSION:
+    if document.get("schema_version") not in READABLE_VERSIONS:
         raise UserError(f"{path}: schema_version {document.get('schema_version')!r} is not supported; "
-                        f"this version reads {SCHEMA_VERSION}")
+                        f"this version reads {list(READABLE_VERSIONS)}")
     missing = [key for key in REQUIRED if key not in document]
     if missing:
         raise UserError(f"{path}: missing field(s) {missing}")

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .demonstrations import with_demonstration_lengths
+from .demonstrations import demonstration_fn, with_demonstration_lengths
 from .errors import UserError
 from .scheduler import EvalOutcome, LazyEvaluator
 from .tasks import Example, TaskSpec, get_task
@@ -101,7 +100,7 @@ class PromptEvaluator(LazyEvaluator):
         pristine = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
         return _State(backbone, pristine, task)
 
-    def _split(self, state: _State, split: str, seed: int) -> list[Example]:
+    def split(self, state: _State, split: str, seed: int) -> list[Example]:
         from .data import limit_examples, load_split
 
         key = (split, seed)
@@ -112,47 +111,46 @@ class PromptEvaluator(LazyEvaluator):
             state.splits[key] = examples
         return state.splits[key]
 
-    def _demonstrations(self, state: _State, mode: str, seed: int, queries: Sequence[Example]):
+    def sampler(self, state: _State, mode: str, seed: int):
+        """The demonstration sampler over this seed's training split (None when mode is "off")."""
         if mode == "off":
             return None
-        from .demonstrations import DemonstrationSampler, class_index
+        from .demonstrations import DemonstrationConfig, DemonstrationSampler
 
         key = (mode, seed)
         if key not in state.samplers:
-            train = self._split(state, "train", seed)
-            embeddings = query_fn = None
-            if mode == "filtered":
-                from .embeddings import SentenceEncoder, embed_examples
+            config = DemonstrationConfig(mode=mode, filter_rate=self.settings.demo_filter_rate,
+                                         encoder=self.settings.demo_encoder)
+            cache = Path(self.settings.cache_dir or Path.home() / ".cache" / "autoprompt_search" / "embeddings")
+            state.samplers[key] = DemonstrationSampler.from_config(
+                self.split(state, "train", seed), state.task, config, cache_dir=cache, device=self.settings.device,
+                show_progress=False)
+        return state.samplers[key]
 
-                encoder = SentenceEncoder(self.settings.demo_encoder, device=self.settings.device, show_progress=False)
-                cache = Path(self.settings.cache_dir or Path.home() / ".cache" / "autoprompt_search" / "embeddings")
-                embeddings = embed_examples(encoder, train, cache)
-                query_fn = lambda qs: embed_examples(encoder, qs, cache)  # noqa: E731
-            state.samplers[key] = DemonstrationSampler(train, state.task, mode, self.settings.demo_filter_rate,
-                                                       embeddings=embeddings, query_embeddings_fn=query_fn)
-        sampler = state.samplers[key]
-        if mode == "filtered":
-            sampler.prepare_queries(list(queries))
+    def prompt_for(self, state: _State, candidate: Mapping[str, Any], seed: int,
+                   queries: Sequence[Example] = ()) -> Prompt:
+        """The candidate's prompt; with demonstrations, drawn from this seed's training split (filtered
+        mode embeds `queries` up front) and rendered with the demonstration lengths."""
         task = state.task
-
-        def draw(example: Example, index: int | None, rng: random.Random):
-            return [(demo, class_index(task, demo)) for demo in sampler.draw(example, rng, exclude_index=index)]
-
-        return draw
+        sampler = self.sampler(state, candidate.get("demonstrations", "off"), seed)
+        demos = None
+        if sampler is not None:
+            sampler.prepare_queries(list(queries))
+            demos = demonstration_fn(sampler)
+        prompt = Prompt(Template.parse(candidate["template"]),
+                        Verbalizer.from_mapping(task, candidate["label_words"], source="candidate label_words"),
+                        demonstrations=demos, inference_samples=self.settings.demo_inference_samples if demos else 1)
+        return with_demonstration_lengths(prompt, task, self.settings.train.get("max_length", 128),
+                                          self.settings.demo_lengths)
 
     def evaluate_with(self, state: _State, candidate: Mapping[str, Any], seed: int, steps: int) -> EvalOutcome:
         task = state.task
         state.backbone.model.load_state_dict(state.pristine)
-        train, dev = self._split(state, "train", seed), self._split(state, "dev", seed)
-        test = self._split(state, "test", seed) if self._wants_test(steps) else None
-        mode = candidate.get("demonstrations", "off")
-        demos = self._demonstrations(state, mode, seed, [*train, *dev, *(test or [])])
-        prompt = Prompt(Template.parse(candidate["template"]),
-                        Verbalizer.from_mapping(task, candidate["label_words"], source="candidate label_words"),
-                        demonstrations=demos, inference_samples=self.settings.demo_inference_samples if demos else 1)
+        train, dev = self.split(state, "train", seed), self.split(state, "dev", seed)
+        test = self.split(state, "test", seed) if self._wants_test(steps) else None
+        prompt = self.prompt_for(state, candidate, seed, [*train, *dev, *(test or [])])
         config = TrainConfig.from_dict({**self.settings.train, "steps": steps, "seed": seed,
                                         "eval_every": max(1, min(self.settings.train.get("eval_every", 8), steps or 1))})
-        prompt = with_demonstration_lengths(prompt, task, config.max_length, self.settings.demo_lengths)
         if steps == 0:
             dev_result = evaluate(state.backbone, task, prompt, dev, batch_size=config.eval_batch_size,
                                   max_length=config.max_length, seed=seed)
@@ -180,18 +178,16 @@ def load_task(name: str, task_file: str | None = None) -> TaskSpec:
 
 
 def fine_tuned_backbone(settings: EvaluatorSettings, candidate: Mapping[str, Any], seed: int, steps: int):
-    """Fine-tune a fresh backbone on one seed's split with the candidate prompt and return it with
-    its prompt, for export."""
+    """Fine-tune a fresh backbone on one seed's split with the candidate prompt (demonstrations
+    included) and return it with its prompt and task, for export."""
     evaluator = PromptEvaluator(settings)
     state = evaluator.load_state()
-    task = state.task
-    prompt = Prompt(Template.parse(candidate["template"]),
-                    Verbalizer.from_mapping(task, candidate["label_words"], source="candidate label_words"))
+    train, dev = evaluator.split(state, "train", seed), evaluator.split(state, "dev", seed)
+    prompt = evaluator.prompt_for(state, candidate, seed, [*train, *dev])
     if steps:
         config = TrainConfig.from_dict({**settings.train, "steps": steps, "seed": seed})
-        fine_tune(state.backbone, task, prompt, evaluator._split(state, "train", seed),
-                  evaluator._split(state, "dev", seed), config, progress=True, desc="final fine-tune")
-    return state.backbone, prompt, task
+        fine_tune(state.backbone, state.task, prompt, train, dev, config, progress=True, desc="final fine-tune")
+    return state.backbone, prompt, state.task
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +213,9 @@ class SearchOptions:
     template_files: tuple[str, ...] = ()
     mapping_files: tuple[str, ...] = ()
     demonstrations: tuple[str, ...] = ("off",)
+    demo_filter_rate: float = 0.5  # filtered: share of each class's examples most similar to the query
+    demo_inference_samples: int = 4  # demonstration sets averaged per query (LM-BFF 16; fewer on a CPU)
+    demo_encoder: str = "minilm-l6"  # filtered: sentence encoder
     strategy: str = "halving"  # halving | exhaustive
     min_steps: int = 8
     max_steps: int = 32
@@ -256,6 +255,10 @@ class SearchOptions:
         need(self.strategy in ("halving", "exhaustive"), "strategy", "'halving' or 'exhaustive'")
         need(all(m in DEMO_MODES for m in self.demonstrations) and bool(self.demonstrations), "demonstrations",
              f"a non-empty list of {DEMO_MODES}")
+        need(isinstance(self.demo_filter_rate, (int, float)) and 0 < self.demo_filter_rate <= 1,
+             "demo_filter_rate", "a number in (0, 1]")
+        need(isinstance(self.demo_inference_samples, int) and self.demo_inference_samples >= 1,
+             "demo_inference_samples", "an integer >= 1")
         need(len(self.seeds) >= 1, "seeds", "at least one seed")
         need(self.n_templates >= 0 and self.n_mappings >= 0, "n_templates", "numbers >= 0")
         need(0 < self.min_steps <= self.max_steps, "min_steps", "1 <= min_steps <= max_steps")
@@ -269,7 +272,9 @@ class SearchOptions:
         return EvaluatorSettings(task=self.task, model=self.model, data_dir=self.data_dir, k=self.k,
                                  device=self.device, train=train.to_dict(),
                                  test_at_steps=self.max_steps if self.test else None, test_limit=self.test_limit,
-                                 task_file=task_file, cache_dir=str(Path(self.out) / "cache"))
+                                 task_file=task_file, cache_dir=str(Path(self.out) / "cache"),
+                                 demo_filter_rate=float(self.demo_filter_rate),
+                                 demo_inference_samples=self.demo_inference_samples, demo_encoder=self.demo_encoder)
 
 
 def make_strategy(options: SearchOptions):
@@ -437,6 +442,20 @@ def search_executor(options: SearchOptions):
     return make_executor(options.backend, n_jobs=options.jobs, scheduler_address=options.scheduler)
 
 
+def demonstration_fields(evaluator: PromptEvaluator, state: _State, candidate: Mapping[str, Any],
+                         seed: int) -> dict[str, Any]:
+    """What an exported prompt needs to draw demonstrations as the search did: its settings, the
+    seed's training examples as the pool, and the seed."""
+    settings = evaluator.settings
+    with_demos = candidate.get("demonstrations", "off") != "off"
+    return {"demo_settings": {"filter_rate": settings.demo_filter_rate,
+                              "inference_samples": settings.demo_inference_samples,
+                              "encoder": settings.demo_encoder, "lengths": dict(settings.demo_lengths),
+                              "max_length": settings.train.get("max_length", 128)},
+            "demo_pool": evaluator.split(state, "train", seed) if with_demos else (),
+            "demo_seed": seed}
+
+
 def run_pipeline(options: SearchOptions, say=print):
     """Generate candidates, evaluate them with the chosen strategy, and leave in `options.out`:
     leaderboard.sqlite, candidates.json, progress.png and best.json."""
@@ -480,8 +499,7 @@ def run_pipeline(options: SearchOptions, say=print):
                       "candidate_id": best.candidate_id,
                       "sources": sources.get(best.candidate["template"], ["file"]),
                       "evaluations_run": result.n_evaluated, "evaluations_reused": result.n_reused},
-            demo_settings={"filter_rate": settings.demo_filter_rate,
-                           "inference_samples": settings.demo_inference_samples})
+            **demonstration_fields(evaluator, state, best.candidate, options.seeds[0]))
         write_document(document, out / "best.json")
         say(f"best: {describe_candidate(best.candidate)}  dev {best.mean_dev:.4f}"
             + (f"  test {best.mean_test:.4f}" if best.mean_test is not None else ""))

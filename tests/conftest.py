@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import string
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,30 @@ def _save_tiny_classifier(folder: Path) -> Path:
                         intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
     BertForSequenceClassification(config).save_pretrained(folder)
     return folder
+
+
+def _save_tiny_sentence_encoder(folder: Path) -> Path:
+    """A tiny random BertModel whose WordPiece vocabulary has every letter and digit, so any text encodes."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    characters = string.ascii_lowercase + string.digits
+    pieces = list(characters) + ["##" + c for c in characters]
+    words = [w.lower() for w in vocabulary_words()]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *pieces, *PUNCTUATION]
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_folder(tmp_path_factory) -> Path:
+    """Folder of a tiny random sentence encoder (BertModel, mean pooling) for filtered demonstrations."""
+    return _save_tiny_sentence_encoder(tmp_path_factory.mktemp("tiny_sentence_encoder"))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import TEST_DEVICE
 from test_search import (
@@ -206,6 +207,96 @@ def test_exported_model_reproduces_the_evaluated_dev_metric(exported, toy_data):
     dev = load_split(classifier.task, "dev", data_dir=toy_data, seed=seed)
     predicted = [label for label, _ in classifier.predict(dev)]
     assert compute_metric(classifier.task, predicted, [e.label for e in dev]) == pytest.approx(row.dev_metric)
+
+
+# ---------------------------------------------------------------------------------------------
+# export -> predict with demonstrations: the pool travels in the JSON
+
+
+@pytest.fixture(scope="module", params=["random", "filtered"])
+def exported_with_demonstrations(request, tiny_causal_folder, tiny_encoder_folder, toy_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp(f"demos-{request.param}") / "out"
+    args = search_cli_args(tiny_causal_folder, toy_data, out, "--demonstrations", request.param,
+                           "--inference-samples", "2", "--demo-encoder", str(tiny_encoder_folder))
+    assert main(args) == 0
+    assert main(["export", "--out", str(out), "--fine-tune"]) == 0
+    return out / "best.json"
+
+
+def test_exported_prompt_with_demonstrations_carries_its_training_pool(exported_with_demonstrations, toy_data):
+    from autoprompt_search.data import load_split
+
+    document = read_document(exported_with_demonstrations).document
+    section = document["demonstrations"]
+    assert document["schema_version"] == 2 and section["mode"] in ("random", "filtered")
+    assert section["seed"] == SEEDS[0] and section["inference_samples"] == 2
+    train = load_split("SST-2", "train", data_dir=toy_data, seed=SEEDS[0])
+    assert [(tuple(item["texts"]), item["label"]) for item in section["pool"]] == [(e.texts, e.label) for e in train]
+
+
+def test_exported_demonstration_prompt_scores_as_the_search_did(exported_with_demonstrations, toy_data):
+    """Predict draws the same demonstrations as the search's evaluation of that seed: same class
+    probabilities as the in-memory fine-tuned prompt, so the leaderboard's dev metric is reproduced."""
+    from autoprompt_search.data import load_split
+    from autoprompt_search.metrics import compute_metric
+    from autoprompt_search.training import evaluate
+
+    path = exported_with_demonstrations
+    document = read_document(path).document
+    found_by = document["found_by"]
+    seed = found_by["seeds"][0]
+    configs = json.loads((path.parent / "search_config.json").read_text())
+    settings = EvaluatorSettings(**configs[found_by["config_hash"]]["settings"])
+    candidate = {"template": document["template"]["lmbff"], "label_words": document["label_words"],
+                 "demonstrations": document["demonstrations"]["mode"]}
+    backbone, prompt, task = fine_tuned_backbone(settings, candidate, seed, found_by["steps"])
+    dev = load_split(task, "dev", data_dir=toy_data, seed=seed)
+    in_memory = evaluate(backbone, task, prompt, dev, seed=seed, max_length=settings.train["max_length"])
+    other_seed = evaluate(backbone, task, prompt, dev, seed=seed + 1, max_length=settings.train["max_length"])
+    assert not np.allclose(in_memory.scores, other_seed.scores, atol=1e-4)  # the draw matters
+
+    classifier = PromptClassifier.from_file(path, device=TEST_DEVICE)
+    assert classifier.prompt.demonstrations is not None and classifier.prompt.inference_samples == 2
+    expected = torch.softmax(torch.as_tensor(in_memory.scores), -1).numpy()
+    np.testing.assert_allclose(classifier.probabilities(dev), expected, atol=1e-5)
+    row = Leaderboard(path.parent / "leaderboard.sqlite").get(found_by["candidate_id"], seed, found_by["steps"],
+                                                              found_by["config_hash"])
+    predicted = [label for label, _ in classifier.predict(dev)]
+    assert compute_metric(task, predicted, [e.label for e in dev]) == pytest.approx(row.dev_metric)
+
+
+def test_predict_with_demonstrations_is_deterministic_on_new_texts(exported_with_demonstrations, monkeypatch, capsys):
+    outputs = []
+    for _ in range(2):
+        monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(TEXTS) + "\n"))
+        assert main(["predict", "--prompt", str(exported_with_demonstrations), "--device", TEST_DEVICE,
+                     "--format", "jsonl"]) == 0
+        outputs.append(capsys.readouterr().out)
+    rows = [json.loads(line) for line in outputs[0].splitlines()]
+    assert [row["text"] for row in rows] == [[t] for t in TEXTS]
+    assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-5 for row in rows)
+    assert outputs[0] == outputs[1]
+
+
+def _rewrite(source: Path, target: Path, change) -> Path:
+    document = json.loads(source.read_text())
+    change(document)
+    target.write_text(json.dumps(document))
+    return target
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: d.update(schema_version=1), "demonstrations.pool is missing"),
+    (lambda d: d["demonstrations"].update(pool=[]), "demonstrations.pool: expected a non-empty list"),
+    (lambda d: d["demonstrations"]["pool"][1].update(label="7"), "demonstrations.pool[1].label: expected one of"),
+    (lambda d: d["demonstrations"]["pool"][0].update(texts="just a string"), "demonstrations.pool[0].texts"),
+    (lambda d: d["demonstrations"].update(inference_samples=0), "demonstrations.inference_samples"),
+])
+def test_bad_demonstration_section_is_a_one_line_error(exported_with_demonstrations, tmp_path, capsys, change,
+                                                       fragment):
+    bad = _rewrite(exported_with_demonstrations, tmp_path / "bad.json", change)
+    code = main(["predict", "--prompt", str(bad), "--input", str(bad)])
+    one_line_error(capsys, code, str(bad), fragment)
 
 
 def _parse_tsv_predictions(text: str) -> list[tuple[str, dict[str, float], str]]:

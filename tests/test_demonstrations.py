@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-import string
 
 import numpy as np
 import pytest
@@ -54,24 +53,6 @@ def random_embeddings(count: int, dim: int = 8, seed: int = 0) -> np.ndarray:
 
 def numpy_cosine(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return matrix @ vector / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector))
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder_folder(tmp_path_factory):
-    """A tiny random BertModel with a WordPiece vocabulary written here."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny_sentence_encoder")
-    pieces = list(string.ascii_lowercase + string.digits) + ["##" + c for c in string.ascii_lowercase + string.digits]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *pieces, ".", ","]
-    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
-    BertModel(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
