@@ -25,9 +25,9 @@ from common import fmt, mean_std, save  # noqa: E402
 
 from autoprompt_search.backbones import load_backbone, quiet_transformers  # noqa: E402
 from autoprompt_search.data import limit_examples, load_split  # noqa: E402
-from autoprompt_search.demonstrations import (DemonstrationSampler, class_index, demo_lengths,  # noqa: E402
-                                              demo_prompt_settings, in_context_prompt, with_demonstration_lengths)
-from autoprompt_search.tasks import Example, TaskSpec, get_task  # noqa: E402
+from autoprompt_search.demonstrations import (DemonstrationSampler, demo_lengths, demo_prompt_settings,  # noqa: E402
+                                              demonstration_fn, in_context_prompt, with_demonstration_lengths)
+from autoprompt_search.tasks import TaskSpec, get_task  # noqa: E402
 from autoprompt_search.templates import Template  # noqa: E402
 from autoprompt_search.training import EvalResult, Prompt, TrainConfig, evaluate, fine_tune  # noqa: E402
 from autoprompt_search.verbalizers import Verbalizer  # noqa: E402
@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128,
                         help="prompt length without demonstrations; with them LM-BFF's per-task rule applies")
-    parser.add_argument("--test-limit", type=int, default=None, help="score only the first N test examples")
+    parser.add_argument("--test-limit", type=int, default=None, help="score a seeded random sample of N test examples (the same for every seed and method)")
     parser.add_argument("--inference-samples", type=int, default=None,
                         help="demonstration sets averaged per test query (default: LM-BFF's, 16 for most tasks)")
     parser.add_argument("--filter-rate", type=float, default=0.5)
@@ -73,12 +73,6 @@ def parse_args() -> argparse.Namespace:
 
 # ---------------------------------------------------------------------------------------------
 # one method on one seed
-
-
-def sampler_demonstrations(sampler: DemonstrationSampler, task: TaskSpec):
-    def draw(example: Example, index: int | None, rng):
-        return [(demo, class_index(task, demo)) for demo in sampler.draw(example, rng, exclude_index=index)]
-    return draw
 
 
 def make_sampler(mode: str, task: TaskSpec, train, queries, args, encoder_holder: dict) -> DemonstrationSampler:
@@ -141,7 +135,7 @@ def run_seed(backbone, pristine, task: TaskSpec, seed: int, args, encoder_holder
                 mode = method.removeprefix("prompt_")
                 sampler = make_sampler(mode, task, train, [*dev, *test], args, encoder_holder)
                 prompt = with_demonstration_lengths(
-                    Prompt(template, verbalizer, sampler_demonstrations(sampler, task), inference_samples=samples),
+                    Prompt(template, verbalizer, demonstration_fn(sampler), inference_samples=samples),
                     task, args.max_length)
             row = run_fine_tuning(backbone, pristine, task, prompt, splits, config, f"{task.name} {method} seed {seed}")
         rows[method] = {**row, "seed": seed, "wall_seconds": time.perf_counter() - start}
@@ -224,6 +218,7 @@ def main() -> None:
     pristine = copy.deepcopy(backbone.model.state_dict())
     encoder_holder: dict = {}
     results: dict[str, dict[str, list[dict]]] = {}
+    name = args.name or "demonstrations_" + re.sub(r"[^a-z0-9.-]+", "-", Path(args.model).name.lower())
     for task_name in args.tasks:
         task = get_task(task_name)
         rows: dict[str, list[dict]] = {m: [] for m in args.methods}
@@ -231,8 +226,8 @@ def main() -> None:
             for method, row in run_seed(backbone, pristine, task, seed, args, encoder_holder).items():
                 rows[method].append(row)
         results[task.name] = rows
-    name = args.name or "demonstrations_" + re.sub(r"[^a-z0-9.-]+", "-", Path(args.model).name.lower())
-    save(name, markdown(results, args), {"args": vars(args), "results": results})
+        # saved after every task so that a run stopped part way keeps what it measured
+        save(name, markdown(results, args), {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

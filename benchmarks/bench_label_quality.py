@@ -29,6 +29,41 @@ from autoprompt_search.training import Prompt, TrainConfig, evaluate, fine_tune 
 from autoprompt_search.verbalizers import Verbalizer  # noqa: E402
 
 
+def parse_template_overrides(values: list[str]) -> dict[str, str]:
+    overrides = {}
+    for value in values:
+        name, sep, template = value.partition("=")
+        if not sep or not template:
+            raise SystemExit(f"--template expects TASK=TEMPLATE, got {value!r}")
+        overrides[get_task(name).name] = template
+    return overrides
+
+
+def report_markdown(report: list[dict], args) -> str:
+    lines = [f"{args.model}, K=16, label search on seed {args.seeds[0]} (k={args.label_k}, n={args.n}), "
+             f"re-rank top {args.rerank} by dev after {args.steps} fine-tuning steps, seeds {args.seeds}, "
+             f"test examples: {args.test_limit or 'all'} (seeded sample)", "",
+             "| task | template | top searched words | zero-shot manual | zero-shot auto | fine-tuned manual "
+             "| fine-tuned auto (re-ranked) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report:
+        if "skipped" in r:
+            lines.append(f"| {r['task']} | | not applicable: {r['skipped']} | | | | |")
+            continue
+        words = ", ".join(f"{k}:{v}" for k, v in r["top_mappings"][0].items())
+        lines.append(f"| {r['task']} | `{r['template']}` | {words} | {r['zero_shot_manual'] * 100:.1f} | "
+                     f"{r['zero_shot_auto'] * 100:.1f} | {fmt(*mean_std(r['fine_tuned_manual']))} | "
+                     f"{fmt(*mean_std(r['fine_tuned_auto']))} |")
+    lines += ["", "Top searched mappings (train zero-shot accuracy) and the mapping picked on dev per seed:", ""]
+    for r in report:
+        if "skipped" in r:
+            continue
+        lines.append(f"- {r['task']}: " + "; ".join(
+            f"{m} ({score:.3f})" for m, score in zip(r["top_mappings"], r["train_scores"])))
+        lines.append("  - picked: " + "; ".join(f"seed {s}: {p}" for s, p in zip(args.seeds, r["reranked_picks"])))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "sst5", "mr", "cr", "trec"])
@@ -40,14 +75,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--test-limit", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--template", action="append", default=[], metavar="TASK=TEMPLATE",
+                        help="use TEMPLATE instead of TASK's manual template, for manual and searched words alike "
+                             "(e.g. a template with the label after the input for a causal backbone on TREC)")
     args = parser.parse_args()
+    overrides = parse_template_overrides(args.template)
     quiet_transformers()
     backbone = load_backbone(args.model, device="cpu")
     pristine = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
     report = []
     for name in args.tasks:
         task = get_task(name)
-        template = Template.parse(task.template)
+        template = Template.parse(overrides.get(task.name, task.template))
         manual = Verbalizer.for_task(task)
         train = load_split(task, "train", data_dir=args.data_dir, seed=args.seeds[0])
         try:
@@ -79,24 +118,12 @@ def main() -> None:
             tuned_auto.append(best_auto[1].test.main)
             picks.append(best_auto[0].to_mapping())
             print(f"  seed {seed}: manual {tuned_manual[-1]:.3f}, auto {tuned_auto[-1]:.3f} {picks[-1]}", flush=True)
-        report.append({"task": task.name, "metric": task.metric, "top_mappings": [m.to_mapping() for m in mappings],
+        report.append({"task": task.name, "metric": task.metric, "template": template.to_lmbff(),
+                       "top_mappings": [m.to_mapping() for m in mappings],
                        "train_scores": [a.score for a in found.assignments],
                        "zero_shot_manual": zero_manual, "zero_shot_auto": zero_auto,
                        "fine_tuned_manual": tuned_manual, "fine_tuned_auto": tuned_auto, "reranked_picks": picks})
-    lines = [f"{args.model}, K=16, label search on seed {args.seeds[0]} (k={args.label_k}, n={args.n}), "
-             f"re-rank top {args.rerank} by dev after {args.steps} fine-tuning steps, seeds {args.seeds}, "
-             f"test examples: {args.test_limit or 'all'}", "",
-             "| task | top searched words | zero-shot manual | zero-shot auto | fine-tuned manual | fine-tuned auto (re-ranked) |",
-             "|---|---|---|---|---|---|"]
-    for r in report:
-        if "skipped" in r:
-            lines.append(f"| {r['task']} | not applicable: {r['skipped']} | | | | |")
-            continue
-        words = ", ".join(f"{k}:{v}" for k, v in r["top_mappings"][0].items())
-        lines.append(f"| {r['task']} | {words} | {r['zero_shot_manual'] * 100:.1f} | {r['zero_shot_auto'] * 100:.1f} | "
-                     f"{fmt(*mean_std(r['fine_tuned_manual']))} | {fmt(*mean_std(r['fine_tuned_auto']))} |")
-    save("label_quality", "\n".join(lines), {"args": vars(args), "tasks": report})
-
+        save("label_quality", report_markdown(report, args), {"args": vars(args), "tasks": report})
 
 if __name__ == "__main__":
     main()
