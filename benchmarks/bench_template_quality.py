@@ -1,0 +1,132 @@
+"""Quality of automatic templates (auto-T) against the paper's manual template, with a real backbone.
+
+    python benchmarks/bench_template_quality.py --tasks sst2 mr cr sst5 trec rte --seeds 13 21 42
+
+Per task: the causal generator (the backbone itself, as `search-templates` does offline) proposes
+templates from the first seed's training set with the manual label words; the top `--candidates`
+(round robin over the generation formats) are printed. Per seed, the auto template with the best
+zero-shot dev metric is picked (the first rung of the search's successive halving), then it and the
+manual template are each fine-tuned (prompt-based, manual label words) and scored on the test set.
+Reports the test metric mean and std over the seeds. Saves results/template_quality.md and .json after
+every task.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from common import fmt, mean_std, save  # noqa: E402
+
+from autoprompt_search.backbones import load_backbone, quiet_transformers  # noqa: E402
+from autoprompt_search.data import limit_examples, load_split  # noqa: E402
+from autoprompt_search.generators import CausalGenerator  # noqa: E402
+from autoprompt_search.search import round_robin_by_format  # noqa: E402
+from autoprompt_search.tasks import get_task  # noqa: E402
+from autoprompt_search.templates import Template  # noqa: E402
+from autoprompt_search.training import Prompt, TrainConfig, evaluate, fine_tune  # noqa: E402
+from autoprompt_search.verbalizers import Verbalizer  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["sst2", "mr", "cr", "sst5", "trec", "rte"])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 42])
+    parser.add_argument("--beam", type=int, default=16, help="generator beam width (LM-BFF 100)")
+    parser.add_argument("--generator-steps", type=int, default=10)
+    parser.add_argument("--candidates", type=int, default=6, help="generated templates compared on dev")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--test-limit", type=int, default=None, help="seeded random sample of N test examples")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--name", default="template_quality")
+    return parser.parse_args()
+
+
+def generated_templates(backbone, task, train, args) -> list:
+    generator = CausalGenerator(backbone.model, backbone.tokenizer, beam_width=args.beam,
+                                max_steps=args.generator_steps, device=backbone.device)
+    found = generator.generate(task, train, label_words=task.label_words, progress=True)
+    return round_robin_by_format(found)[:args.candidates]
+
+
+def pick_on_dev(backbone, task, templates, verbalizer, dev, seed) -> tuple[int, list[float]]:
+    """Index of the template with the best zero-shot dev metric (earlier generation rank wins ties)."""
+    scores = [evaluate(backbone, task, Prompt(Template.parse(g.template), verbalizer), dev, seed=seed).main
+              for g in templates]
+    return max(range(len(scores)), key=lambda i: (scores[i], -i)), scores
+
+
+def run_task(backbone, pristine, name: str, args) -> dict:
+    task = get_task(name)
+    manual_template, verbalizer = Template.parse(task.template), Verbalizer.for_task(task)
+    split = lambda s, seed: load_split(task, s, data_dir=args.data_dir, seed=seed)  # noqa: E731
+    backbone.model.load_state_dict(pristine)
+    start = time.perf_counter()
+    templates = generated_templates(backbone, task, split("train", args.seeds[0]), args)
+    generation_seconds = time.perf_counter() - start
+    print(f"{task.name}: generated in {generation_seconds:.0f} s: "
+          + "; ".join(f"{g.template} ({g.format}, {g.score:.1f})" for g in templates), flush=True)
+    test = limit_examples(split("test", args.seeds[0]), args.test_limit)
+    seeds = []
+    for seed in args.seeds:
+        train, dev = split("train", seed), split("dev", seed)
+        backbone.model.load_state_dict(pristine)
+        pick, zero_shot_dev = pick_on_dev(backbone, task, templates, verbalizer, dev, seed)
+        config = TrainConfig(steps=args.steps, seed=seed)
+        row = {"seed": seed, "pick": templates[pick].template, "zero_shot_dev": zero_shot_dev}
+        for label, template in (("manual", manual_template), ("auto", Template.parse(templates[pick].template))):
+            backbone.model.load_state_dict(pristine)
+            result = fine_tune(backbone, task, Prompt(template, verbalizer), train, dev, config, test=test,
+                               progress=False)
+            row[label] = {"dev": result.dev.main, "test": result.test.main}
+        print(f"  seed {seed}: pick {row['pick']} (zero-shot dev {zero_shot_dev[pick]:.3f}); "
+              f"manual test {row['manual']['test']:.3f}, auto test {row['auto']['test']:.3f}", flush=True)
+        seeds.append(row)
+    return {"task": task.name, "metric": task.metric, "manual_template": task.template,
+            "generated": [g.to_dict() for g in templates], "generation_seconds": generation_seconds, "seeds": seeds}
+
+
+def markdown(report: list[dict], args) -> str:
+    lines = [f"{args.model}, K=16, causal generator on seed {args.seeds[0]}'s training set (beam {args.beam}, "
+             f"{args.generator_steps} steps, manual label words); {args.candidates} generated templates, the best "
+             f"zero-shot dev one picked per seed; prompt-based fine-tuning {args.steps} steps "
+             f"(lr {TrainConfig.lr}, batch {TrainConfig.batch_size}); seeds {args.seeds}; test examples: "
+             f"{args.test_limit or 'all'} (seeded sample)", "",
+             "| task | manual template (FT test) | best auto template (FT test) | generation (s) |", "|---|---|---|---|"]
+    for r in report:
+        manual = mean_std([s["manual"]["test"] for s in r["seeds"]])
+        auto = mean_std([s["auto"]["test"] for s in r["seeds"]])
+        lines.append(f"| {r['task']} | {fmt(*manual)} | {fmt(*auto)} | {r['generation_seconds']:.0f} |")
+    lines += ["", "Generated templates (generation score) and the pick per seed:", ""]
+    for r in report:
+        lines.append(f"- {r['task']} (manual `{r['manual_template']}`): " + ", ".join(
+            f"`{g['template']}` ({g['format']}, {g['score']:.1f})" for g in r["generated"]))
+        for s in r["seeds"]:
+            lines.append(f"  - seed {s['seed']}: `{s['pick']}`; manual dev {s['manual']['dev'] * 100:.1f} "
+                         f"test {s['manual']['test'] * 100:.1f}; auto dev {s['auto']['dev'] * 100:.1f} "
+                         f"test {s['auto']['test'] * 100:.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_transformers()
+    backbone = load_backbone(args.model)
+    pristine = copy.deepcopy(backbone.model.state_dict())
+    report = []
+    for name in args.tasks:
+        report.append(run_task(backbone, pristine, name, args))
+        save(args.name, markdown(report, args), {"args": vars(args), "tasks": report})
+
+
+if __name__ == "__main__":
+    main()
