@@ -2,8 +2,11 @@
 
     .venv/bin/python benchmarks/bench_generators.py --which t5 causal
 
-(a) a random T5 sized like t5-small (d_model 512, 6+6 layers, 8 heads, d_ff 2048) with a sentencepiece
-vocabulary trained on SST-2's original training text; (b) SmolLM2-135M-Instruct with `CausalGenerator`.
+(a) a T5 sized like t5-small (d_model 512, 6+6 layers, 8 heads, d_ff 2048) with a sentencepiece
+vocabulary trained on SST-2's original training text, randomly initialised and then trained for
+`--t5-train-steps` steps on span-infilling pairs shaped like the generator's inputs (a purely random T5
+never writes the closing sentinels, so it would return no templates and there would be nothing to
+compare); (b) SmolLM2-135M-Instruct with `CausalGenerator`.
 Inputs: the SST-2 K=16 (seed 13) training set. The reference re-runs every forward per beam item and step,
 so it is timed at a small width (`--ref-beam`, `--ref-steps`) against the fast search at the same settings;
 the fast search is also timed alone at `--beam`.
@@ -59,6 +62,46 @@ def build_t5(data: Path, vocab: int, workdir: Path):
     return T5ForConditionalGeneration(config).eval(), tokenizer
 
 
+SPAN1 = ["", "It was", "A", "This is", "The movie is", "An", "Really", "It's", "The film was", "What a"]
+SPAN2 = [".", "one.", "movie.", "!", "film.", "story.", ". I liked it", "."]
+
+
+def span_pair(tokenizer, sentence: str, label_word: str, rng) -> tuple[list[int], list[int]]:
+    """A denoising pair in the generator's format A: `<x> <extra_id_0> word <extra_id_1>` ->
+    `<extra_id_0> span1 <extra_id_1> span2 <extra_id_2>`."""
+    enc = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    sentinel = [tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") for i in range(3)]
+    eos = tokenizer.eos_token_id
+    source = enc(sentence)[:60] + [sentinel[0]] + enc(label_word) + [sentinel[1], eos]
+    target = [sentinel[0]] + enc(rng.choice(SPAN1)) + [sentinel[1]] + enc(rng.choice(SPAN2)) + [sentinel[2], eos]
+    return source, target
+
+
+def train_to_close_spans(model, tokenizer, examples: list[Example], steps: int, seed: int = 0) -> list[float]:
+    """A few Adam steps on span-infilling pairs, so beam items end their spans; returns the losses."""
+    import random
+
+    from autoprompt_search.backbones import pad_sequences
+
+    rng = random.Random(seed)
+    words = get_task("SST-2").label_words
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        batch = [span_pair(tokenizer, e.texts[0], words[e.label], rng) for e in rng.sample(examples, 16)]
+        sources, source_mask = pad_sequences([b[0] for b in batch], tokenizer.pad_token_id)
+        targets, target_mask = pad_sequences([b[1] for b in batch], tokenizer.pad_token_id)
+        loss = model(input_ids=sources, attention_mask=source_mask,
+                     labels=targets.masked_fill(target_mask == 0, -100)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
 def build_smollm2():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,6 +133,8 @@ def run_case(name, make_generator, task, examples, formats, args) -> list[dict]:
                  **compare(fast, ref), "top_fast": [t.template for t in fast[:5]],
                  "fast_templates": [t.to_dict() for t in fast], "reference_templates": [t.to_dict() for t in ref]})
     print({k: v for k, v in rows[-1].items() if k not in ("fast_templates", "reference_templates")}, flush=True)
+    if args.beam == args.ref_beam and (args.ref_steps is None or args.ref_steps == small.max_steps):
+        return rows  # the comparison already ran at the full width
     big = make_generator(args.beam, None)
     out, big_s = timed(lambda: big.generate(task, examples, formats=formats, progress=True))
     rows.append({"case": name, "beam": args.beam, "steps": big.max_steps, "formats": list(formats),
@@ -113,7 +158,7 @@ def write_results(rows: list[dict], out: Path, command: str) -> None:
                      f"{r['reference_s'] if r['reference_s'] is not None else '-'} | "
                      f"{r['speedup'] if r['speedup'] is not None else '-'} | "
                      f"{r.get('identical_templates', '-')} | {r['n_templates']} |")
-    if not any(r["case"].startswith("random T5") for r in rows):
+    if not any(r["case"].startswith("T5") for r in rows):
         lines += ["", "T5 not rerun here. The earlier T5 run (random t5-small-sized T5, beam 4, 3 steps) produced "
                   "0 templates for both fast and reference: a random T5 never writes the closing sentinels, so "
                   "its 'identical' claim compared two empty lists and is withdrawn."]
@@ -139,6 +184,8 @@ def main() -> None:
     parser.add_argument("--ref-beam", type=int, default=4)
     parser.add_argument("--ref-steps", type=int, default=5)
     parser.add_argument("--t5-vocab", type=int, default=8000)
+    parser.add_argument("--t5-train-steps", type=int, default=150,
+                        help="span-infilling steps that teach the random T5 to close its spans")
     parser.add_argument("--t5-formats", nargs="+", default=["A", "B"])
     parser.add_argument("--causal-formats", nargs="+", default=["A"])
     parser.add_argument("--threads", type=int, default=1)
@@ -154,7 +201,12 @@ def main() -> None:
     if "t5" in args.which:
         with tempfile.TemporaryDirectory() as workdir:
             model, tokenizer = build_t5(data, args.t5_vocab, Path(workdir))
-        name = f"random T5 (t5-small size, sentencepiece vocab {len(tokenizer)})"
+        original = read_sst2(data / "original" / "SST-2" / "train.tsv")
+        losses, train_s = timed(lambda: train_to_close_spans(model, tokenizer, original, args.t5_train_steps))
+        print(f"T5 span training: {args.t5_train_steps} steps in {train_s:.0f} s, loss {losses[0]:.2f} -> "
+              f"{losses[-1]:.2f}", flush=True)
+        name = (f"T5 (t5-small size, sentencepiece vocab {len(tokenizer)}, random init + "
+                f"{args.t5_train_steps} span-infilling steps)")
         make = lambda beam, steps: T5Generator(model, tokenizer, beam_width=beam,  # noqa: E731
                                                max_steps=steps or args.t5_steps, chunk_size=16)
         rows += run_case(name, make, task, examples, args.t5_formats, args)
