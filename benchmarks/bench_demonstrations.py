@@ -12,7 +12,6 @@ demonstrations a test example is scored once per inference set). Saves results/<
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 import sys
 import time
@@ -20,10 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-from common import fmt, mean_std, save  # noqa: E402
+from common import fmt, load_benchmark_backbone, mean_std, save  # noqa: E402
 
-from autoprompt_search.backbones import load_backbone, quiet_transformers  # noqa: E402
 from autoprompt_search.data import limit_examples, load_split  # noqa: E402
 from autoprompt_search.demonstrations import (DemonstrationSampler, demo_lengths, demo_prompt_settings,  # noqa: E402
                                               demonstration_fn, in_context_prompt, with_demonstration_lengths)
@@ -211,11 +208,8 @@ def markdown(results: dict[str, dict[str, list[dict]]], args) -> str:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    quiet_transformers()
-    backbone = load_backbone(args.model, device=args.device, max_length=args.max_length)
-    pristine = copy.deepcopy(backbone.model.state_dict())
+    backbone, pristine = load_benchmark_backbone(args.model, args.threads, device=args.device,
+                                                 max_length=args.max_length)
     encoder_holder: dict = {}
     results: dict[str, dict[str, list[dict]]] = {}
     name = args.name or "demonstrations_" + re.sub(r"[^a-z0-9.-]+", "-", Path(args.model).name.lower())

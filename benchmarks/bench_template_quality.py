@@ -13,17 +13,14 @@ every task.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-from common import fmt, mean_std, save  # noqa: E402
+from common import fmt, load_benchmark_backbone, mean_std, save  # noqa: E402
 
-from autoprompt_search.backbones import load_backbone, quiet_transformers  # noqa: E402
 from autoprompt_search.data import limit_examples, load_split  # noqa: E402
 from autoprompt_search.generators import CausalGenerator  # noqa: E402
 from autoprompt_search.search import round_robin_by_format  # noqa: E402
@@ -117,11 +114,7 @@ def markdown(report: list[dict], args) -> str:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    quiet_transformers()
-    backbone = load_backbone(args.model)
-    pristine = copy.deepcopy(backbone.model.state_dict())
+    backbone, pristine = load_benchmark_backbone(args.model, args.threads)
     report = []
     for name in args.tasks:
         report.append(run_task(backbone, pristine, name, args))

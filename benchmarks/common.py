@@ -50,3 +50,18 @@ def save(name: str, markdown: str, data: dict) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
     print(header + markdown)
     print(f"saved results/{name}.md and results/{name}.json")
+
+
+def load_benchmark_backbone(model: str, threads: int | None = None, **kwargs):
+    """The backbone and a copy of its pretrained weights, to reset to before every run."""
+    import copy
+
+    import torch
+
+    from autoprompt_search.backbones import load_backbone, quiet_transformers
+
+    if threads:
+        torch.set_num_threads(threads)
+    quiet_transformers()
+    backbone = load_backbone(model, **kwargs)
+    return backbone, copy.deepcopy(backbone.model.state_dict())
