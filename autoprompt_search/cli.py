@@ -327,8 +327,8 @@ def run_export(args) -> int:
     import json
 
     from .backbones import quiet_transformers
-    from .prompt_file import read_document, save_fine_tuned, write_document
-    from .search import fine_tuned_backbone
+    from .prompt_file import SCHEMA_VERSION, read_document, save_fine_tuned, write_document
+    from .search import demonstration_section_for, fine_tuned_backbone
 
     quiet_transformers()
     folder = Path(args.out)
@@ -337,18 +337,22 @@ def run_export(args) -> int:
         raise UserError(f"{best} does not exist; run `search-templates --task ... --out {args.out}` first")
     document = read_document(best).document
     output = Path(args.output) if args.output else best
-    if args.fine_tune:
+    found_by = document["found_by"]
+    needs_pool = document["demonstrations"].get("mode", "off") != "off" and not document["demonstrations"].get("pool")
+    if args.fine_tune or needs_pool:
         leaderboard = _open_leaderboard(args.out)
-        config_hash = document["found_by"]["config_hash"]
-        rows = [r for r in leaderboard.rows(config_hash) if r.candidate_id == document["found_by"]["candidate_id"]]
+        rows = [r for r in leaderboard.rows(found_by["config_hash"]) if r.candidate_id == found_by["candidate_id"]]
         if not rows:
             raise UserError(f"{best}: its candidate is not in {folder / 'leaderboard.sqlite'}")
-        settings = _settings_for(leaderboard, config_hash)
-        seed = document["found_by"]["seeds"][0]
-        backbone, _prompt, _task = fine_tuned_backbone(settings, rows[0].candidate, seed, document["found_by"]["steps"])
-        model_folder = output.with_suffix("").name + "-model"
-        save_fine_tuned(backbone, output.parent / model_folder)
-        document = {**document, "fine_tuned_model": model_folder}
+        settings, candidate, seed = _settings_for(leaderboard, found_by["config_hash"]), rows[0].candidate, found_by["seeds"][0]
+        if needs_pool:  # written before prompts carried their demonstration examples
+            document = {**document, "schema_version": SCHEMA_VERSION,
+                        "demonstrations": demonstration_section_for(settings, candidate, seed)}
+        if args.fine_tune:
+            backbone, _prompt, _task = fine_tuned_backbone(settings, candidate, seed, found_by["steps"])
+            model_folder = output.with_suffix("").name + "-model"
+            save_fine_tuned(backbone, output.parent / model_folder)
+            document = {**document, "fine_tuned_model": model_folder}
     write_document(document, output)
     print(json.dumps(document, indent=2, ensure_ascii=False))
     return 0

@@ -50,16 +50,22 @@ def metric_summary(metric: str, per_seed: Mapping[int, float | None]) -> dict[st
             "mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
 
 
+def demonstration_section(mode: str, settings: Mapping[str, Any] | None = None, pool: Sequence[Example] = (),
+                          seed: int | None = None) -> dict[str, Any]:
+    """The document's "demonstrations": the sampler settings and, with demonstrations, the training
+    examples they are drawn from (`pool`, needed to predict) and the seed of the inference sets."""
+    if mode != "off" and not pool:
+        raise ValueError("a prompt with demonstrations needs its demonstration pool")
+    with_demos = mode != "off"
+    return {"mode": mode, **dict(settings or {}), "seed": seed if with_demos else None,
+            "pool": [{"texts": list(e.texts), "label": e.label} for e in pool] if with_demos else []}
+
+
 def build_document(task: TaskSpec, backbone: str, candidate: Mapping[str, Any], *, dev: Mapping[int, float],
                    test: Mapping[int, float | None] | None = None, found_by: Mapping[str, Any] | None = None,
-                   fine_tuned_model: str | None = None, demo_settings: Mapping[str, Any] | None = None,
-                   demo_pool: Sequence[Example] = (), demo_seed: int | None = None) -> dict:
-    """`demo_pool`: the training examples a prompt with demonstrations draws from (needed to predict
-    with it); `demo_seed`: the seed its inference sets were drawn with."""
+                   fine_tuned_model: str | None = None, demonstrations: Mapping[str, Any] | None = None) -> dict:
+    """`demonstrations`: from `demonstration_section` (default: none)."""
     template = Template.parse(candidate["template"])
-    mode = candidate.get("demonstrations", "off")
-    if mode != "off" and not demo_pool:
-        raise ValueError("a prompt with demonstrations needs its demonstration pool")
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -68,9 +74,7 @@ def build_document(task: TaskSpec, backbone: str, candidate: Mapping[str, Any], 
         "backbone": backbone,
         "template": {"lmbff": template.to_lmbff(), "readable": template.to_readable()},
         "label_words": dict(candidate["label_words"]),
-        "demonstrations": {"mode": mode, **dict(demo_settings or {}),
-                           "seed": demo_seed if mode != "off" else None,
-                           "pool": [{"texts": list(e.texts), "label": e.label} for e in demo_pool] if mode != "off" else []},
+        "demonstrations": dict(demonstrations or demonstration_section(candidate.get("demonstrations", "off"))),
         "dev": metric_summary(task.metric, dev),
         "test": metric_summary(task.metric, test or {}),
         "found_by": dict(found_by or {}),

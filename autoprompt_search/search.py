@@ -442,18 +442,21 @@ def search_executor(options: SearchOptions):
     return make_executor(options.backend, n_jobs=options.jobs, scheduler_address=options.scheduler)
 
 
-def demonstration_fields(evaluator: PromptEvaluator, state: _State, candidate: Mapping[str, Any],
-                         seed: int) -> dict[str, Any]:
-    """What an exported prompt needs to draw demonstrations as the search did: its settings, the
-    seed's training examples as the pool, and the seed."""
-    settings = evaluator.settings
-    with_demos = candidate.get("demonstrations", "off") != "off"
-    return {"demo_settings": {"filter_rate": settings.demo_filter_rate,
-                              "inference_samples": settings.demo_inference_samples,
-                              "encoder": settings.demo_encoder, "lengths": dict(settings.demo_lengths),
-                              "max_length": settings.train.get("max_length", 128)},
-            "demo_pool": evaluator.split(state, "train", seed) if with_demos else (),
-            "demo_seed": seed}
+def demonstration_section_for(settings: EvaluatorSettings, candidate: Mapping[str, Any], seed: int) -> dict:
+    """The exported prompt's "demonstrations": the search's sampler settings, and with demonstrations
+    the seed's training examples as the pool and the seed, so predict draws what the search drew."""
+    from .data import load_split
+    from .prompt_file import demonstration_section
+
+    mode = candidate.get("demonstrations", "off")
+    pool = ()
+    if mode != "off":
+        task = load_task(settings.task, settings.task_file)
+        pool = load_split(task, "train", data_dir=settings.data_dir, k=settings.k, seed=seed)
+    return demonstration_section(mode, {"filter_rate": settings.demo_filter_rate,
+                                        "inference_samples": settings.demo_inference_samples,
+                                        "encoder": settings.demo_encoder, "lengths": dict(settings.demo_lengths),
+                                        "max_length": settings.train.get("max_length", 128)}, pool, seed)
 
 
 def run_pipeline(options: SearchOptions, say=print):
@@ -499,7 +502,7 @@ def run_pipeline(options: SearchOptions, say=print):
                       "candidate_id": best.candidate_id,
                       "sources": sources.get(best.candidate["template"], ["file"]),
                       "evaluations_run": result.n_evaluated, "evaluations_reused": result.n_reused},
-            **demonstration_fields(evaluator, state, best.candidate, options.seeds[0]))
+            demonstrations=demonstration_section_for(settings, best.candidate, options.seeds[0]))
         write_document(document, out / "best.json")
         say(f"best: {describe_candidate(best.candidate)}  dev {best.mean_dev:.4f}"
             + (f"  test {best.mean_test:.4f}" if best.mean_test is not None else ""))

@@ -28,6 +28,7 @@ from test_search import (
 )
 from autoprompt_search.backbones import load_backbone
 from autoprompt_search.cli import main
+from autoprompt_search.errors import UserError
 from autoprompt_search.leaderboard import Leaderboard
 from autoprompt_search.predict import PromptClassifier, read_inputs
 from autoprompt_search.prompt_file import read_document
@@ -276,6 +277,23 @@ def test_predict_with_demonstrations_is_deterministic_on_new_texts(exported_with
     assert [row["text"] for row in rows] == [[t] for t in TEXTS]
     assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-5 for row in rows)
     assert outputs[0] == outputs[1]
+
+
+def test_export_restores_the_pool_of_a_prompt_written_without_it(exported_with_demonstrations, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(exported_with_demonstrations.parent, tmp_path / "out")
+    best = folder / "best.json"
+    complete = json.loads(best.read_text())
+    old = {**complete, "schema_version": 1,
+           "demonstrations": {k: v for k, v in complete["demonstrations"].items() if k not in ("pool", "seed")}}
+    best.write_text(json.dumps(old))
+    with pytest.raises(UserError, match="demonstrations.pool is missing"):
+        PromptClassifier.from_file(best, device=TEST_DEVICE)
+    assert main(["export", "--out", str(folder)]) == 0
+    restored = json.loads(best.read_text())
+    assert restored["schema_version"] == 2 and restored["demonstrations"] == complete["demonstrations"]
+    assert restored["fine_tuned_model"] == complete["fine_tuned_model"]
 
 
 def _rewrite(source: Path, target: Path, change) -> Path:
