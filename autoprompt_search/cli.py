@@ -142,6 +142,9 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--n-templates", type=int, help=f"generated templates to evaluate (default {d.n_templates})")
     parser.add_argument("--beam-width", type=int, help=f"generator beam width (default {d.beam_width}; LM-BFF 100)")
     parser.add_argument("--generator-steps", type=int, help="generator decoding steps (default 18 for T5, 10 causal)")
+    parser.add_argument("--template-screening", choices=["zero_shot", "score"],
+                        help="generated templates kept: best zero-shot dev metric among all generated (default) "
+                             "or best generation score")
     parser.add_argument("--n-mappings", type=int, help=f"searched label-word mappings (default {d.n_mappings})")
     parser.add_argument("--label-k", type=int, help=f"candidate words per class in label search (default {d.label_k}; LM-BFF 100)")
     parser.add_argument("--template-file", dest="template_files", action="append", help="file of templates, one per line")

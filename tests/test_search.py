@@ -221,6 +221,63 @@ def test_causal_generator_templates_become_candidates(tiny_causal_folder, toy_da
     read_document(tmp_path / "best.json")
 
 
+def test_generated_templates_are_screened_by_zero_shot_dev(tiny_causal, tiny_causal_folder, toy_data, tmp_path):
+    """Zero-shot screening keeps the n best of everything the beam returned by dev metric (ties: the
+    generation order); "score" keeps the first n in generation order."""
+    from autoprompt_search.data import load_split
+    from autoprompt_search.generators import CausalGenerator
+    from autoprompt_search.search import generate_templates, round_robin_by_format
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.templates import Template
+    from autoprompt_search.training import Prompt, evaluate
+    from autoprompt_search.verbalizers import Verbalizer
+
+    task = get_task("sst2")
+    options = search_options(tiny_causal_folder, toy_data, tmp_path, generator="causal", n_templates=3,
+                             beam_width=4, generator_steps=4, seeds=(13,), progress=False)
+    train = load_split(task, "train", data_dir=toy_data, seed=13)
+    dev = load_split(task, "dev", data_dir=toy_data, seed=13)
+    generator = CausalGenerator(tiny_causal.model, tiny_causal.tokenizer, beam_width=4, max_steps=4,
+                                device=tiny_causal.device)
+    everything = round_robin_by_format(generator.generate(task, train, label_words=task.label_words, progress=False))
+    assert len(everything) > 3
+    dev_metric = [evaluate(tiny_causal, task, Prompt(Template.parse(g.template), Verbalizer.for_task(task)), dev,
+                           seed=13, max_length=options.max_length).main for g in everything]
+    best = sorted(range(len(everything)), key=lambda i: (-dev_metric[i], i))[:3]
+
+    screened = generate_templates(options, task, train, tiny_causal, say=lambda *_: None)
+    assert [g["template"] for g in screened] == [everything[i].template for i in best]
+    assert [g["zero_shot_dev"] for g in screened] == pytest.approx([dev_metric[i] for i in best])
+    by_score = generate_templates(replace(options, template_screening="score"), task, train, tiny_causal,
+                                  say=lambda *_: None)
+    assert [g["template"] for g in by_score] == [g.template for g in everything[:3]]
+
+
+def test_screening_reorders_templates_by_zero_shot_dev(monkeypatch):
+    """Best dev metric first, ties in generation order, with the metric each template got."""
+    from types import SimpleNamespace
+
+    from autoprompt_search import search
+    from autoprompt_search.generators import GeneratedTemplate
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.templates import Template
+
+    texts = ["*cls**sent_0**mask**sep+*", "*cls**sent_0*_a*mask**sep+*", "*cls**sent_0*_It's*mask*.*sep+*",
+             "*cls**sent_0*_This_is*mask*.*sep+*", "*cls*_is*mask*.*+sent_0**sep+*"]
+    metric = dict(zip(texts, [0.5, 0.5, 0.75, 0.625, 0.75]))
+    monkeypatch.setattr(search, "evaluate", lambda backbone, task, prompt, dev, **kw:
+                        SimpleNamespace(main=metric[prompt.template.to_lmbff()]))
+    generated = [GeneratedTemplate(t, Template.parse(t).to_readable(), -float(i), "A") for i, t in enumerate(texts)]
+    kept = search.screen_by_zero_shot(None, get_task("sst2"), generated, [], 4)
+    assert [k["template"] for k in kept] == [texts[2], texts[4], texts[3], texts[0]]
+    assert [k["zero_shot_dev"] for k in kept] == [0.75, 0.75, 0.625, 0.5]
+
+
+def test_template_screening_option_is_validated(tiny_causal_folder, toy_data, tmp_path):
+    with pytest.raises(UserError, match="template_screening"):
+        search_options(tiny_causal_folder, toy_data, tmp_path, template_screening="best").validate()
+
+
 def test_generator_none_skips_generation(tiny_causal_folder, toy_data, tmp_path):
     options = search_options(tiny_causal_folder, toy_data, tmp_path, n_templates=3, seeds=(13,),
                              strategy="exhaustive", min_steps=1, max_steps=1)
