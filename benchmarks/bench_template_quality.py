@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fmt, load_benchmark_backbone, mean_std, save  # noqa: E402
 
 from autoprompt_search.data import limit_examples, load_split  # noqa: E402
-from autoprompt_search.generators import CausalGenerator  # noqa: E402
-from autoprompt_search.search import round_robin_by_format  # noqa: E402
+from autoprompt_search.generators import CausalGenerator, GeneratedTemplate  # noqa: E402
+from autoprompt_search.search import round_robin_by_format, screen_by_zero_shot  # noqa: E402
 from autoprompt_search.tasks import get_task  # noqa: E402
 from autoprompt_search.templates import Template  # noqa: E402
 from autoprompt_search.training import Prompt, TrainConfig, evaluate, fine_tune  # noqa: E402
@@ -38,6 +38,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--beam", type=int, default=16, help="generator beam width (LM-BFF 100)")
     parser.add_argument("--generator-steps", type=int, default=10)
     parser.add_argument("--candidates", type=int, default=6, help="generated templates compared on dev")
+    parser.add_argument("--screening", choices=["score", "zero_shot"], default="score",
+                        help="which generated templates are the candidates: the best by generation score (round "
+                             "robin over formats) or the best by zero-shot dev metric on the first seed (the "
+                             "search's --template-screening)")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--test-limit", type=int, default=None, help="seeded random sample of N test examples")
     parser.add_argument("--threads", type=int, default=None)
@@ -46,11 +50,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def generated_templates(backbone, task, train, args) -> list:
+def generated_templates(backbone, task, train, dev, args) -> list[GeneratedTemplate]:
     generator = CausalGenerator(backbone.model, backbone.tokenizer, beam_width=args.beam,
                                 max_steps=args.generator_steps, device=backbone.device)
-    found = generator.generate(task, train, label_words=task.label_words, progress=True)
-    return round_robin_by_format(found)[:args.candidates]
+    found = round_robin_by_format(generator.generate(task, train, label_words=task.label_words, progress=True))
+    if args.screening == "score":
+        return found[:args.candidates]
+    kept = screen_by_zero_shot(backbone, task, found, dev, args.candidates, seed=args.seeds[0])
+    return [GeneratedTemplate.from_dict(entry) for entry in kept]
 
 
 def pick_on_dev(backbone, task, templates, verbalizer, dev, seed) -> tuple[int, list[float]]:
@@ -66,7 +73,7 @@ def run_task(backbone, pristine, name: str, args) -> dict:
     split = lambda s, seed: load_split(task, s, data_dir=args.data_dir, seed=seed)  # noqa: E731
     backbone.model.load_state_dict(pristine)
     start = time.perf_counter()
-    templates = generated_templates(backbone, task, split("train", args.seeds[0]), args)
+    templates = generated_templates(backbone, task, split("train", args.seeds[0]), split("dev", args.seeds[0]), args)
     generation_seconds = time.perf_counter() - start
     print(f"{task.name}: generated in {generation_seconds:.0f} s: "
           + "; ".join(f"{g.template} ({g.format}, {g.score:.1f})" for g in templates), flush=True)
@@ -91,8 +98,11 @@ def run_task(backbone, pristine, name: str, args) -> dict:
 
 
 def markdown(report: list[dict], args) -> str:
+    chosen = ("by generation score" if args.screening == "score"
+              else f"by zero-shot dev on seed {args.seeds[0]} among all generated")
     lines = [f"{args.model}, K=16, causal generator on seed {args.seeds[0]}'s training set (beam {args.beam}, "
-             f"{args.generator_steps} steps, manual label words); {args.candidates} generated templates, the best "
+             f"{args.generator_steps} steps, manual label words); {args.candidates} generated templates "
+             f"({chosen}), the best "
              f"zero-shot dev one picked per seed; prompt-based fine-tuning {args.steps} steps "
              f"(lr {TrainConfig.lr}, batch {TrainConfig.batch_size}); seeds {args.seeds}; test examples: "
              f"{args.test_limit or 'all'} (seeded sample)", "",
