@@ -698,20 +698,23 @@ class CausalGenerator(_GeneratorBase):
     all active candidates have been scored on the same number of tokens. Finished candidates stay in their
     bank with their score; on the last of `max_steps` steps only moves that finish a candidate are
     considered. Cost per step: up to 2 x `beam_width` x examples rows, fed in forwards of at most
-    `max_batch_rows` rows. `chunk_size` is the number of examples per forward of `reference_generate`.
+    `max_batch_rows` rows and `max_batch_tokens` cached positions (rows x (prefix + generated tokens)): the
+    keys/values a forward holds grow with both, and long inputs (RTE premises) would otherwise need tens of
+    GB. `chunk_size` is the number of examples per forward of `reference_generate`.
     """
 
     def __init__(self, model, tokenizer, beam_width: int = 100, max_steps: int = 16,
                  forbidden_token_ids: Iterable[int] | None = None, chunk_size: int = 4, device=None, *,
                  max_span2_tokens: int = 5, end_text: str | None = "\n", keep_per_format: int | None = None,
-                 max_input_tokens: int = 256, max_batch_rows: int = 1024) -> None:
+                 max_input_tokens: int = 256, max_batch_rows: int = 1024, max_batch_tokens: int = 32768) -> None:
         super().__init__(model, tokenizer, beam_width=beam_width, max_steps=max_steps,
                          forbidden_token_ids=forbidden_token_ids, chunk_size=chunk_size, device=device,
                          keep_per_format=keep_per_format, max_input_tokens=max_input_tokens)
         self.max_span2_tokens = max_span2_tokens
-        if max_batch_rows < 1:
-            raise UserError(f"max_batch_rows must be >= 1; got {max_batch_rows}")
-        self.max_batch_rows = max_batch_rows
+        if max_batch_rows < 1 or max_batch_tokens < 1:
+            raise UserError(f"max_batch_rows and max_batch_tokens must be >= 1; got {max_batch_rows}, "
+                            f"{max_batch_tokens}")
+        self.max_batch_rows, self.max_batch_tokens = max_batch_rows, max_batch_tokens
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if start is None:
             raise UserError("the tokenizer has neither a start-of-text nor an end-of-text token")
@@ -830,7 +833,8 @@ class _CausalFastState:
 
     Examples are sorted by prefix length and cut into groups so that a forward holds at most
     `max_batch_rows` rows (all beam items x the group's examples; one forward per step when they fit) and
-    pads the prefixes only to the group's longest. The generated tokens' keys/values are kept per row
+    `max_batch_tokens` cached positions, and pads the prefixes only to the group's longest. The generated
+    tokens' keys/values are kept per row (copied out of the forward's cache, so the repeated prefix is freed)
     and gathered by parent as beams are selected.
     """
 
@@ -842,6 +846,7 @@ class _CausalFastState:
         self.word_ids = torch.tensor([word_ids[i] for i in self.order], device=dev)
         self.endings = torch.tensor([endings[i] for i in self.order], device=dev)
         self.count = len(prefixes)
+        self.lengths = [len(prefixes[i]) for i in self.order]
         self.prefix = []  # per group: (example range, mask [G, P], lengths [G], [(keys, values)] per layer)
         # (per step group: [(keys, values)] per layer with rows item-major, the step groups); None at the root
         self.generated: tuple[list, list[range]] | None = None
@@ -860,8 +865,18 @@ class _CausalFastState:
     def root(self) -> StepScores:
         return self.root_scores
 
-    def _groups(self, n_items: int) -> list[range]:
-        return _chunks(self.count, max(1, self.gen.max_batch_rows // n_items))
+    def _groups(self, n_items: int, fed: int) -> list[range]:
+        """Consecutive example ranges whose forward (n_items rows each, prefixes padded to the range's
+        longest, plus the fed tokens) fits the row and token budgets; at least one example per range."""
+        groups, start = [], 0
+        for stop in range(1, self.count + 1):
+            rows = n_items * (stop - start)
+            width = self.lengths[stop - 1] + fed  # sorted ascending: the range's longest is its last
+            if stop - start > 1 and (rows > self.gen.max_batch_rows or rows * width > self.gen.max_batch_tokens):
+                groups.append(range(start, stop - 1))
+                start = stop - 1
+        groups.append(range(start, self.count))
+        return groups
 
     def advance(self, parents: list[int], items: list[_Candidate]) -> StepScores:
         gen, dev, n_items = self.gen, self.gen.device, len(items)
@@ -871,8 +886,8 @@ class _CausalFastState:
         parent_rows = torch.tensor(parents, device=dev)
         ext = torch.zeros((n_items, gen.vocab_size), dtype=torch.float64, device=dev)
         end = torch.zeros(n_items, dtype=torch.float64, device=dev)
-        new_generated = []
-        for group in self._groups(n_items):
+        new_generated, groups = [], self._groups(n_items, fed)
+        for group in groups:
             kv, mask, lengths = self._group_cache(group, parent_rows, n_items)
             group_tokens = tokens[:, group.start:group.stop].reshape(-1, 1)
             mask = torch.cat([mask, torch.ones((mask.shape[0], fed), dtype=mask.dtype, device=dev)], 1)
@@ -880,14 +895,14 @@ class _CausalFastState:
             out = gen.model(input_ids=group_tokens, attention_mask=mask, position_ids=(lengths + fed - 1).unsqueeze(1),
                             **_cache_kwargs(gen.model, cache))
             prefix_len = mask.shape[1] - fed
-            new_generated.append([(layer.keys[:, :, prefix_len:], layer.values[:, :, prefix_len:])
+            new_generated.append([(layer.keys[:, :, prefix_len:].clone(), layer.values[:, :, prefix_len:].clone())
                                   for layer in cache.layers])
             logits = out.logits[:, -1].view(n_items, len(group), -1)
             group_ext, group_end = _step_scores(logits, items, self.word_ids[group.start:group.stop],
                                                 self.endings[group.start:group.stop])
             ext += group_ext
             end += group_end
-        self.generated = (new_generated, self._groups(n_items))
+        self.generated = (new_generated, groups)
         return ext, end
 
     def _group_cache(self, group: range, parent_rows: torch.Tensor, n_items: int):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fmt, load_benchmark_backbone, mean_std, save  # noqa: E402
+from common import command_line, fmt, load_benchmark_backbone, mean_std, previous_reports, save  # noqa: E402
 
 from autoprompt_search.data import limit_examples, load_split  # noqa: E402
 from autoprompt_search.generators import CausalGenerator, GeneratedTemplate  # noqa: E402
@@ -47,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--name", default="template_quality")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the tasks already in results/<name>.json (same settings) and run the others")
     return parser.parse_args()
 
 
@@ -97,7 +99,7 @@ def run_task(backbone, pristine, name: str, args) -> dict:
             "generated": [g.to_dict() for g in templates], "generation_seconds": generation_seconds, "seeds": seeds}
 
 
-def markdown(report: list[dict], args) -> str:
+def markdown(report: list[dict], args, commands: list[str]) -> str:
     chosen = ("by generation score" if args.screening == "score"
               else f"by zero-shot dev on seed {args.seeds[0]} among all generated")
     lines = [f"{args.model}, K=16, causal generator on seed {args.seeds[0]}'s training set (beam {args.beam}, "
@@ -111,6 +113,8 @@ def markdown(report: list[dict], args) -> str:
         manual = mean_std([s["manual"]["test"] for s in r["seeds"]])
         auto = mean_std([s["auto"]["test"] for s in r["seeds"]])
         lines.append(f"| {r['task']} | {fmt(*manual)} | {fmt(*auto)} | {r['generation_seconds']:.0f} |")
+    if len(commands) > 1:
+        lines += ["", "Tasks run by: " + "; ".join(f"`{c}`" for c in commands)]
     lines += ["", "Generated templates (generation score) and the pick per seed:", ""]
     for r in report:
         lines.append(f"- {r['task']} (manual `{r['manual_template']}`): " + ", ".join(
@@ -125,10 +129,15 @@ def markdown(report: list[dict], args) -> str:
 def main() -> None:
     args = parse_args()
     backbone, pristine = load_benchmark_backbone(args.model, args.threads)
-    report = []
+    report, commands = previous_reports(args.name, args) if args.resume else ([], [])
+    commands = commands + [command_line()]
+    done = {r["task"] for r in report}
     for name in args.tasks:
+        if get_task(name).name in done:
+            print(f"{get_task(name).name}: kept from results/{args.name}.json", flush=True)
+            continue
         report.append(run_task(backbone, pristine, name, args))
-        save(args.name, markdown(report, args), {"args": vars(args), "tasks": report})
+        save(args.name, markdown(report, args, commands), {"args": vars(args), "commands": commands, "tasks": report})
 
 
 if __name__ == "__main__":

@@ -52,6 +52,27 @@ def save(name: str, markdown: str, data: dict) -> None:
     print(f"saved results/{name}.md and results/{name}.json")
 
 
+RUN_ONLY_ARGS = ("tasks", "name", "resume", "threads", "data_dir", "device")
+
+
+def previous_reports(name: str, args, key: str = "tasks") -> tuple[list[dict], list[str]]:
+    """Reports saved by an earlier run of the same benchmark with the same settings, and its commands.
+
+    Lets a long benchmark go on where it stopped (`--resume`) instead of recomputing finished tasks.
+    Settings that only say what to run now (task list, threads, paths) may differ; any other differs -> error.
+    """
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return [], []
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    old = {k: v for k, v in saved.get("args", {}).items() if k not in RUN_ONLY_ARGS}
+    new = {k: v for k, v in vars(args).items() if k not in RUN_ONLY_ARGS}
+    if old != new:
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise SystemExit(f"{path}: cannot resume, settings differ in {changed}; use another --name")
+    return saved.get(key, []), saved.get("commands", [saved["command"]])
+
+
 def load_benchmark_backbone(model: str, threads: int | None = None, **kwargs):
     """The backbone and a copy of its pretrained weights, to reset to before every run."""
     import copy

@@ -374,14 +374,33 @@ def test_causal_templates_when_label_words_are_improbable(causal_model, causal_t
     _assert_valid(fast, 1)
 
 
-@pytest.mark.parametrize("max_batch_rows", [1, 5, 7])
-def test_causal_fast_matches_reference_in_small_row_groups(causal_model, causal_tokenizer, max_batch_rows):
-    # Groups smaller than one item's examples, groups that cut the prefix groups, ragged last groups.
+@pytest.mark.parametrize("max_batch_rows,max_batch_tokens", [(1, 32768), (5, 32768), (7, 32768), (1024, 1),
+                                                            (1024, 200), (6, 150)])
+def test_causal_fast_matches_reference_in_small_row_groups(causal_model, causal_tokenizer, max_batch_rows,
+                                                           max_batch_tokens):
+    # Groups smaller than one item's examples, groups that cut the prefix groups, ragged last groups, and
+    # groups cut by the token budget (which changes from step to step as items and generated tokens grow).
     generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=3, max_steps=6, chunk_size=4,
-                                max_span2_tokens=2, max_batch_rows=max_batch_rows)
+                                max_span2_tokens=2, max_batch_rows=max_batch_rows,
+                                max_batch_tokens=max_batch_tokens)
     examples = _examples("RTE", 7, seed=5)
     fast = generator.generate("RTE", examples, formats=["pair"], progress=False)
     _assert_same(fast, generator.reference_generate("RTE", examples, formats=["pair"], progress=False))
+
+
+def test_causal_token_budget_bounds_every_forward(causal_model, causal_tokenizer):
+    generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=3, max_steps=4, max_batch_tokens=120)
+    task, examples = get_task("RTE"), _examples("RTE", 7, seed=5)
+    prefixes, word_ids, endings = generator.sequences(task, examples, gen_mod._label_words_of(task, examples, None),
+                                                      "pair")
+    state = gen_mod._CausalFastState(generator, prefixes, word_ids, endings)
+    for n_items, fed in [(1, 1), (3, 2), (6, 5)]:
+        groups = state._groups(n_items, fed)
+        assert [i for g in groups for i in g] == list(range(len(prefixes)))
+        for g in groups:
+            cost = n_items * len(g) * (state.lengths[g.stop - 1] + fed)
+            assert len(g) == 1 or cost <= 120
+    assert len(state._groups(6, 5)) > 1  # the budget does cut here
 
 
 def test_causal_root_scores_are_summed_log_probabilities(causal_model, causal_tokenizer):
