@@ -123,7 +123,7 @@ def compare(fast, reference) -> dict:
     return {"identical_templates": same, "n_templates": len(fast), "max_score_diff": diff}
 
 
-def run_case(name, make_generator, task, examples, formats, args) -> list[dict]:
+def run_case(name, make_generator, task, examples, formats, args, full_steps: int) -> list[dict]:
     rows = []
     small = make_generator(args.ref_beam, args.ref_steps)
     fast, fast_s = timed(lambda: small.generate(task, examples, formats=formats, progress=False))
@@ -133,7 +133,7 @@ def run_case(name, make_generator, task, examples, formats, args) -> list[dict]:
                  **compare(fast, ref), "top_fast": [t.template for t in fast[:5]],
                  "fast_templates": [t.to_dict() for t in fast], "reference_templates": [t.to_dict() for t in ref]})
     print({k: v for k, v in rows[-1].items() if k not in ("fast_templates", "reference_templates")}, flush=True)
-    if args.beam == args.ref_beam and (args.ref_steps is None or args.ref_steps == small.max_steps):
+    if args.beam == args.ref_beam and small.max_steps == full_steps:
         return rows  # the comparison already ran at the full width
     big = make_generator(args.beam, None)
     out, big_s = timed(lambda: big.generate(task, examples, formats=formats, progress=True))
@@ -209,13 +209,14 @@ def main() -> None:
                 f"{args.t5_train_steps} span-infilling steps)")
         make = lambda beam, steps: T5Generator(model, tokenizer, beam_width=beam,  # noqa: E731
                                                max_steps=steps or args.t5_steps, chunk_size=16)
-        rows += run_case(name, make, task, examples, args.t5_formats, args)
+        rows += run_case(name, make, task, examples, args.t5_formats, args, args.t5_steps)
         write_results(rows, out, command)
     if "causal" in args.which:
         model, tokenizer = build_smollm2()
         make = lambda beam, steps: CausalGenerator(model, tokenizer, beam_width=beam,  # noqa: E731
                                                    max_steps=steps or args.causal_steps, chunk_size=32)
-        rows += run_case("SmolLM2-135M-Instruct (causal)", make, task, examples, args.causal_formats, args)
+        rows += run_case("SmolLM2-135M-Instruct (causal)", make, task, examples, args.causal_formats, args,
+                         args.causal_steps)
         write_results(rows, out, command)
 
 
