@@ -3,7 +3,7 @@
 Schema (version 2), every field always present:
 
     schema            "autoprompt_search.prompt"
-    schema_version    1
+    schema_version    2
     task              {"name", "labels", "num_sentences", "metric", "regression_range"}
     backbone          model name or folder the prompt was found with
     template          {"lmbff": LM-BFF syntax, "readable": readable syntax}

@@ -17,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fmt, mean_std, save  # noqa: E402
+from common import fmt, load_benchmark_backbone, mean_std, save  # noqa: E402
 
-from autoprompt_search.backbones import load_backbone, quiet_transformers  # noqa: E402
 from autoprompt_search.data import limit_examples, load_split  # noqa: E402
 from autoprompt_search.errors import UserError  # noqa: E402
 from autoprompt_search.label_search import search_label_words  # noqa: E402
@@ -80,9 +79,7 @@ def main() -> None:
                              "(e.g. a template with the label after the input for a causal backbone on TREC)")
     args = parser.parse_args()
     overrides = parse_template_overrides(args.template)
-    quiet_transformers()
-    backbone = load_backbone(args.model, device="cpu")
-    pristine = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
+    backbone, pristine = load_benchmark_backbone(args.model, device="cpu")
     report = []
     for name in args.tasks:
         task = get_task(name)
@@ -124,6 +121,7 @@ def main() -> None:
                        "zero_shot_manual": zero_manual, "zero_shot_auto": zero_auto,
                        "fine_tuned_manual": tuned_manual, "fine_tuned_auto": tuned_auto, "reranked_picks": picks})
         save("label_quality", report_markdown(report, args), {"args": vars(args), "tasks": report})
+
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ from autoprompt_search.generators import CausalGenerator, GeneratedTemplate  # n
 from autoprompt_search.search import round_robin_by_format, screen_by_zero_shot  # noqa: E402
 from autoprompt_search.tasks import get_task  # noqa: E402
 from autoprompt_search.templates import Template  # noqa: E402
-from autoprompt_search.training import Prompt, TrainConfig, evaluate, fine_tune  # noqa: E402
+from autoprompt_search.training import Prompt, TrainConfig, fine_tune  # noqa: E402
 from autoprompt_search.verbalizers import Verbalizer  # noqa: E402
 
 
@@ -62,11 +62,13 @@ def generated_templates(backbone, task, train, dev, args) -> list[GeneratedTempl
     return [GeneratedTemplate.from_dict(entry) for entry in kept]
 
 
-def pick_on_dev(backbone, task, templates, verbalizer, dev, seed) -> tuple[int, list[float]]:
-    """Index of the template with the best zero-shot dev metric (earlier generation rank wins ties)."""
-    scores = [evaluate(backbone, task, Prompt(Template.parse(g.template), verbalizer), dev, seed=seed).main
-              for g in templates]
-    return max(range(len(scores)), key=lambda i: (scores[i], -i)), scores
+def pick_on_dev(backbone, task, templates, dev, seed) -> tuple[int, list[float]]:
+    """Index of the template with the best zero-shot dev metric (the search's screening; earlier
+    generation rank wins ties) and every template's zero-shot dev metric."""
+    ranked = screen_by_zero_shot(backbone, task, templates, dev, len(templates), seed=seed)
+    metric = {entry["template"]: entry["zero_shot_dev"] for entry in ranked}
+    names = [g.template for g in templates]
+    return names.index(ranked[0]["template"]), [metric[name] for name in names]
 
 
 def run_task(backbone, pristine, name: str, args) -> dict:
@@ -84,7 +86,7 @@ def run_task(backbone, pristine, name: str, args) -> dict:
     for seed in args.seeds:
         train, dev = split("train", seed), split("dev", seed)
         backbone.model.load_state_dict(pristine)
-        pick, zero_shot_dev = pick_on_dev(backbone, task, templates, verbalizer, dev, seed)
+        pick, zero_shot_dev = pick_on_dev(backbone, task, templates, dev, seed)
         config = TrainConfig(steps=args.steps, seed=seed)
         row = {"seed": seed, "pick": templates[pick].template, "zero_shot_dev": zero_shot_dev}
         for label, template in (("manual", manual_template), ("auto", Template.parse(templates[pick].template))):

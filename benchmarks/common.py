@@ -55,7 +55,7 @@ def save(name: str, markdown: str, data: dict) -> None:
 RUN_ONLY_ARGS = ("tasks", "name", "resume", "threads", "data_dir", "device")
 
 
-def previous_reports(name: str, args, key: str = "tasks") -> tuple[list[dict], list[str]]:
+def previous_reports(name: str, args) -> tuple[list[dict], list[str]]:
     """Reports saved by an earlier run of the same benchmark with the same settings, and its commands.
 
     Lets a long benchmark go on where it stopped (`--resume`) instead of recomputing finished tasks.
@@ -70,7 +70,7 @@ def previous_reports(name: str, args, key: str = "tasks") -> tuple[list[dict], l
     if old != new:
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         raise SystemExit(f"{path}: cannot resume, settings differ in {changed}; use another --name")
-    return saved.get(key, []), saved.get("commands", [saved["command"]])
+    return saved.get("tasks", []), saved.get("commands", [saved["command"]])
 
 
 def load_benchmark_backbone(model: str, threads: int | None = None, **kwargs):
