@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from autoprompt_search import data
-from autoprompt_search.data import (
+from autoprompt_search.data import lmbff as data
+from autoprompt_search.data.lmbff import (
     limit_examples,
     LMBFF_SEED_ORDER,
     lmbff_shuffle_seeds,
@@ -21,7 +21,7 @@ from autoprompt_search.data import (
     sample_k_shot,
 )
 from autoprompt_search.errors import UserError
-from autoprompt_search.tasks import Example, get_task
+from autoprompt_search.tasks.registry import Example, get_task
 
 SHARED = Path(os.environ.get("AUTOPROMPT_DATA_DIR") or data.project_root().parent / "shared" / "data" / "lmbff")
 needs_shared = pytest.mark.skipif(not (SHARED / "k-shot").is_dir(), reason="LM-BFF data copy not present")
@@ -388,7 +388,7 @@ def test_hub_offline_failure_says_to_use_data_dir(monkeypatch):
 
 def test_hub_offline_mode_fails_with_user_error(tmp_path):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
-    script = ("from autoprompt_search.data import load_hub_split\n"
+    script = ("from autoprompt_search.data.lmbff import load_hub_split\n"
               "from autoprompt_search.errors import UserError\n"
               "try:\n    load_hub_split('RTE', 'test', cache_dir=r'%s')\n"
               "except UserError as e:\n    print('USERERROR', e)\n") % tmp_path

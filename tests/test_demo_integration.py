@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FILLER_WORDS, toy_sentiment_examples
-from autoprompt_search.demonstrations import (
+from autoprompt_search.demonstrations.sampler import (
     DemonstrationConfig,
     DemonstrationSampler,
     SentenceLimits,
@@ -28,10 +28,10 @@ from autoprompt_search.demonstrations import (
     with_demonstration_lengths,
 )
 from autoprompt_search.errors import UserError
-from autoprompt_search.tasks import Example, get_task
-from autoprompt_search.templates import Template
-from autoprompt_search.training import Prompt, TrainConfig, _encode, evaluate, fine_tune
-from autoprompt_search.verbalizers import Verbalizer
+from autoprompt_search.tasks.registry import Example, get_task
+from autoprompt_search.prompts.template import Template
+from autoprompt_search.training.fine_tune import Prompt, TrainConfig, _encode, evaluate, fine_tune
+from autoprompt_search.prompts.verbalizer import Verbalizer
 
 # How a demonstration's label word and the query's label slot appear in each task's manual template.
 # `{}` is the word; MLM_SLOT / CAUSAL_SLOT stand for the query's slot.

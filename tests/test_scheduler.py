@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.leaderboard import Leaderboard, candidate_id
-from autoprompt_search.scheduler import (
+from autoprompt_search.search.leaderboard import Leaderboard, candidate_id
+from autoprompt_search.search.scheduler import (
     DaskExecutor,
     EvalOutcome,
     Exhaustive,
@@ -283,8 +283,8 @@ def test_ray_missing_is_a_user_error(tmp_path):
 
 SEARCH_SCRIPT = textwrap.dedent("""
     import sys
-    from autoprompt_search.leaderboard import Leaderboard
-    from autoprompt_search.scheduler import SuccessiveHalving, SyntheticEvaluator, run_search
+    from autoprompt_search.search.leaderboard import Leaderboard
+    from autoprompt_search.search.scheduler import SuccessiveHalving, SyntheticEvaluator, run_search
 
     board_path, log_path, sleep_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
     pool = [{"template": f"t{i}", "label_words": {"0": "no", "1": "yes"}} for i in range(9)]

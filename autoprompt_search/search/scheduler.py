@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from ..errors import UserError
 from .leaderboard import (
     Evaluation,
     Leaderboard,

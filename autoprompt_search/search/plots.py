@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .leaderboard import Evaluation, Leaderboard, describe_candidate
 
 MAX_LABELLED_SURVIVORS = 5

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .errors import UserError
+from ..errors import UserError
 
 DEFAULT_FILENAME = "leaderboard.sqlite"
 SCHEMA_VERSION = 1

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,17 +32,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_task(name: str):
-    from .tasks import get_task
+    from ..tasks import get_task
 
     if name.endswith(".json") or Path(name).is_file():
-        from .data import load_task_spec
+        from ..data import load_task_spec
 
         return load_task_spec(name)
     return get_task(name)
 
 
 def read_templates(args, task) -> list:
-    from .templates import Template, load_template_lines
+    from ..prompts import Template, load_template_lines
 
     templates = [Template.parse(t) for t in (args.template or [])]
     if getattr(args, "template_file", None):
@@ -51,7 +51,7 @@ def read_templates(args, task) -> list:
 
 
 def read_verbalizer(args, task):
-    from .verbalizers import Verbalizer
+    from ..prompts import Verbalizer
 
     if getattr(args, "mapping", None):
         return Verbalizer.from_mapping(task, args.mapping, source="--mapping")
@@ -76,8 +76,8 @@ def build_render_parser(sub) -> None:
 
 
 def run_render(args) -> int:
-    from .backbones import load_backbone, quiet_transformers
-    from .data import load_split
+    from ..models import load_backbone, quiet_transformers
+    from ..data import load_split
 
     quiet_transformers()
     task = resolve_task(args.task)
@@ -126,7 +126,7 @@ def _read_config_file(path: str) -> dict:
 
 
 def build_search_parser(sub) -> None:
-    from .search import SearchOptions
+    from ..search import SearchOptions
 
     d = SearchOptions(task="")
     parser = sub.add_parser("search", help="run the whole LM-BFF search (the default command)")
@@ -175,7 +175,7 @@ def build_search_parser(sub) -> None:
 
 
 def search_options_from(args):
-    from .search import SearchOptions
+    from ..search import SearchOptions
 
     values = _read_config_file(args.config) if args.config else {}
     for name in SearchOptions.__dataclass_fields__:
@@ -189,8 +189,8 @@ def search_options_from(args):
 
 
 def run_search_command(args) -> int:
-    from .backbones import quiet_transformers
-    from .search import run_pipeline
+    from ..models import quiet_transformers
+    from ..search import run_pipeline
 
     quiet_transformers()
     run_pipeline(search_options_from(args))
@@ -218,10 +218,10 @@ def build_labels_parser(sub) -> None:
 def run_labels(args) -> int:
     import json
 
-    from .backbones import load_backbone, quiet_transformers
-    from .data import load_split
-    from .label_search import search_label_words
-    from .verbalizers import parse_mapping_text
+    from ..models import load_backbone, quiet_transformers
+    from ..data import load_split
+    from ..auto_label import search_label_words
+    from ..prompts import parse_mapping_text
 
     quiet_transformers()
     task = resolve_task(args.task)
@@ -258,10 +258,10 @@ def build_generate_parser(sub) -> None:
 
 
 def run_generate(args) -> int:
-    from .backbones import load_backbone, quiet_transformers
-    from .data import load_split
-    from .generators import GeneratedTemplate, save_templates
-    from .search import SearchOptions, generate_templates
+    from ..models import load_backbone, quiet_transformers
+    from ..data import load_split
+    from ..auto_template import GeneratedTemplate, save_templates
+    from ..search import SearchOptions, generate_templates
 
     quiet_transformers()
     task = resolve_task(args.task)
@@ -288,7 +288,7 @@ def run_generate(args) -> int:
 
 
 def _open_leaderboard(out: str):
-    from .leaderboard import Leaderboard
+    from ..search import Leaderboard
 
     path = Path(out)
     file = path / "leaderboard.sqlite" if path.is_dir() or not path.suffix else path
@@ -307,7 +307,7 @@ def build_leaderboard_parser(sub) -> None:
 
 
 def run_leaderboard(args) -> int:
-    from .plots import plot_leaderboard
+    from ..search import plot_leaderboard
 
     leaderboard = _open_leaderboard(args.out)
     print(leaderboard.to_table(budget=args.budget, limit=args.limit))
@@ -329,9 +329,9 @@ def build_export_parser(sub) -> None:
 def run_export(args) -> int:
     import json
 
-    from .backbones import quiet_transformers
-    from .prompt_file import SCHEMA_VERSION, read_document, save_fine_tuned, write_document
-    from .search import demonstration_section_for, fine_tuned_backbone
+    from ..models import quiet_transformers
+    from ..prompts import SCHEMA_VERSION, read_document, save_fine_tuned, write_document
+    from ..search import demonstration_section_for, fine_tuned_backbone
 
     quiet_transformers()
     folder = Path(args.out)
@@ -362,7 +362,7 @@ def run_export(args) -> int:
 
 
 def _settings_for(leaderboard, config_hash):
-    from .search import EvaluatorSettings
+    from ..search import EvaluatorSettings
 
     # The configuration itself is not stored per row; the search wrote it beside the database.
     folder = Path(leaderboard.path).parent
@@ -392,8 +392,8 @@ def build_predict_parser(sub) -> None:
 def run_predict(args) -> int:
     import json
 
-    from .backbones import quiet_transformers
-    from .predict import PromptClassifier, read_inputs
+    from ..models import quiet_transformers
+    from ..export import PromptClassifier, read_inputs
 
     quiet_transformers()
     classifier = PromptClassifier.from_file(args.prompt, device=args.device)

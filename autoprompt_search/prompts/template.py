@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .errors import UserError
+from ..errors import UserError
 
 SPECIALS = ("cls", "mask", "sep", "sep+")
 _SENT_RE = re.compile(r"^(\+)?sent([lu])?(-)?_(\d+)$")

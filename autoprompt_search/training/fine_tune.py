@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .demonstrations import SentenceLimits, inference_rng
-from .errors import UserError
+from ..demonstrations import SentenceLimits, inference_rng
+from ..errors import UserError
 from .metrics import compute_metrics
-from .tasks import Example, TaskSpec
-from .templates import Template
-from .verbalizers import Verbalizer
+from ..tasks import Example, TaskSpec
+from ..prompts import Template
+from ..prompts import Verbalizer
 
 # A demonstration provider: given the query, its index in the training set (None outside training)
 # and a random generator, it returns (example, class index) pairs to put in the prompt.

@@ -23,10 +23,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
-from .tasks import Example
-from .templates import Block, Template, render_blocks, word_in_context
-from .verbalizers import Verbalizer, single_token_ids
+from ..errors import UserError
+from ..tasks import Example
+from ..prompts import Block, Template, render_blocks, word_in_context
+from ..prompts import Verbalizer, single_token_ids
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .demonstrations import demonstration_fn, with_demonstration_lengths
-from .errors import UserError
+from ..demonstrations import demonstration_fn, with_demonstration_lengths
+from ..errors import UserError
 from .scheduler import EvalOutcome, LazyEvaluator
-from .tasks import Example, TaskSpec, get_task
-from .templates import Template
-from .training import Prompt, TrainConfig, evaluate, fine_tune
-from .verbalizers import Verbalizer
+from ..tasks import Example, TaskSpec, get_task
+from ..prompts import Template
+from ..training import Prompt, TrainConfig, evaluate, fine_tune
+from ..prompts import Verbalizer
 
 DEMO_MODES = ("off", "random", "filtered")
 
@@ -91,7 +91,7 @@ class PromptEvaluator(LazyEvaluator):
                 "task": s.task, "task_file": s.task_file}
 
     def load_state(self) -> _State:
-        from .backbones import load_backbone, quiet_transformers
+        from ..models import load_backbone, quiet_transformers
 
         quiet_transformers()
         task = load_task(self.settings.task, self.settings.task_file)
@@ -101,7 +101,7 @@ class PromptEvaluator(LazyEvaluator):
         return _State(backbone, pristine, task)
 
     def split(self, state: _State, split: str, seed: int) -> list[Example]:
-        from .data import limit_examples, load_split
+        from ..data import limit_examples, load_split
 
         key = (split, seed)
         if key not in state.splits:
@@ -115,7 +115,7 @@ class PromptEvaluator(LazyEvaluator):
         """The demonstration sampler over this seed's training split (None when mode is "off")."""
         if mode == "off":
             return None
-        from .demonstrations import DemonstrationConfig, DemonstrationSampler
+        from ..demonstrations import DemonstrationConfig, DemonstrationSampler
 
         key = (mode, seed)
         if key not in state.samplers:
@@ -171,7 +171,7 @@ class PromptEvaluator(LazyEvaluator):
 
 def load_task(name: str, task_file: str | None = None) -> TaskSpec:
     if task_file:
-        from .data import load_task_spec
+        from ..data import load_task_spec
 
         return load_task_spec(task_file)
     return get_task(name)
@@ -322,8 +322,8 @@ def _local_t5(name: str):
 def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone,
                        say=print) -> list[dict]:
     """Auto-T: a T5 generator when one is available, else the backbone as a causal generator."""
-    from .data import load_split
-    from .generators import CausalGenerator, T5Generator
+    from ..data import load_split
+    from ..auto_template import CausalGenerator, T5Generator
 
     if options.generator == "none":
         say("template generator: none (--generator none)")
@@ -385,7 +385,7 @@ def round_robin_by_format(found: Sequence) -> list:
 
 def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone) -> list[dict]:
     """Auto-L with the manual template: the top assignments by zero-shot training accuracy."""
-    from .label_search import search_label_words
+    from ..auto_label import search_label_words
 
     result = search_label_words(backbone, task, Template.parse(task.template), train, k=options.label_k,
                                 n=options.n_mappings, progress=options.progress, max_length=options.max_length)
@@ -396,9 +396,9 @@ def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Exam
 
 def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print) -> tuple[list[dict], dict]:
     """Template x mapping x demonstration candidates from every source, and where each came from."""
-    from .data import load_split
-    from .templates import load_template_lines
-    from .verbalizers import load_mapping_lines
+    from ..data import load_split
+    from ..prompts import load_template_lines
+    from ..prompts import load_mapping_lines
 
     out = Path(options.out)
     train = load_split(task, "train", data_dir=options.data_dir, k=options.k, seed=options.seeds[0])
@@ -475,8 +475,8 @@ def search_executor(options: SearchOptions):
 def demonstration_section_for(settings: EvaluatorSettings, candidate: Mapping[str, Any], seed: int) -> dict:
     """The exported prompt's "demonstrations": the search's sampler settings, and with demonstrations
     the seed's training examples as the pool and the seed, so predict draws what the search drew."""
-    from .data import load_split
-    from .prompt_file import demonstration_section
+    from ..data import load_split
+    from ..prompts import demonstration_section
 
     mode = candidate.get("demonstrations", "off")
     pool = ()
@@ -494,7 +494,7 @@ def run_pipeline(options: SearchOptions, say=print):
     leaderboard.sqlite, candidates.json, progress.png and best.json."""
     from .leaderboard import Leaderboard, describe_candidate
     from .plots import plot_leaderboard
-    from .prompt_file import build_document, write_document
+    from ..prompts import build_document, write_document
     from .scheduler import Study, describe_plan, process_local
 
     options.validate()

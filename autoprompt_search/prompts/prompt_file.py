@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import UserError
-from .tasks import Example, TaskSpec
-from .templates import Template
-from .verbalizers import Verbalizer
+from ..errors import UserError
+from ..tasks import Example, TaskSpec
+from .template import Template
+from .verbalizer import Verbalizer
 
 SCHEMA = "autoprompt_search.prompt"
 SCHEMA_VERSION = 2
@@ -101,7 +101,7 @@ class LoadedPrompt:
         return str((self.path.parent / folder).resolve()) if folder else self.document["backbone"]
 
     def task(self) -> TaskSpec:
-        from .tasks import get_task
+        from ..tasks import get_task
 
         spec = self.document["task"]
         try:

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .tasks import Example, TaskSpec
-from .templates import Template
-from .verbalizers import Verbalizer, single_token_ids
+from ..errors import UserError
+from ..tasks import Example, TaskSpec
+from ..prompts import Template
+from ..prompts import Verbalizer, single_token_ids
 
 METRICS = ("acc", "pearson")
 _BITS = 64

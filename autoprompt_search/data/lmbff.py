@@ -21,8 +21,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import UserError
-from .tasks import METRICS, Example, TaskSpec, get_task, register_task, task_names
+from ..errors import UserError
+from ..tasks import METRICS, Example, TaskSpec, get_task, register_task, task_names
 
 SPLITS = ("train", "dev", "test")
 DATA_DIR_ENV = "AUTOPROMPT_DATA_DIR"
@@ -490,7 +490,7 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     label_words {label: word}, metric (optional, default "acc"), regression_range (metric "pearson"),
     label_names (optional).
     """
-    from .templates import Template  # local: templates is a sibling module with its own heavy imports
+    from ..prompts import Template  # local: templates is a sibling module with its own heavy imports
 
     path = Path(path).expanduser().resolve()
     spec = _parse_task_file(path)

@@ -7,15 +7,15 @@ from typing import Sequence, TextIO
 import numpy as np
 import torch
 
-from .errors import UserError
-from .prompt_file import LoadedPrompt, read_document
-from .tasks import Example, TaskSpec
-from .training import Prompt, evaluate
+from ..errors import UserError
+from ..prompts import LoadedPrompt, read_document
+from ..tasks import Example, TaskSpec
+from ..training import Prompt, evaluate
 
 
 def with_exported_demonstrations(loaded: LoadedPrompt, task: TaskSpec, prompt: Prompt, device=None):
     """`prompt` drawing demonstrations from the exported pool as the search did, and its sampler."""
-    from .demonstrations import DemonstrationConfig, DemonstrationSampler, demonstration_fn, with_demonstration_lengths
+    from ..demonstrations import DemonstrationConfig, DemonstrationSampler, demonstration_fn, with_demonstration_lengths
 
     section = loaded.document["demonstrations"]
     where = f"{loaded.path}: demonstrations"
@@ -66,7 +66,7 @@ class PromptClassifier:
 
     @classmethod
     def from_file(cls, path: str | Path, *, device=None) -> "PromptClassifier":
-        from .backbones import load_backbone
+        from ..models import load_backbone
 
         loaded: LoadedPrompt = read_document(path)
         task = loaded.task()

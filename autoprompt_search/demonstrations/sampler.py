@@ -64,12 +64,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .embeddings import DEFAULT_ENCODER
-from .errors import UserError
-from .tasks import Example, TaskSpec, get_task
-from .templates import Part, Template
+from ..errors import UserError
+from ..tasks import Example, TaskSpec, get_task
+from ..prompts import Part, Template
 
 if TYPE_CHECKING:  # training imports this module; import it back only where it is used
-    from .training import EvalResult, Prompt
+    from ..training import EvalResult, Prompt
 
 DEMO_MODES = ("off", "random", "filtered")
 RandomSource = random.Random | np.random.Generator
@@ -687,7 +687,7 @@ class InContextDemonstrations:
 def in_context_prompt(backbone, task: TaskSpec | str, template: Template, verbalizer, train: Sequence[Example], *,
                       max_demos: int = 32, max_length: int = 512, seed: int = 0) -> "Prompt":
     """A `Prompt` whose single demonstration set per query is the in-context baseline's."""
-    from .training import Prompt
+    from ..training import Prompt
 
     task = get_task(task)
     provider = InContextDemonstrations(backbone, task, template, verbalizer, train, max_demos=max_demos,
@@ -702,7 +702,7 @@ def evaluate_in_context(backbone, task: TaskSpec | str, template: Template, verb
     (up to `max_demos`, LM-BFF's 32) as fit untruncated in `max_length` tokens (LM-BFF: 512), before
     the query for a causal LM and after it for a masked LM (the backbone's block order), one prompt
     per query. Returns the same `EvalResult` as `training.evaluate`."""
-    from .training import evaluate
+    from ..training import evaluate
 
     if max_demos < 0:
         raise UserError(f"in-context max_demos must be >= 0, got {max_demos}")

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .tasks import TaskSpec
-from .templates import word_in_context
+from ..errors import UserError
+from ..tasks import TaskSpec
+from .template import word_in_context
 
 
 @dataclass(frozen=True)

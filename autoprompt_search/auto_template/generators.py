@@ -23,9 +23,9 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .backbones import pad_sequences
-from .errors import UserError
-from .tasks import Example, TaskSpec, get_task
+from ..models import pad_sequences
+from ..errors import UserError
+from ..tasks import Example, TaskSpec, get_task
 
 SINGLE_SENTENCE_FORMATS = ("A", "B")
 PAIR_FORMATS = ("pair",)
@@ -166,7 +166,7 @@ def _readable_fallback(template: str) -> str:
 def _validated(template: str, num_sentences: int) -> str | None:
     """The readable form of a valid template, None if it is not valid for the task."""
     try:
-        from .templates import Template
+        from ..prompts import Template
     except ImportError:  # the template module not there yet: check the essentials ourselves
         slots_ok = all(f"sent_{i}*" in template or f"sentl_{i}*" in template for i in range(num_sentences))
         return _readable_fallback(template) if template.count("*mask*") == 1 and slots_ok else None

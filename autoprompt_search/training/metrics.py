@@ -10,8 +10,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from .errors import UserError
-from .tasks import TaskSpec, get_task
+from ..errors import UserError
+from ..tasks import TaskSpec, get_task
 
 
 def _check_lengths(predictions: Sequence, golds: Sequence) -> None:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .tasks import Example
+from ..errors import UserError
+from ..tasks import Example
 
 DEFAULT_ENCODER = "minilm-l6"
 # all-MiniLM-L6-v2's own limit (sentence_bert_config.json); used when a folder does not say.
@@ -48,7 +48,7 @@ def example_text(example: Example) -> str:
 
 def _resolve_encoder_path(name_or_path: str) -> tuple[str, bool]:
     """(path or hub id, is_local) for an alias, an existing folder, or a hub id."""
-    from .backbones import resolve_model
+    from ..models import resolve_model
 
     source = resolve_model(name_or_path)
     return source.path, Path(source.path).is_dir()

@@ -1,0 +1,32 @@
+"""Automatic templates (LM-BFF auto-T): beam search with a T5 or a causal generator."""
+from .generators import (
+    SINGLE_SENTENCE_FORMATS,
+    PAIR_FORMATS,
+    FORMAT_DESCRIPTIONS,
+    OBJECTIVES,
+    LABEL_MARK,
+    END_MARK,
+    GeneratedTemplate,
+    save_templates,
+    load_generated_templates,
+    token_texts,
+    default_forbidden_token_ids,
+    T5Generator,
+    CausalGenerator,
+)
+
+__all__ = [
+    'SINGLE_SENTENCE_FORMATS',
+    'PAIR_FORMATS',
+    'FORMAT_DESCRIPTIONS',
+    'OBJECTIVES',
+    'LABEL_MARK',
+    'END_MARK',
+    'GeneratedTemplate',
+    'save_templates',
+    'load_generated_templates',
+    'token_texts',
+    'default_forbidden_token_ids',
+    'T5Generator',
+    'CausalGenerator',
+]

@@ -1,0 +1,36 @@
+"""Data: the LM-BFF folder layout, the k-shot sampler, custom task files, hub data sets."""
+from .lmbff import (
+    SPLITS,
+    DATA_DIR_ENV,
+    LMBFF_SEED_ORDER,
+    project_root,
+    resolve_data_dir,
+    load_original,
+    sample_balanced,
+    lmbff_shuffle_seeds,
+    sample_k_shot,
+    load_split,
+    CustomTaskSource,
+    load_task_spec,
+    hub_examples,
+    load_hub_split,
+    limit_examples,
+)
+
+__all__ = [
+    'SPLITS',
+    'DATA_DIR_ENV',
+    'LMBFF_SEED_ORDER',
+    'project_root',
+    'resolve_data_dir',
+    'load_original',
+    'sample_balanced',
+    'lmbff_shuffle_seeds',
+    'sample_k_shot',
+    'load_split',
+    'CustomTaskSource',
+    'load_task_spec',
+    'hub_examples',
+    'load_hub_split',
+    'limit_examples',
+]

@@ -1,0 +1,56 @@
+"""Prompts as data: template syntax and rendering, verbalizers, the exported prompt file."""
+from .template import (
+    SPECIALS,
+    Part,
+    Template,
+    Block,
+    Rendered,
+    word_in_context,
+    render_blocks,
+    load_template_lines,
+)
+from .verbalizer import (
+    Verbalizer,
+    parse_mapping_text,
+    load_mapping_lines,
+    single_token_ids,
+)
+from .prompt_file import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    READABLE_VERSIONS,
+    REQUIRED,
+    metric_summary,
+    demonstration_section,
+    build_document,
+    write_document,
+    LoadedPrompt,
+    read_document,
+    save_fine_tuned,
+)
+
+__all__ = [
+    'SPECIALS',
+    'Part',
+    'Template',
+    'Block',
+    'Rendered',
+    'word_in_context',
+    'render_blocks',
+    'load_template_lines',
+    'Verbalizer',
+    'parse_mapping_text',
+    'load_mapping_lines',
+    'single_token_ids',
+    'SCHEMA',
+    'SCHEMA_VERSION',
+    'READABLE_VERSIONS',
+    'REQUIRED',
+    'metric_summary',
+    'demonstration_section',
+    'build_document',
+    'write_document',
+    'LoadedPrompt',
+    'read_document',
+    'save_fine_tuned',
+]
