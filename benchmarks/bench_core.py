@@ -16,13 +16,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import fmt, mean_std, save  # noqa: E402
 
-from autoprompt_search.models.backbones import load_backbone, load_classifier, quiet_transformers  # noqa: E402
-from autoprompt_search.data.lmbff import limit_examples, load_split  # noqa: E402
-from autoprompt_search.tasks.registry import get_task  # noqa: E402
-from autoprompt_search.prompts.template import Template  # noqa: E402
-from autoprompt_search.training.fine_tune import (Prompt, TrainConfig, content_free_calibration, evaluate,  # noqa: E402
-                                        fine_tune, set_seed)
-from autoprompt_search.prompts.verbalizer import Verbalizer  # noqa: E402
+from autoprompt_search.models import load_backbone, load_classifier, quiet_transformers  # noqa: E402
+from autoprompt_search.data import limit_examples, load_split  # noqa: E402
+from autoprompt_search.tasks import get_task  # noqa: E402
+from autoprompt_search.prompts import Template  # noqa: E402
+from autoprompt_search.prompts import Prompt  # noqa: E402
+from autoprompt_search.training import (
+    TrainConfig,
+    content_free_calibration,
+    evaluate,
+    fine_tune,
+    set_seed,
+)  # noqa: E402
+from autoprompt_search.prompts import Verbalizer  # noqa: E402
 
 
 def main() -> None:

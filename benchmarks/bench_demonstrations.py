@@ -21,13 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import fmt, load_benchmark_backbone, mean_std, save  # noqa: E402
 
-from autoprompt_search.data.lmbff import limit_examples, load_split  # noqa: E402
-from autoprompt_search.demonstrations.sampler import (DemonstrationSampler, demo_lengths, demo_prompt_settings,  # noqa: E402
-                                              demonstration_fn, in_context_prompt, with_demonstration_lengths)
-from autoprompt_search.tasks.registry import TaskSpec, get_task  # noqa: E402
-from autoprompt_search.prompts.template import Template  # noqa: E402
-from autoprompt_search.training.fine_tune import EvalResult, Prompt, TrainConfig, evaluate, fine_tune  # noqa: E402
-from autoprompt_search.prompts.verbalizer import Verbalizer  # noqa: E402
+from autoprompt_search.data import limit_examples, load_split  # noqa: E402
+from autoprompt_search.demonstrations import (
+    DemonstrationSampler,
+    demo_lengths,
+    demo_prompt_settings,
+    demonstration_fn,
+    with_demonstration_lengths,
+)  # noqa: E402
+from autoprompt_search.training import in_context_prompt  # noqa: E402
+from autoprompt_search.tasks import TaskSpec, get_task  # noqa: E402
+from autoprompt_search.prompts import Template  # noqa: E402
+from autoprompt_search.training import EvalResult, TrainConfig, evaluate, fine_tune  # noqa: E402
+from autoprompt_search.prompts import Prompt  # noqa: E402
+from autoprompt_search.prompts import Verbalizer  # noqa: E402
 
 METHODS = ("prompt", "prompt_random", "prompt_filtered", "in_context")
 METHOD_NAMES = {
@@ -75,7 +82,7 @@ def parse_args() -> argparse.Namespace:
 def make_sampler(mode: str, task: TaskSpec, train, queries, args, encoder_holder: dict) -> DemonstrationSampler:
     if mode == "random":
         return DemonstrationSampler(train, task, "random")
-    from autoprompt_search.demonstrations.embeddings import SentenceEncoder, embed_examples
+    from autoprompt_search.demonstrations import SentenceEncoder, embed_examples
 
     if "encoder" not in encoder_holder:
         encoder_holder["encoder"] = SentenceEncoder(args.encoder, device=args.device, show_progress=False)

@@ -30,8 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autoprompt_search.auto_template.generators import CausalGenerator, T5Generator  # noqa: E402
-from autoprompt_search.tasks.registry import Example, get_task  # noqa: E402
+from autoprompt_search.auto_template import CausalGenerator, T5Generator  # noqa: E402
+from autoprompt_search.tasks import Example, get_task  # noqa: E402
 
 
 def data_dir(arg: str | None) -> Path:
@@ -81,7 +81,7 @@ def train_to_close_spans(model, tokenizer, examples: list[Example], steps: int, 
     """A few Adam steps on span-infilling pairs, so beam items end their spans; returns the losses."""
     import random
 
-    from autoprompt_search.models.backbones import pad_sequences
+    from autoprompt_search.models import pad_sequences
 
     rng = random.Random(seed)
     words = get_task("SST-2").label_words

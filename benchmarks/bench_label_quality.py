@@ -19,13 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import fmt, load_benchmark_backbone, mean_std, save  # noqa: E402
 
-from autoprompt_search.data.lmbff import limit_examples, load_split  # noqa: E402
+from autoprompt_search.data import limit_examples, load_split  # noqa: E402
 from autoprompt_search.errors import UserError  # noqa: E402
-from autoprompt_search.auto_label.label_search import search_label_words  # noqa: E402
-from autoprompt_search.tasks.registry import get_task  # noqa: E402
-from autoprompt_search.prompts.template import Template  # noqa: E402
-from autoprompt_search.training.fine_tune import Prompt, TrainConfig, evaluate, fine_tune  # noqa: E402
-from autoprompt_search.prompts.verbalizer import Verbalizer  # noqa: E402
+from autoprompt_search.auto_label import search_label_words  # noqa: E402
+from autoprompt_search.tasks import get_task  # noqa: E402
+from autoprompt_search.prompts import Template  # noqa: E402
+from autoprompt_search.prompts import Prompt  # noqa: E402
+from autoprompt_search.training import TrainConfig, evaluate, fine_tune  # noqa: E402
+from autoprompt_search.prompts import Verbalizer  # noqa: E402
 
 
 def parse_template_overrides(values: list[str]) -> dict[str, str]:

@@ -32,8 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import mean_std, save  # noqa: E402
 
-from autoprompt_search.auto_label.label_search import (brute_force_top_assignments, candidate_words,  # noqa: E402
-                                            input_independent, score_assignments, top_assignments)
+from autoprompt_search.auto_label import (
+    brute_force_top_assignments,
+    candidate_words,
+    input_independent,
+    score_assignments,
+    top_assignments,
+)  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -67,11 +72,11 @@ def random_inputs(shape: Shape, vocab: int, seed: int) -> tuple[torch.Tensor, to
 def model_inputs(shape: Shape, args, seed: int, cache: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real zero-shot log-probabilities of the backbone on the task's 16-shot training split (seed)
     with its manual template."""
-    from autoprompt_search.models.backbones import load_backbone, quiet_transformers
-    from autoprompt_search.data.lmbff import load_split
-    from autoprompt_search.auto_label.label_search import zero_shot_label_logprobs
-    from autoprompt_search.tasks.registry import get_task
-    from autoprompt_search.prompts.template import Template
+    from autoprompt_search.models import load_backbone, quiet_transformers
+    from autoprompt_search.data import load_split
+    from autoprompt_search.auto_label import zero_shot_label_logprobs
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.prompts import Template
 
     quiet_transformers()
     if "backbone" not in cache:

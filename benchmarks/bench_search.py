@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import save  # noqa: E402
 
-from autoprompt_search.models.backbones import quiet_transformers  # noqa: E402
-from autoprompt_search.search.leaderboard import Leaderboard  # noqa: E402
-from autoprompt_search.search.pipeline import SearchOptions, run_pipeline  # noqa: E402
+from autoprompt_search.models import quiet_transformers  # noqa: E402
+from autoprompt_search.search import Leaderboard  # noqa: E402
+from autoprompt_search.search import SearchOptions, run_pipeline  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

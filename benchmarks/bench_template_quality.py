@@ -21,13 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import command_line, fmt, load_benchmark_backbone, mean_std, previous_reports, save  # noqa: E402
 
-from autoprompt_search.data.lmbff import limit_examples, load_split  # noqa: E402
-from autoprompt_search.auto_template.generators import CausalGenerator, GeneratedTemplate  # noqa: E402
-from autoprompt_search.search.pipeline import round_robin_by_format, screen_by_zero_shot  # noqa: E402
-from autoprompt_search.tasks.registry import get_task  # noqa: E402
-from autoprompt_search.prompts.template import Template  # noqa: E402
-from autoprompt_search.training.fine_tune import Prompt, TrainConfig, fine_tune  # noqa: E402
-from autoprompt_search.prompts.verbalizer import Verbalizer  # noqa: E402
+from autoprompt_search.data import limit_examples, load_split  # noqa: E402
+from autoprompt_search.auto_template import CausalGenerator, GeneratedTemplate  # noqa: E402
+from autoprompt_search.auto_template import round_robin_by_format, screen_by_zero_shot  # noqa: E402
+from autoprompt_search.tasks import get_task  # noqa: E402
+from autoprompt_search.prompts import Template  # noqa: E402
+from autoprompt_search.prompts import Prompt  # noqa: E402
+from autoprompt_search.training import TrainConfig, fine_tune  # noqa: E402
+from autoprompt_search.prompts import Verbalizer  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -21,11 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_benchmark_backbone, save  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from autoprompt_search.data.lmbff import load_split  # noqa: E402
-from autoprompt_search.tasks.registry import get_task  # noqa: E402
-from autoprompt_search.prompts.template import Template  # noqa: E402
-from autoprompt_search.training.fine_tune import Prompt, evaluate  # noqa: E402
-from autoprompt_search.prompts.verbalizer import Verbalizer  # noqa: E402
+from autoprompt_search.data import load_split  # noqa: E402
+from autoprompt_search.tasks import get_task  # noqa: E402
+from autoprompt_search.prompts import Template  # noqa: E402
+from autoprompt_search.prompts import Prompt  # noqa: E402
+from autoprompt_search.training import evaluate  # noqa: E402
+from autoprompt_search.prompts import Verbalizer  # noqa: E402
 
 
 def main() -> None:

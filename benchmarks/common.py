@@ -79,7 +79,7 @@ def load_benchmark_backbone(model: str, threads: int | None = None, **kwargs):
 
     import torch
 
-    from autoprompt_search.models.backbones import load_backbone, quiet_transformers
+    from autoprompt_search.models import load_backbone, quiet_transformers
 
     if threads:
         torch.set_num_threads(threads)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoprompt_search.models.backbones import load_backbone, quiet_transformers
-from autoprompt_search.tasks.registry import Example, get_task, task_names
+from autoprompt_search.models import load_backbone, quiet_transformers
+from autoprompt_search.tasks import Example, get_task, task_names
 
 quiet_transformers()
 # The models are tiny: one thread is fastest, and several test processes may share few cores.

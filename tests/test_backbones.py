@@ -10,13 +10,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoprompt_search.models.backbones import (
-    SMOLLM2_GGUF, Backbone, CausalLMBackbone, MaskedLMBackbone, detect_kind, load_backbone, resolve_model,
+from autoprompt_search.models import (
+    SMOLLM2_GGUF,
+    Backbone,
+    CausalLMBackbone,
+    MaskedLMBackbone,
+    detect_kind,
+    load_backbone,
+    resolve_model,
 )
 from autoprompt_search.errors import UserError
-from autoprompt_search.tasks.registry import Example, get_task
-from autoprompt_search.prompts.template import Template
-from autoprompt_search.prompts.verbalizer import Verbalizer, single_token_ids
+from autoprompt_search.tasks import Example, get_task
+from autoprompt_search.prompts import Template
+from autoprompt_search.prompts import Verbalizer, single_token_ids
 
 from conftest import TEST_DEVICE
 
@@ -170,7 +176,7 @@ def test_multi_token_label_word_is_rejected_for_the_masked_lm(tiny_mlm):
 
 def test_every_lmbff_label_word_is_one_token_in_the_tiny_mlm(tiny_mlm):
     # Guards the fixture: other tests rely on LM-BFF's label words being single tokens here.
-    from autoprompt_search.tasks.registry import task_names
+    from autoprompt_search.tasks import task_names
 
     for name in task_names():
         verbalizer = Verbalizer.for_task(get_task(name))

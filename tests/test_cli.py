@@ -26,15 +26,15 @@ from test_search import (
     write_mapping_file,
     write_toy_lmbff,
 )
-from autoprompt_search.models.backbones import load_backbone
-from autoprompt_search.cli.main import main
+from autoprompt_search.models import load_backbone
+from autoprompt_search.cli import main
 from autoprompt_search.errors import UserError
-from autoprompt_search.search.leaderboard import Leaderboard
-from autoprompt_search.export.predict import PromptClassifier, read_inputs
-from autoprompt_search.prompts.prompt_file import read_document
-from autoprompt_search.search.scheduler import Exhaustive
-from autoprompt_search.search.pipeline import EvaluatorSettings, fine_tuned_backbone, run_pipeline
-from autoprompt_search.tasks.registry import Example
+from autoprompt_search.search import Leaderboard
+from autoprompt_search.export import PromptClassifier, read_inputs
+from autoprompt_search.prompts import read_document
+from autoprompt_search.search import Exhaustive
+from autoprompt_search.search import EvaluatorSettings, fine_tuned_backbone, run_pipeline
+from autoprompt_search.tasks import Example
 
 TEXTS = ["A wonderful and charming film.", "The plot was dull and the acting awful.",
          "It is a movie about a dog.", "Superb music, brilliant cast."]
@@ -197,8 +197,8 @@ def test_exported_classifier_matches_the_in_memory_fine_tuned_backbone(exported,
 
 def test_exported_model_reproduces_the_evaluated_dev_metric(exported, toy_data):
     """Export fine-tunes with the evaluation's settings, so the saved model scores what the leaderboard says."""
-    from autoprompt_search.data.lmbff import load_split
-    from autoprompt_search.training.metrics import compute_metric
+    from autoprompt_search.data import load_split
+    from autoprompt_search.training import compute_metric
 
     found_by = read_document(exported).document["found_by"]
     seed = found_by["seeds"][0]
@@ -225,7 +225,7 @@ def exported_with_demonstrations(request, tiny_causal_folder, tiny_encoder_folde
 
 
 def test_exported_prompt_with_demonstrations_carries_its_training_pool(exported_with_demonstrations, toy_data):
-    from autoprompt_search.data.lmbff import load_split
+    from autoprompt_search.data import load_split
 
     document = read_document(exported_with_demonstrations).document
     section = document["demonstrations"]
@@ -238,9 +238,9 @@ def test_exported_prompt_with_demonstrations_carries_its_training_pool(exported_
 def test_exported_demonstration_prompt_scores_as_the_search_did(exported_with_demonstrations, toy_data):
     """Predict draws the same demonstrations as the search's evaluation of that seed: same class
     probabilities as the in-memory fine-tuned prompt, so the leaderboard's dev metric is reproduced."""
-    from autoprompt_search.data.lmbff import load_split
-    from autoprompt_search.training.metrics import compute_metric
-    from autoprompt_search.training.fine_tune import evaluate
+    from autoprompt_search.data import load_split
+    from autoprompt_search.training import compute_metric
+    from autoprompt_search.training import evaluate
 
     path = exported_with_demonstrations
     document = read_document(path).document

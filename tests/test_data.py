@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from autoprompt_search.data import lmbff as data
-from autoprompt_search.data.lmbff import (
+from autoprompt_search.data import (
     limit_examples,
     LMBFF_SEED_ORDER,
     lmbff_shuffle_seeds,
@@ -21,7 +21,7 @@ from autoprompt_search.data.lmbff import (
     sample_k_shot,
 )
 from autoprompt_search.errors import UserError
-from autoprompt_search.tasks.registry import Example, get_task
+from autoprompt_search.tasks import Example, get_task
 
 SHARED = Path(os.environ.get("AUTOPROMPT_DATA_DIR") or data.project_root().parent / "shared" / "data" / "lmbff")
 needs_shared = pytest.mark.skipif(not (SHARED / "k-shot").is_dir(), reason="LM-BFF data copy not present")

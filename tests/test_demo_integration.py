@@ -13,25 +13,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import FILLER_WORDS, toy_sentiment_examples
-from autoprompt_search.demonstrations.sampler import (
+from autoprompt_search.demonstrations import (
     DemonstrationConfig,
     DemonstrationSampler,
-    SentenceLimits,
     class_index,
     demo_prompt_settings,
+    query_key,
+    with_demonstration_lengths,
+)
+from autoprompt_search.prompts import SentenceLimits, truncate_to_tokens
+from autoprompt_search.training import (
     evaluate_in_context,
     in_context_demonstrations,
     in_context_prompt,
     prompt_token_count,
-    query_key,
-    truncate_to_tokens,
-    with_demonstration_lengths,
 )
 from autoprompt_search.errors import UserError
-from autoprompt_search.tasks.registry import Example, get_task
-from autoprompt_search.prompts.template import Template
-from autoprompt_search.training.fine_tune import Prompt, TrainConfig, _encode, evaluate, fine_tune
-from autoprompt_search.prompts.verbalizer import Verbalizer
+from autoprompt_search.tasks import Example, get_task
+from autoprompt_search.prompts import Template
+from autoprompt_search.prompts import Prompt
+from autoprompt_search.training import TrainConfig, evaluate, fine_tune
+from autoprompt_search.training.fine_tune import _encode
+from autoprompt_search.prompts import Verbalizer
 
 # How a demonstration's label word and the query's label slot appear in each task's manual template.
 # `{}` is the word; MLM_SLOT / CAUSAL_SLOT stand for the query's slot.

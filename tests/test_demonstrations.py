@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from autoprompt_search.demonstrations.sampler import (
-    DEMO_LENGTH_DEFAULTS,
+from autoprompt_search.demonstrations.sampler import DEMO_LENGTH_DEFAULTS
+from autoprompt_search.demonstrations import (
     DemonstrationConfig,
     DemonstrationSampler,
     class_index,
     demo_lengths,
     filtered_count,
-    in_context_demonstrations,
 )
-from autoprompt_search.demonstrations.embeddings import SentenceEncoder, embed_examples, example_text, mean_pool
+from autoprompt_search.training import in_context_demonstrations
+from autoprompt_search.demonstrations import SentenceEncoder, embed_examples, example_text, mean_pool
 from autoprompt_search.errors import UserError
-from autoprompt_search.tasks.registry import Example, get_task, task_names
+from autoprompt_search.tasks import Example, get_task, task_names
 
 WORDS = ("the a movie film story plot was is very quite good great bad awful dull lovely fun boring "
          "dog cat house car city river tree sun rain snow music song book team game").split()

@@ -9,11 +9,16 @@ import torch
 
 from autoprompt_search.auto_template import generators as gen_mod
 from autoprompt_search.errors import UserError
-from autoprompt_search.auto_template.generators import (CausalGenerator, GeneratedTemplate, T5Generator,
-                                          default_forbidden_token_ids, load_generated_templates,
-                                          save_templates)
-from autoprompt_search.tasks.registry import Example, get_task, task_names
-from autoprompt_search.prompts.template import Template
+from autoprompt_search.auto_template import (
+    CausalGenerator,
+    GeneratedTemplate,
+    T5Generator,
+    default_forbidden_token_ids,
+    load_generated_templates,
+    save_templates,
+)
+from autoprompt_search.tasks import Example, get_task, task_names
+from autoprompt_search.prompts import Template
 
 WORDS = ("the movie was great and fun a terrible film it bad is good story very not boring plot "
          "actors yes no maybe this one really loved hated").split()
@@ -424,8 +429,8 @@ def test_causal_root_scores_are_summed_log_probabilities(causal_model, causal_to
 
 @pytest.mark.slow
 def test_smollm2_generates_sst2_templates():
-    from autoprompt_search.models.backbones import load_backbone
-    from autoprompt_search.data.lmbff import load_split
+    from autoprompt_search.models import load_backbone
+    from autoprompt_search.data import load_split
 
     torch.set_num_threads(1)
     backbone = load_backbone("smollm2-135m", device="cpu")

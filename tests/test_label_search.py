@@ -11,12 +11,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.auto_label.label_search import (Assignment, LabelSearchResult, binarise_at_median,
-                                            brute_force_top_assignments, candidate_words,
-                                            nearest_neighbour_filter, neighbour_masks, score_assignments,
-                                            search_label_words, top_assignments, zero_shot_label_logprobs)
-from autoprompt_search.tasks.registry import Example, get_task
-from autoprompt_search.prompts.template import Template
+from autoprompt_search.auto_label import (
+    Assignment,
+    LabelSearchResult,
+    binarise_at_median,
+    brute_force_top_assignments,
+    candidate_words,
+    nearest_neighbour_filter,
+    neighbour_masks,
+    score_assignments,
+    search_label_words,
+    top_assignments,
+    zero_shot_label_logprobs,
+)
+from autoprompt_search.tasks import Example, get_task
+from autoprompt_search.prompts import Template
 
 
 def random_problem(num_classes: int, k: int, num_examples: int, vocab: int, seed: int, integer: bool = False):

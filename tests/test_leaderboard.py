@@ -9,13 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.search.leaderboard import (
-    DEFAULT_FILENAME,
-    Leaderboard,
-    candidate_id,
-    config_hash,
-)
-from autoprompt_search.search.plots import plot_leaderboard, rung_curves
+from autoprompt_search.search import DEFAULT_FILENAME, Leaderboard, candidate_id, config_hash
+from autoprompt_search.search import plot_leaderboard, rung_curves
 
 
 def make_candidate(i: int) -> dict:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.training.metrics import (
+from autoprompt_search.training import (
     accuracy,
     compute_metric,
     compute_metrics,
@@ -16,7 +16,7 @@ from autoprompt_search.training.metrics import (
     pearson,
     spearman,
 )
-from autoprompt_search.tasks.registry import get_task
+from autoprompt_search.tasks import get_task
 
 
 def test_accuracy_counts_matches():

@@ -15,22 +15,22 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from autoprompt_search.models.backbones import load_backbone
+    from autoprompt_search.models import load_backbone
 
     return load_backbone("smollm2-135m", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def sst2_train(data_dir_or_skip):
-    from autoprompt_search.data.lmbff import load_split
-    from autoprompt_search.tasks.registry import get_task
+    from autoprompt_search.data import load_split
+    from autoprompt_search.tasks import get_task
 
     return load_split(get_task("sst2"), "train", data_dir=data_dir_or_skip, seed=13)
 
 
 @pytest.fixture(scope="module")
 def data_dir_or_skip():
-    from autoprompt_search.data.lmbff import resolve_data_dir
+    from autoprompt_search.data import resolve_data_dir
     from autoprompt_search.errors import UserError
 
     try:
@@ -40,9 +40,9 @@ def data_dir_or_skip():
 
 
 def test_batched_scores_equal_one_by_one_on_real_model(smollm2, sst2_train):
-    from autoprompt_search.tasks.registry import get_task
-    from autoprompt_search.prompts.template import Template
-    from autoprompt_search.prompts.verbalizer import Verbalizer
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.prompts import Template
+    from autoprompt_search.prompts import Verbalizer
 
     task = get_task("sst2")
     examples = sst2_train[:6]
@@ -57,9 +57,9 @@ def test_batched_scores_equal_one_by_one_on_real_model(smollm2, sst2_train):
 
 
 def test_label_word_continuation_includes_template_suffix(smollm2, sst2_train):
-    from autoprompt_search.tasks.registry import get_task
-    from autoprompt_search.prompts.template import Template
-    from autoprompt_search.prompts.verbalizer import Verbalizer
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.prompts import Template
+    from autoprompt_search.prompts import Verbalizer
 
     task = get_task("sst2")
     encoded = smollm2.encode(sst2_train[0], Template.parse(task.template), Verbalizer.for_task(task))
@@ -68,7 +68,7 @@ def test_label_word_continuation_includes_template_suffix(smollm2, sst2_train):
 
 
 def test_search_pipeline_runs_and_resumes_on_real_model(tmp_path, data_dir_or_skip):
-    from autoprompt_search.cli.main import main
+    from autoprompt_search.cli import main
 
     args = ["--task", "sst2", "--data-dir", data_dir_or_skip, "--n-templates", "0", "--n-mappings", "0",
             "--seeds", "13", "--min-steps", "1", "--max-steps", "2", "--test-limit", "8", "--quiet",
@@ -77,7 +77,7 @@ def test_search_pipeline_runs_and_resumes_on_real_model(tmp_path, data_dir_or_sk
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert best["template"]["lmbff"] == "*cls**sent_0*_It_was*mask*.*sep+*"
     assert 0.0 <= best["test"]["mean"] <= 1.0
-    from autoprompt_search.search.leaderboard import Leaderboard
+    from autoprompt_search.search import Leaderboard
 
     before = Leaderboard(tmp_path / "run" / "leaderboard.sqlite").rows()
     assert main(args) == 0

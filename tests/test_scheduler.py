@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.search.leaderboard import Leaderboard, candidate_id
-from autoprompt_search.search.scheduler import (
+from autoprompt_search.search import Leaderboard, candidate_id
+from autoprompt_search.search import (
     DaskExecutor,
     EvalOutcome,
     Exhaustive,

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_DEVICE, toy_sentiment_examples
-from autoprompt_search.cli.main import main
-from autoprompt_search.search.leaderboard import Leaderboard, candidate_id
-from autoprompt_search.prompts.prompt_file import read_document
+from autoprompt_search.cli import main
+from autoprompt_search.search import Leaderboard, candidate_id
+from autoprompt_search.prompts import read_document
 from autoprompt_search.errors import UserError
-from autoprompt_search.search.scheduler import DaskExecutor, JoblibExecutor, SerialExecutor, clear_process_state
-from autoprompt_search.search.pipeline import SearchOptions, make_strategy, run_pipeline, search_executor
+from autoprompt_search.search import DaskExecutor, JoblibExecutor, SerialExecutor, clear_process_state
+from autoprompt_search.search import SearchOptions, make_strategy, run_pipeline, search_executor
 
 SEEDS = (13, 21)
 # Extra label-word mappings, all in the tiny tokenizer's vocabulary; with the manual one: 5 candidates.
@@ -224,13 +224,15 @@ def test_causal_generator_templates_become_candidates(tiny_causal_folder, toy_da
 def test_generated_templates_are_screened_by_zero_shot_dev(tiny_causal, tiny_causal_folder, toy_data, tmp_path):
     """Zero-shot screening keeps the n best of everything the beam returned by dev metric (ties: the
     generation order); "score" keeps the first n in generation order."""
-    from autoprompt_search.data.lmbff import load_split
-    from autoprompt_search.auto_template.generators import CausalGenerator
-    from autoprompt_search.search.pipeline import generate_templates, round_robin_by_format
-    from autoprompt_search.tasks.registry import get_task
-    from autoprompt_search.prompts.template import Template
-    from autoprompt_search.training.fine_tune import Prompt, evaluate
-    from autoprompt_search.prompts.verbalizer import Verbalizer
+    from autoprompt_search.data import load_split
+    from autoprompt_search.auto_template import CausalGenerator
+    from autoprompt_search.auto_template import round_robin_by_format
+    from autoprompt_search.search import generate_templates
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.prompts import Template
+    from autoprompt_search.prompts import Prompt
+    from autoprompt_search.training import evaluate
+    from autoprompt_search.prompts import Verbalizer
 
     task = get_task("sst2")
     options = search_options(tiny_causal_folder, toy_data, tmp_path, generator="causal", n_templates=3,
@@ -257,10 +259,10 @@ def test_screening_reorders_templates_by_zero_shot_dev(monkeypatch):
     """Best dev metric first, ties in generation order, with the metric each template got."""
     from types import SimpleNamespace
 
-    from autoprompt_search.search import pipeline as search
-    from autoprompt_search.auto_template.generators import GeneratedTemplate
-    from autoprompt_search.tasks.registry import get_task
-    from autoprompt_search.prompts.template import Template
+    from autoprompt_search.auto_template import screening as search
+    from autoprompt_search.auto_template import GeneratedTemplate
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.prompts import Template
 
     texts = ["*cls**sent_0**mask**sep+*", "*cls**sent_0*_a*mask**sep+*", "*cls**sent_0*_It's*mask*.*sep+*",
              "*cls**sent_0*_This_is*mask*.*sep+*", "*cls*_is*mask*.*+sent_0**sep+*"]
@@ -327,8 +329,8 @@ def test_executor_choice_follows_backend_jobs_and_scheduler(tmp_path):
 
 
 def test_generated_templates_are_taken_round_robin_over_formats():
-    from autoprompt_search.auto_template.generators import GeneratedTemplate
-    from autoprompt_search.search.pipeline import round_robin_by_format
+    from autoprompt_search.auto_template import GeneratedTemplate
+    from autoprompt_search.auto_template import round_robin_by_format
 
     found = [GeneratedTemplate("a1", "a1", -1.0, "A"), GeneratedTemplate("a2", "a2", -2.0, "A"),
              GeneratedTemplate("a3", "a3", -3.0, "A"), GeneratedTemplate("b1", "b1", -50.0, "B"),

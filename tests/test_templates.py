@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.tasks.registry import get_task, task_names
-from autoprompt_search.prompts.template import Block, Part, Template, load_template_lines, render_blocks
-from autoprompt_search.prompts.verbalizer import Verbalizer, load_mapping_lines, parse_mapping_text
+from autoprompt_search.tasks import get_task, task_names
+from autoprompt_search.prompts import Block, Part, Template, load_template_lines, render_blocks
+from autoprompt_search.prompts import Verbalizer, load_mapping_lines, parse_mapping_text
 
 from conftest import FILLER_WORDS, train_byte_level_bpe_tokenizer, train_t5_sentencepiece, train_wordpiece_tokenizer
 

@@ -9,14 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from autoprompt_search.models.backbones import load_backbone, load_classifier
+from autoprompt_search.models import load_backbone, load_classifier
 from autoprompt_search.errors import UserError
-from autoprompt_search.tasks.registry import Example, get_task
-from autoprompt_search.prompts.template import Template
-from autoprompt_search.training.fine_tune import (
-    Prompt, TrainConfig, content_free_calibration, evaluate, fine_tune, predictions_from_scores, prompt_loss,
+from autoprompt_search.tasks import Example, get_task
+from autoprompt_search.prompts import Template
+from autoprompt_search.prompts import Prompt
+from autoprompt_search.training import (
+    TrainConfig,
+    content_free_calibration,
+    evaluate,
+    fine_tune,
+    predictions_from_scores,
+    prompt_loss,
 )
-from autoprompt_search.prompts.verbalizer import Verbalizer
+from autoprompt_search.prompts import Verbalizer
 
 from conftest import TEST_DEVICE, toy_similarity_examples
 

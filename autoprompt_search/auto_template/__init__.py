@@ -14,8 +14,11 @@ from .generators import (
     T5Generator,
     CausalGenerator,
 )
+from .screening import round_robin_by_format, screen_by_zero_shot
 
 __all__ = [
+    'round_robin_by_format',
+    'screen_by_zero_shot',
     'SINGLE_SENTENCE_FORMATS',
     'PAIR_FORMATS',
     'FORMAT_DESCRIPTIONS',

@@ -36,7 +36,7 @@ LMBFF_SEED_ORDER = (100, 13, 21, 42, 87)
 
 
 def project_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:

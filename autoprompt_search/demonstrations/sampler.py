@@ -57,7 +57,6 @@ import math
 import random
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -66,10 +65,7 @@ from tqdm.auto import tqdm
 from .embeddings import DEFAULT_ENCODER
 from ..errors import UserError
 from ..tasks import Example, TaskSpec, get_task
-from ..prompts import Part, Template
-
-if TYPE_CHECKING:  # training imports this module; import it back only where it is used
-    from ..training import EvalResult, Prompt
+from ..prompts import Prompt, SentenceLimits, Template
 
 DEMO_MODES = ("off", "random", "filtered")
 RandomSource = random.Random | np.random.Generator
@@ -119,100 +115,6 @@ def demo_lengths(task: TaskSpec | str) -> DemoLengths:
     """LM-BFF's settings for a benchmark task; plain defaults for custom tasks."""
     name = task.name if isinstance(task, TaskSpec) else get_task(task).name
     return DEMO_LENGTH_DEFAULTS.get(name, DemoLengths())
-
-
-# ---------------------------------------------------------------------------------------------
-# per-sentence limits
-
-
-def _token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return [tuple(pair) for pair in encoding["offset_mapping"]]
-
-
-def _token_count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
-
-
-@lru_cache(maxsize=65536)
-def _truncate_cached(tokenizer, text: str, limit: int, leading_space: bool) -> str:
-    prefix = " " if leading_space else ""
-    offsets = _token_offsets(tokenizer, prefix + text)
-    if len(offsets) <= limit:
-        return text
-    # Keep the characters of the first `keep` tokens; re-tokenising a cut text can merge pieces
-    # differently, so keep fewer until the cut text itself is within the limit.
-    for keep in range(limit, -1, -1):
-        end = max((b for a, b in offsets[:keep]), default=0) - len(prefix)
-        shorter = text[:max(end, 0)].rstrip()
-        # Counted with the space, as LM-BFF counts enc(' ' + sentence): it merges into the first token.
-        if not shorter or _token_count(tokenizer, prefix + shorter) <= limit:
-            return shorter
-    return ""  # pragma: no cover - keep == 0 always fits
-
-
-def truncate_to_tokens(text: str, tokenizer, limit: int | None, *, leading_space: bool = False) -> str:
-    """The longest start of `text` (cut at a token boundary) that is at most `limit` tokens of
-    `tokenizer`, counted as the text is written after a space when `leading_space`."""
-    if limit is None:
-        return text
-    if limit < 1:
-        raise ValueError(f"a sentence limit must be a positive number of tokens, got {limit}")
-    return _truncate_cached(tokenizer, text, int(limit), leading_space)
-
-
-def _sentence_parts(template: Template) -> dict[int, Part]:
-    """The first slot of each sentence index in the template (how that sentence is written)."""
-    parts: dict[int, Part] = {}
-    for part in template.parts:
-        if part.kind == "sent" and part.index not in parts:
-            parts[part.index] = part
-    return parts
-
-
-def _limit_sentence(sentence: str, part: Part | None, tokenizer, limit: int | None) -> str:
-    """Cut `sentence` so that the template's rendering of it has at most `limit` tokens."""
-    if limit is None or part is None:
-        return truncate_to_tokens(sentence, tokenizer, limit)
-    written = part.apply_to_sentence(sentence)
-    cut = truncate_to_tokens(written, tokenizer, limit, leading_space=part.space)
-    if cut == written:
-        return sentence
-    # The modifiers only change the first letter's case and drop the last character: give the
-    # template the original characters, plus one to drop when the slot drops the last character.
-    restored = sentence[:len(cut)]
-    return restored + sentence[-1:] if part.drop_last else restored
-
-
-@dataclass(frozen=True)
-class SentenceLimits:
-    """LM-BFF's `first_sent_limit` / `other_sent_limit`: tokens kept of the query's first sentence and
-    of every other sentence (the query's second one and all demonstration sentences). None: no limit."""
-
-    first: int | None = None
-    other: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.first is not None or self.other is not None
-
-    def limit_example(self, example: Example, tokenizer, template: Template, *, is_query: bool) -> Example:
-        if not self.active:
-            return example
-        parts = _sentence_parts(template)
-        texts = tuple(
-            _limit_sentence(text, parts.get(index), tokenizer,
-                            self.first if is_query and index == 0 else self.other)
-            for index, text in enumerate(example.texts)
-        )
-        return example if texts == example.texts else Example(texts, example.label)
-
-    def apply(self, tokenizer, template: Template, query: Example,
-              demonstrations: Sequence[tuple[Example, int]] = ()) -> tuple[Example, list[tuple[Example, int]]]:
-        """The query and its demonstrations with every sentence cut to its limit."""
-        return (self.limit_example(query, tokenizer, template, is_query=True),
-                [(self.limit_example(demo, tokenizer, template, is_query=False), label)
-                 for demo, label in demonstrations])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +323,7 @@ def _uniform_index(rng: RandomSource, size: int) -> int:
     raise TypeError(f"rng must be random.Random or numpy.random.Generator, got {type(rng).__name__}")
 
 
-def _shuffled(items: Sequence[int], rng: RandomSource) -> list[int]:
+def shuffled(items: Sequence[int], rng: RandomSource) -> list[int]:
     items = list(items)
     for position in range(len(items) - 1, 0, -1):  # Fisher-Yates, with either kind of generator
         other = _uniform_index(rng, position + 1)
@@ -603,124 +505,3 @@ def demonstration_fn(sampler: DemonstrationSampler):
                 for demo in sampler.draw(example, rng, exclude_index=index)]
 
     return draw
-
-
-# ---------------------------------------------------------------------------------------------
-# GPT-3 style in-context baseline
-
-
-def _balanced_order(groups: list[list[int]], rng: np.random.Generator) -> list[int]:
-    """Round robin over the classes, each class in its own shuffled order."""
-    queues = [_shuffled(members, rng) for members in groups]
-    order = []
-    for position in range(max((len(q) for q in queues), default=0)):
-        order.extend(queue[position] for queue in queues if position < len(queue))
-    return order
-
-
-def in_context_demonstrations(query: Example, train: Sequence[Example], max_count: int = 32,
-                              fits: Callable[[list[Example]], bool] | None = None, seed: int = 0, *,
-                              task: TaskSpec | str | None = None,
-                              exclude_index: int | None = None) -> list[Example]:
-    """Random, class-balanced demonstrations in a shuffled order, as many as `fits` accepts (up to
-    `max_count`). `fits(demos)` says whether the prompt with these demonstrations is short enough; it
-    must be monotone (if n demonstrations do not fit, more do not either), as a prompt's length is.
-
-    Classes come from `task` (regression: the two poles); without a task, from the label values.
-    """
-    if max_count < 0:
-        raise UserError(f"in-context max_count must be >= 0, got {max_count}")
-    rng = query_rng(seed, query, purpose="in-context")
-    pool = [i for i in range(len(train)) if i != exclude_index]
-    ordered = _balanced_order(_groups_for_in_context(train, pool, task), rng)[:max_count]
-    # A random priority per chosen example fixes the presentation order of every prefix consistently.
-    priority = {index: rank for rank, index in enumerate(_shuffled(ordered, rng))}
-
-    def first(count: int) -> list[Example]:
-        return [train[i] for i in sorted(ordered[:count], key=priority.__getitem__)]
-
-    if fits is None:
-        return first(len(ordered))
-    # Binary search for the largest count that fits: a handful of length checks instead of up to 32.
-    low, high = 0, len(ordered)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if fits(first(middle)):
-            low = middle
-        else:
-            high = middle - 1
-    return first(low)
-
-
-UNBOUNDED_LENGTH = 1 << 30
-
-
-def prompt_token_count(encoded) -> int:
-    """Tokens a backbone runs for one encoded prompt: the input, plus for a causal LM the longest
-    label continuation after the prefix."""
-    return len(encoded.input_ids) + max((len(c) for c in encoded.continuations), default=0)
-
-
-class InContextDemonstrations:
-    """A `Prompt.demonstrations` provider for the in-context baseline: for each query, as many random
-    class-balanced training examples as fit in `max_length` tokens untruncated (up to `max_demos`),
-    fixed per (seed, query). `counts` records how many each query got, by query text."""
-
-    def __init__(self, backbone, task: TaskSpec, template: Template, verbalizer, train: Sequence[Example],
-                 *, max_demos: int = 32, max_length: int = 512, seed: int = 0):
-        self.backbone, self.task, self.template, self.verbalizer = backbone, task, template, verbalizer
-        self.train, self.max_demos, self.max_length, self.seed = list(train), max_demos, max_length, seed
-        self.counts: dict[str, int] = {}
-
-    def fits(self, query: Example, demos: Sequence[Example]) -> bool:
-        pairs = [(demo, class_index(self.task, demo)) for demo in demos]
-        encoded = self.backbone.encode(query, self.template, self.verbalizer, pairs, max_length=UNBOUNDED_LENGTH)
-        return prompt_token_count(encoded) <= self.max_length
-
-    def __call__(self, query: Example, index: int | None, rng: RandomSource) -> list[tuple[Example, int]]:
-        demos = in_context_demonstrations(query, self.train, self.max_demos, lambda d: self.fits(query, d),
-                                          self.seed, task=self.task, exclude_index=index)
-        self.counts[query_key(query)] = len(demos)
-        return [(demo, class_index(self.task, demo)) for demo in demos]
-
-
-def in_context_prompt(backbone, task: TaskSpec | str, template: Template, verbalizer, train: Sequence[Example], *,
-                      max_demos: int = 32, max_length: int = 512, seed: int = 0) -> "Prompt":
-    """A `Prompt` whose single demonstration set per query is the in-context baseline's."""
-    from ..training import Prompt
-
-    task = get_task(task)
-    provider = InContextDemonstrations(backbone, task, template, verbalizer, train, max_demos=max_demos,
-                                       max_length=max_length, seed=seed)
-    return Prompt(template, verbalizer, demonstrations=provider, inference_samples=1, max_length=max_length)
-
-
-def evaluate_in_context(backbone, task: TaskSpec | str, template: Template, verbalizer, train: Sequence[Example],
-                        examples: Sequence[Example], max_demos: int = 32, seed: int = 0, *, max_length: int = 512,
-                        batch_size: int = 8, progress: bool = False) -> "EvalResult":
-    """GPT-3 style in-context learning, no training: each query gets as many random demonstrations
-    (up to `max_demos`, LM-BFF's 32) as fit untruncated in `max_length` tokens (LM-BFF: 512), before
-    the query for a causal LM and after it for a masked LM (the backbone's block order), one prompt
-    per query. Returns the same `EvalResult` as `training.evaluate`."""
-    from ..training import evaluate
-
-    if max_demos < 0:
-        raise UserError(f"in-context max_demos must be >= 0, got {max_demos}")
-    task = get_task(task)
-    prompt = in_context_prompt(backbone, task, template, verbalizer, train, max_demos=max_demos,
-                               max_length=max_length, seed=seed)
-    return evaluate(backbone, task, prompt, examples, batch_size=batch_size, max_length=max_length, seed=seed,
-                    desc="in-context", progress=progress)
-
-
-def _groups_for_in_context(train: Sequence[Example], pool: list[int], task: TaskSpec | str | None) -> list[list[int]]:
-    if task is not None:
-        spec = get_task(task)
-        groups: list[list[int]] = [[] for _ in range(spec.num_classes)]
-        for index in pool:
-            groups[class_index(spec, train[index])].append(index)
-        return groups
-    by_label: dict[str, list[int]] = {}
-    for index in pool:
-        by_label.setdefault(str(train[index].label), []).append(index)
-    return [by_label[label] for label in sorted(by_label)]

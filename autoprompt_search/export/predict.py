@@ -10,7 +10,8 @@ import torch
 from ..errors import UserError
 from ..prompts import LoadedPrompt, read_document
 from ..tasks import Example, TaskSpec
-from ..training import Prompt, evaluate
+from ..prompts import Prompt
+from ..training import evaluate
 
 
 def with_exported_demonstrations(loaded: LoadedPrompt, task: TaskSpec, prompt: Prompt, device=None):

@@ -9,12 +9,14 @@ from .template import (
     render_blocks,
     load_template_lines,
 )
+from .truncation import SentenceLimits, truncate_to_tokens
 from .verbalizer import (
     Verbalizer,
     parse_mapping_text,
     load_mapping_lines,
     single_token_ids,
 )
+from .prompt import DemoFn, Prompt
 from .prompt_file import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -30,6 +32,10 @@ from .prompt_file import (
 )
 
 __all__ = [
+    'SentenceLimits',
+    'truncate_to_tokens',
+    'DemoFn',
+    'Prompt',
     'SPECIALS',
     'Part',
     'Template',

@@ -20,7 +20,9 @@ from ..errors import UserError
 from .scheduler import EvalOutcome, LazyEvaluator
 from ..tasks import Example, TaskSpec, get_task
 from ..prompts import Template
-from ..training import Prompt, TrainConfig, evaluate, fine_tune
+from ..prompts import Prompt
+from ..auto_template import round_robin_by_format, screen_by_zero_shot
+from ..training import TrainConfig, evaluate, fine_tune
 from ..prompts import Verbalizer
 
 DEMO_MODES = ("off", "random", "filtered")
@@ -353,34 +355,6 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
     say(f"screening {len(found)} generated templates by zero-shot dev {task.metric} (seed {options.seeds[0]})")
     return screen_by_zero_shot(backbone, task, found, dev, options.n_templates, seed=options.seeds[0],
                                max_length=options.max_length, progress=options.progress)
-
-
-def screen_by_zero_shot(backbone, task: TaskSpec, generated: Sequence, dev: Sequence[Example], n: int, *,
-                        seed: int = 0, max_length: int = 128, progress: bool = False) -> list[dict]:
-    """The `n` generated templates with the best zero-shot dev metric under the manual label words
-    (ties: the earlier in `generated`). Cheap next to fine-tuning, and the generation score alone
-    prefers the shortest spans: on SST-2 with SmolLM2 its top template has nothing around the mask."""
-    from tqdm.auto import tqdm
-
-    verbalizer = Verbalizer.for_task(task)
-    scored = []
-    for rank, item in enumerate(tqdm(generated, desc="zero-shot screening", disable=not progress)):
-        result = evaluate(backbone, task, Prompt(Template.parse(item.template), verbalizer), dev, seed=seed,
-                          max_length=max_length)
-        scored.append((-result.main, rank, {**item.to_dict(), "zero_shot_dev": result.main}))
-    return [entry for _, _, entry in sorted(scored, key=lambda t: t[:2])[:n]]
-
-
-def round_robin_by_format(found: Sequence) -> list:
-    """Best of each format first, then the second best of each, ...: scores of different formats are
-    sums over different texts and are not comparable (LM-BFF keeps the top ones per format)."""
-    by_format: dict[str, list] = {}
-    for item in sorted(found, key=lambda g: -g.score):
-        by_format.setdefault(item.format, []).append(item)
-    ranked = []
-    for rank in range(max((len(v) for v in by_format.values()), default=0)):
-        ranked += [items[rank] for items in by_format.values() if rank < len(items)]
-    return ranked
 
 
 def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone) -> list[dict]:

@@ -13,15 +13,28 @@ from .fine_tune import (
     EvalResult,
     TrainResult,
     set_seed,
-    Prompt,
     prompt_loss,
     predictions_from_scores,
     evaluate,
     content_free_calibration,
     fine_tune,
 )
+from .baselines import (
+    in_context_demonstrations,
+    UNBOUNDED_LENGTH,
+    prompt_token_count,
+    InContextDemonstrations,
+    in_context_prompt,
+    evaluate_in_context,
+)
 
 __all__ = [
+    'in_context_demonstrations',
+    'UNBOUNDED_LENGTH',
+    'prompt_token_count',
+    'InContextDemonstrations',
+    'in_context_prompt',
+    'evaluate_in_context',
     'accuracy',
     'f1',
     'matthews_corrcoef',
@@ -33,7 +46,6 @@ __all__ = [
     'EvalResult',
     'TrainResult',
     'set_seed',
-    'Prompt',
     'prompt_loss',
     'predictions_from_scores',
     'evaluate',

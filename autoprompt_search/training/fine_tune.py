@@ -18,17 +18,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..demonstrations import SentenceLimits, inference_rng
+from ..demonstrations import inference_rng
 from ..errors import UserError
 from .metrics import compute_metrics
 from ..tasks import Example, TaskSpec
-from ..prompts import Template
-from ..prompts import Verbalizer
-
-# A demonstration provider: given the query, its index in the training set (None outside training)
-# and a random generator, it returns (example, class index) pairs to put in the prompt.
-DemoFn = Callable[[Example, "int | None", random.Random], Sequence[tuple[Example, int]]]
-
+from ..prompts import Prompt
 
 @dataclass
 class TrainConfig:
@@ -101,21 +95,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-# ---------------------------------------------------------------------------------------------
-# Prompt objects: (backbone, template, verbalizer, demonstrations) -> class scores
-
-
-@dataclass
-class Prompt:
-    template: Template
-    verbalizer: Verbalizer
-    demonstrations: DemoFn | None = None
-    inference_samples: int = 1  # demonstration sets averaged per query at evaluation
-    # Set by demonstrations.with_demonstration_lengths: LM-BFF's longer prompts and per-sentence limits.
-    max_length: int | None = None  # overrides the run's max_length for this prompt
-    sentence_limits: SentenceLimits | None = None
 
 
 def _scores(backbone, encoded, verbalizer) -> torch.Tensor:
