@@ -30,10 +30,11 @@ from autoprompt_search.models import load_backbone
 from autoprompt_search.cli import main
 from autoprompt_search.errors import UserError
 from autoprompt_search.search import Leaderboard
-from autoprompt_search.export import PromptClassifier, read_inputs
+from autoprompt_search.export import read_inputs
+from autoprompt_search.training import PromptClassifier
 from autoprompt_search.prompts import read_document
 from autoprompt_search.search import Exhaustive
-from autoprompt_search.search import EvaluatorSettings, fine_tuned_backbone, run_pipeline
+from autoprompt_search.search import EvaluatorSettings, fine_tuned_classifier, run_pipeline
 from autoprompt_search.tasks import Example
 
 TEXTS = ["A wonderful and charming film.", "The plot was dull and the acting awful.",
@@ -182,10 +183,11 @@ def test_exported_classifier_matches_the_in_memory_fine_tuned_backbone(exported,
     settings = EvaluatorSettings(**configs[found_by["config_hash"]]["settings"])
     candidate = {"template": document["template"]["lmbff"], "label_words": document["label_words"],
                  "demonstrations": document["demonstrations"]["mode"]}
-    backbone, prompt, task = fine_tuned_backbone(settings, candidate, found_by["seeds"][0], found_by["steps"])
+    classifier = fine_tuned_classifier(settings, candidate, found_by["seeds"][0], found_by["steps"])
+    backbone, prompt, task = classifier.backbone, classifier.prompt, classifier.task
     examples = [Example((text,)) for text in TEXTS]
 
-    from_file = PromptClassifier.from_file(exported, device=TEST_DEVICE)
+    from_file = PromptClassifier.from_pretrained(exported, device=TEST_DEVICE)
     in_memory = PromptClassifier(backbone, task, prompt)
     expected = in_memory.probabilities(examples)
     np.testing.assert_allclose(from_file.probabilities(examples), expected, atol=1e-5)
@@ -204,7 +206,7 @@ def test_exported_model_reproduces_the_evaluated_dev_metric(exported, toy_data):
     seed = found_by["seeds"][0]
     row = Leaderboard(exported.parent / "leaderboard.sqlite").get(found_by["candidate_id"], seed, found_by["steps"],
                                                                   found_by["config_hash"])
-    classifier = PromptClassifier.from_file(exported, device=TEST_DEVICE)
+    classifier = PromptClassifier.from_pretrained(exported, device=TEST_DEVICE)
     dev = load_split(classifier.task, "dev", data_dir=toy_data, seed=seed)
     predicted = [label for label, _ in classifier.predict(dev)]
     assert compute_metric(classifier.task, predicted, [e.label for e in dev]) == pytest.approx(row.dev_metric)
@@ -250,13 +252,14 @@ def test_exported_demonstration_prompt_scores_as_the_search_did(exported_with_de
     settings = EvaluatorSettings(**configs[found_by["config_hash"]]["settings"])
     candidate = {"template": document["template"]["lmbff"], "label_words": document["label_words"],
                  "demonstrations": document["demonstrations"]["mode"]}
-    backbone, prompt, task = fine_tuned_backbone(settings, candidate, seed, found_by["steps"])
+    classifier = fine_tuned_classifier(settings, candidate, seed, found_by["steps"])
+    backbone, prompt, task = classifier.backbone, classifier.prompt, classifier.task
     dev = load_split(task, "dev", data_dir=toy_data, seed=seed)
     in_memory = evaluate(backbone, task, prompt, dev, seed=seed, max_length=settings.train["max_length"])
     other_seed = evaluate(backbone, task, prompt, dev, seed=seed + 1, max_length=settings.train["max_length"])
     assert not np.allclose(in_memory.scores, other_seed.scores, atol=1e-4)  # the draw matters
 
-    classifier = PromptClassifier.from_file(path, device=TEST_DEVICE)
+    classifier = PromptClassifier.from_pretrained(path, device=TEST_DEVICE)
     assert classifier.prompt.demonstrations is not None and classifier.prompt.inference_samples == 2
     expected = torch.softmax(torch.as_tensor(in_memory.scores), -1).numpy()
     np.testing.assert_allclose(classifier.probabilities(dev), expected, atol=1e-5)
@@ -289,7 +292,7 @@ def test_export_restores_the_pool_of_a_prompt_written_without_it(exported_with_d
            "demonstrations": {k: v for k, v in complete["demonstrations"].items() if k not in ("pool", "seed")}}
     best.write_text(json.dumps(old))
     with pytest.raises(UserError, match="demonstrations.pool is missing"):
-        PromptClassifier.from_file(best, device=TEST_DEVICE)
+        PromptClassifier.from_pretrained(best, device=TEST_DEVICE)
     assert main(["export", "--out", str(folder)]) == 0
     restored = json.loads(best.read_text())
     assert restored["schema_version"] == 2 and restored["demonstrations"] == complete["demonstrations"]
@@ -330,7 +333,7 @@ def test_predict_reads_stdin_and_prints_labels_with_probabilities(exported, monk
     capsys.readouterr()
     assert main(["predict", "--prompt", str(exported), "--device", TEST_DEVICE]) == 0
     parsed = _parse_tsv_predictions(capsys.readouterr().out)
-    expected = PromptClassifier.from_file(exported, device=TEST_DEVICE).predict([Example((t,)) for t in TEXTS])
+    expected = PromptClassifier.from_pretrained(exported, device=TEST_DEVICE).predict([Example((t,)) for t in TEXTS])
     assert [p[2] for p in parsed] == TEXTS
     for (label, probabilities, _), (expected_label, expected_probabilities) in zip(parsed, expected):
         assert set(probabilities) == {"0", "1"} and sum(probabilities.values()) == pytest.approx(1, abs=1e-3)

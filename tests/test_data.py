@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autoprompt_search.data import lmbff as data
+from autoprompt_search.data import folders as data
 from autoprompt_search.data import (
     limit_examples,
     LMBFF_SEED_ORDER,
@@ -388,7 +388,7 @@ def test_hub_offline_failure_says_to_use_data_dir(monkeypatch):
 
 def test_hub_offline_mode_fails_with_user_error(tmp_path):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
-    script = ("from autoprompt_search.data.lmbff import load_hub_split\n"
+    script = ("from autoprompt_search.data import load_hub_split\n"
               "from autoprompt_search.errors import UserError\n"
               "try:\n    load_hub_split('RTE', 'test', cache_dir=r'%s')\n"
               "except UserError as e:\n    print('USERERROR', e)\n") % tmp_path

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoprompt_search.demonstrations.sampler import DEMO_LENGTH_DEFAULTS
+from autoprompt_search.demonstrations.lengths import DEMO_LENGTH_DEFAULTS
 from autoprompt_search.demonstrations import (
     DemonstrationConfig,
     DemonstrationSampler,

@@ -7,7 +7,11 @@ import random
 import pytest
 import torch
 
-from autoprompt_search.auto_template import generators as gen_mod
+from autoprompt_search import models as models_mod
+from autoprompt_search.auto_template import base as base_mod
+from autoprompt_search.auto_template import beam as beam_mod
+from autoprompt_search.auto_template import causal as causal_mod
+from autoprompt_search.auto_template import formats as formats_mod
 from autoprompt_search.errors import UserError
 from autoprompt_search.auto_template import (
     CausalGenerator,
@@ -71,8 +75,8 @@ def t5_model(t5_tokenizer):
     rng = random.Random(1)
     for _ in range(40):
         pairs = [_span_training_pair(t5_tokenizer, rng) for _ in range(16)]
-        sources, _ = gen_mod.pad_sequences([p[0] for p in pairs], 0)
-        targets, target_mask = gen_mod.pad_sequences([p[1] for p in pairs], 0)
+        sources, _ = models_mod.pad_sequences([p[0] for p in pairs], 0)
+        targets, target_mask = models_mod.pad_sequences([p[1] for p in pairs], 0)
         labels = targets.masked_fill(target_mask == 0, -100)
         loss = model(input_ids=sources, attention_mask=(sources != 0).long(), labels=labels).loss
         optimizer.zero_grad()
@@ -120,7 +124,7 @@ def causal_model(causal_tokenizer):
                 f"{_sentence(rng)[:-1].strip()} {label}{rng.choice([',', ''])} {_sentence(rng)}\n",
             ]))
         ids = [[causal_tokenizer.bos_token_id] + causal_tokenizer(line).input_ids for line in lines]
-        batch, mask = gen_mod.pad_sequences(ids, causal_tokenizer.pad_token_id)
+        batch, mask = models_mod.pad_sequences(ids, causal_tokenizer.pad_token_id)
         loss = model(input_ids=batch, attention_mask=mask, labels=batch.masked_fill(mask == 0, -100)).loss
         optimizer.zero_grad()
         loss.backward()
@@ -204,10 +208,10 @@ def test_causal_templates_valid(causal_model, causal_tokenizer):
 
 def _candidate_tokens(generator, task_name: str, fmt: str, examples) -> list[tuple[int, ...]]:
     task = get_task(task_name)
-    words = gen_mod._label_words_of(task, examples, None)
+    words = base_mod._label_words_of(task, examples, None)
     root, advance, rules = generator._search_parts(task, examples, words, fmt, True)
-    candidates = gen_mod._beam_search(root, advance, rules, generator.beam_width, generator.max_steps,
-                                      gen_mod._select_fast, "", False)
+    candidates = beam_mod._beam_search(root, advance, rules, generator.beam_width, generator.max_steps,
+                                       beam_mod._select_fast, "", False)
     return [c.tokens for c in candidates]
 
 
@@ -222,7 +226,7 @@ def test_forbidden_tokens_never_appear(t5_model, t5_tokenizer):
     restricted = T5Generator(t5_model, t5_tokenizer, beam_width=8, max_steps=7, forbidden_token_ids=forbidden)
     for tokens in _candidate_tokens(restricted, "SST-2", "A", examples):
         assert not set(tokens) & set(frequent)
-        dots = set(gen_mod._dot_ids(restricted.texts))
+        dots = set(formats_mod._dot_ids(restricted.texts))
         assert not any(a in dots and b in dots for a, b in zip(tokens, tokens[1:]))
     assert restricted.generate("SST-2", examples, formats=["A"], progress=False)
 
@@ -233,7 +237,7 @@ def _greedy_t5(model, tokenizer, generator: T5Generator, inputs: list[list[int]]
     eos = tokenizer.eos_token_id
     forbidden = set(default_forbidden_token_ids(tokenizer, generator.vocab_size))
     dots = {i for i, text in enumerate(generator.texts) if text.strip() == "."}
-    ids, mask = gen_mod.pad_sequences(inputs, 0)
+    ids, mask = models_mod.pad_sequences(inputs, 0)
     decoded, span, total = [0, sentinel[0]], 1, 0.0
     for _ in range(generator.max_steps):
         with torch.no_grad():
@@ -259,7 +263,7 @@ def test_beam_width_one_is_greedy(t5_model, t5_tokenizer):
     task, examples = get_task("SST-2"), _examples("SST-2", 6)
     generator = T5Generator(t5_model, t5_tokenizer, beam_width=1, max_steps=10)
     result = generator.generate(task, examples, formats=["A"], progress=False)
-    words = gen_mod._label_words_of(task, examples, None)
+    words = base_mod._label_words_of(task, examples, None)
     tokens, score = _greedy_t5(t5_model, t5_tokenizer, generator, generator.encoder_inputs(task, examples, words, "A"))
     assert tokens, "greedy decoding did not finish both spans"
     cut = tokens.index(t5_tokenizer.convert_tokens_to_ids("<extra_id_1>"))
@@ -287,7 +291,7 @@ def test_t5_inputs_follow_lmbff_formats(t5_model, t5_tokenizer):
 
 def test_regression_labels_pick_the_pole(t5_model, t5_tokenizer):
     task = get_task("STS-B")
-    words = gen_mod._label_words_of(task, [Example(("a", "b"), 0.5), Example(("a", "b"), 4.0)], None)
+    words = base_mod._label_words_of(task, [Example(("a", "b"), 0.5), Example(("a", "b"), 4.0)], None)
     assert words == [task.label_words["0"], task.label_words["1"]]
 
 
@@ -326,20 +330,20 @@ def _improbable_label_search(banked: bool, width: int = 3, steps: int = 6) -> li
     """A beam search over fixed scores where writing a token costs 1 and placing the label word (ending
     span 1) costs 5: a plain LM finds the label word improbable after most text."""
     vocab = 6
-    rules = gen_mod._Rules(torch.zeros((2, vocab), dtype=torch.bool), torch.tensor([], dtype=torch.long),
-                           max_span2_tokens=2, banked=banked)
+    rules = beam_mod._Rules(torch.zeros((2, vocab), dtype=torch.bool), torch.tensor([], dtype=torch.long),
+                            max_span2_tokens=2, banked=banked)
 
     def scores(items):  # costs grow with the position by irrational steps: no two candidates tie
         ext = torch.stack([-1.0 - 0.1 * torch.arange(vocab, dtype=torch.float64) - 2 ** 0.5 / 100 * len(c.tokens)
                            for c in items])
-        end = torch.tensor([-5.0 - 3 ** 0.5 / 1000 * len(c.tokens) if c.stage == gen_mod._SPAN1 else -0.5
+        end = torch.tensor([-5.0 - 3 ** 0.5 / 1000 * len(c.tokens) if c.stage == beam_mod._SPAN1 else -0.5
                             for c in items], dtype=torch.float64)
         return ext, end
 
-    root = lambda: scores([gen_mod._Candidate((), gen_mod._SPAN1, 0.0)])  # noqa: E731
+    root = lambda: scores([beam_mod._Candidate((), beam_mod._SPAN1, 0.0)])  # noqa: E731
     advance = lambda parents, items: scores(items)  # noqa: E731
-    fast = gen_mod._beam_search(root, advance, rules, width, steps, gen_mod._select_fast, "", False)
-    reference = gen_mod._beam_search(root, advance, rules, width, steps, gen_mod._select_reference, "", False)
+    fast = beam_mod._beam_search(root, advance, rules, width, steps, beam_mod._select_fast, "", False)
+    reference = beam_mod._beam_search(root, advance, rules, width, steps, beam_mod._select_reference, "", False)
     assert [(c.tokens, c.score) for c in fast] == [(c.tokens, c.score) for c in reference]
     return fast
 
@@ -349,10 +353,10 @@ def test_improbable_label_word_still_finishes_templates():
     # looks cheaper, and the last step drops every unfinished candidate.
     assert _improbable_label_search(banked=False) == []
     finished = _improbable_label_search(banked=True)
-    assert finished and all(gen_mod.LABEL_MARK in c.tokens and gen_mod.END_MARK in c.tokens for c in finished)
+    assert finished and all(beam_mod.LABEL_MARK in c.tokens and beam_mod.END_MARK in c.tokens for c in finished)
     assert [c.score for c in finished] == sorted((c.score for c in finished), reverse=True)
     # The best finished candidate places the label word at once and ends right after it (every token costs).
-    assert finished[0].tokens == (gen_mod.LABEL_MARK, gen_mod.END_MARK)
+    assert finished[0].tokens == (beam_mod.LABEL_MARK, beam_mod.END_MARK)
     assert finished[0].score == pytest.approx(-5.5)
 
 
@@ -396,9 +400,9 @@ def test_causal_fast_matches_reference_in_small_row_groups(causal_model, causal_
 def test_causal_token_budget_bounds_every_forward(causal_model, causal_tokenizer):
     generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=3, max_steps=4, max_batch_tokens=120)
     task, examples = get_task("RTE"), _examples("RTE", 7, seed=5)
-    prefixes, word_ids, endings = generator.sequences(task, examples, gen_mod._label_words_of(task, examples, None),
+    prefixes, word_ids, endings = generator.sequences(task, examples, base_mod._label_words_of(task, examples, None),
                                                       "pair")
-    state = gen_mod._CausalFastState(generator, prefixes, word_ids, endings)
+    state = causal_mod._CausalFastState(generator, prefixes, word_ids, endings)
     for n_items, fed in [(1, 1), (3, 2), (6, 5)]:
         groups = state._groups(n_items, fed)
         assert [i for g in groups for i in g] == list(range(len(prefixes)))
@@ -412,10 +416,10 @@ def test_causal_root_scores_are_summed_log_probabilities(causal_model, causal_to
     """The fast root step against a plain per-example forward: sum over examples of log P(token | prefix)."""
     task, examples = get_task("SST-2"), _examples("SST-2", 5)
     generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=2, max_steps=2)
-    words = gen_mod._label_words_of(task, examples, None)
+    words = base_mod._label_words_of(task, examples, None)
     prefixes, word_ids, endings = generator.sequences(task, examples, words, "A")
     with torch.inference_mode():
-        ext, end = gen_mod._CausalFastState(generator, prefixes, word_ids, endings).root()
+        ext, end = causal_mod._CausalFastState(generator, prefixes, word_ids, endings).root()
     expected_ext = torch.zeros(generator.vocab_size, dtype=torch.float64)
     expected_end = 0.0
     with torch.no_grad():

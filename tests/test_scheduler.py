@@ -24,12 +24,12 @@ from autoprompt_search.search import (
     SerialExecutor,
     Study,
     SuccessiveHalving,
-    SyntheticEvaluator,
     describe_plan,
     make_executor,
     run_search,
     top_candidates,
 )
+from synthetic import SyntheticEvaluator
 
 SEEDS = (13, 21, 42, 87, 100)
 
@@ -283,15 +283,16 @@ def test_ray_missing_is_a_user_error(tmp_path):
 
 SEARCH_SCRIPT = textwrap.dedent("""
     import sys
-    from autoprompt_search.search.leaderboard import Leaderboard
-    from autoprompt_search.search.scheduler import SuccessiveHalving, SyntheticEvaluator, run_search
+    sys.path.insert(0, TESTS_DIR)
+    from autoprompt_search.search import Leaderboard, SuccessiveHalving, run_search
+    from synthetic import SyntheticEvaluator
 
     board_path, log_path, sleep_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
     pool = [{"template": f"t{i}", "label_words": {"0": "no", "1": "yes"}} for i in range(9)]
     strategy = SuccessiveHalving(min_steps=2, max_steps=6, seeds=(1, 2, 3), eta=3)
     evaluator = SyntheticEvaluator(sleep_s=sleep_s, call_log=log_path)
     run_search(pool, strategy, evaluator, Leaderboard(board_path), "cfg", progress=False)
-""")
+""").replace("TESTS_DIR", repr(str(Path(__file__).resolve().parent)))
 
 
 def run_script(script: Path, board: Path, log: Path, sleep_s: float, tag: str) -> subprocess.Popen:

@@ -305,7 +305,7 @@ def test_dask_cluster_gives_the_same_leaderboard_as_the_serial_run(first_run, ma
                                     "--scheduler", cluster.scheduler_address))
         with distributed.Client(cluster.scheduler_address) as client:
             worker_state = client.run(lambda: sorted(
-                __import__("autoprompt_search.search.scheduler", fromlist=["_"])._PROCESS_STATE))
+                __import__("autoprompt_search.search.trial", fromlist=["_"])._PROCESS_STATE))
     assert code == 0
     # The evaluator loaded its backbone in the worker process, so the evaluations ran there.
     assert any("PromptEvaluator" in key for keys in worker_state.values() for key in keys)

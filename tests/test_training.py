@@ -197,3 +197,20 @@ def test_paper_config_and_round_trip():
     assert (paper.steps, paper.batch_size, paper.lr, paper.eval_every, paper.seed) == (1000, 8, 1e-5, 100, 13)
     assert TrainConfig.from_dict(paper.to_dict()) == paper
     assert replace(paper, steps=5).steps == 5
+
+
+def test_learning_rate_warms_up_from_zero_then_decays_linearly_to_zero(fresh_tiny_causal, toy_sentiment):
+    train, _ = toy_sentiment
+    result = fine_tune(fresh_tiny_causal, SST2, _prompt(), train, None,
+                       _config(steps=8, lr=1e-3, warmup_ratio=0.25), progress=False)
+    rates = result.learning_rates
+    assert len(rates) == 8
+    # 2 warmup steps: 0, then half the peak; then the decay from the peak over the remaining 6 steps.
+    np.testing.assert_allclose(rates[:2], [0.0, 5e-4], rtol=1e-6)
+    np.testing.assert_allclose(rates[2:], [1e-3 * (8 - s) / 6 for s in range(2, 8)], rtol=1e-6)
+
+
+def test_without_warmup_the_rate_decays_from_the_peak(fresh_tiny_causal, toy_sentiment):
+    train, _ = toy_sentiment
+    result = fine_tune(fresh_tiny_causal, SST2, _prompt(), train, None, _config(steps=4, lr=1e-3), progress=False)
+    np.testing.assert_allclose(result.learning_rates, [1e-3, 7.5e-4, 5e-4, 2.5e-4], rtol=1e-6)

@@ -1,12 +1,6 @@
-"""Export and predict: the best prompt as a file, classifying new texts with it."""
-from .predict import (
-    with_exported_demonstrations,
-    read_inputs,
-    PromptClassifier,
-)
+"""Export and predict: the best prompt of a search as a file, and reading the texts to classify with it
+(the classifier itself is `training.PromptClassifier`)."""
+from .exporting import export_best, open_leaderboard
+from .predict import read_inputs
 
-__all__ = [
-    'with_exported_demonstrations',
-    'read_inputs',
-    'PromptClassifier',
-]
+__all__ = ["export_best", "open_leaderboard", "read_inputs"]

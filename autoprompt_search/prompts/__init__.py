@@ -1,14 +1,6 @@
 """Prompts as data: template syntax and rendering, verbalizers, the exported prompt file."""
-from .template import (
-    SPECIALS,
-    Part,
-    Template,
-    Block,
-    Rendered,
-    word_in_context,
-    render_blocks,
-    load_template_lines,
-)
+from .template import SPECIALS, Part, Template, load_template_lines
+from .rendering import Block, Rendered, render_blocks, word_in_context
 from .truncation import SentenceLimits, truncate_to_tokens
 from .verbalizer import (
     Verbalizer,

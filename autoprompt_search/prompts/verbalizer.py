@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..tasks import TaskSpec
-from .template import word_in_context
+from .rendering import word_in_context
 
 
 @dataclass(frozen=True)

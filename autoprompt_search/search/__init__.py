@@ -1,8 +1,5 @@
 """The search: candidates, their evaluator, strategies, executors, the study and its leaderboard."""
-from .leaderboard import (
-    DEFAULT_FILENAME,
-    SCHEMA_VERSION,
-    BUSY_TIMEOUT_MS,
+from .records import (
     canonical_json,
     sha256_of,
     candidate_id,
@@ -11,12 +8,16 @@ from .leaderboard import (
     Evaluation,
     RankedCandidate,
     rank_key,
-    Leaderboard,
     aggregate,
     describe_candidate,
 )
-from .scheduler import (
-    FIRST_RUNG_MODES,
+from .leaderboard import (
+    DEFAULT_FILENAME,
+    SCHEMA_VERSION,
+    BUSY_TIMEOUT_MS,
+    Leaderboard,
+)
+from .trial import (
     EvalOutcome,
     Job,
     JobResult,
@@ -24,7 +25,9 @@ from .scheduler import (
     process_local,
     clear_process_state,
     LazyEvaluator,
-    SyntheticEvaluator,
+)
+from .strategies import (
+    FIRST_RUNG_MODES,
     Rung,
     Strategy,
     top_candidates,
@@ -32,6 +35,8 @@ from .scheduler import (
     SuccessiveHalving,
     describe_plan,
     total_training_steps,
+)
+from .executors import (
     Executor,
     SerialExecutor,
     JoblibExecutor,
@@ -39,6 +44,8 @@ from .scheduler import (
     RayExecutor,
     EXECUTORS,
     make_executor,
+)
+from .study import (
     RungResult,
     SearchResult,
     unique_candidates,
@@ -51,20 +58,28 @@ from .plots import (
     rung_curves,
     plot_leaderboard,
 )
-from .pipeline import (
+from .candidates import (
     DEMO_MODES,
     make_candidate,
     candidate_grid,
+)
+from .evaluator import (
     EvaluatorSettings,
     PromptEvaluator,
     load_task,
-    fine_tuned_backbone,
+    fine_tuned_classifier,
+)
+from .options import (
     SearchOptions,
     make_strategy,
+    search_executor,
+)
+from .sources import (
     generate_templates,
     search_mappings,
     build_candidates,
-    search_executor,
+)
+from .pipeline import (
     demonstration_section_for,
     run_pipeline,
 )
@@ -92,7 +107,6 @@ __all__ = [
     'process_local',
     'clear_process_state',
     'LazyEvaluator',
-    'SyntheticEvaluator',
     'Rung',
     'Strategy',
     'top_candidates',
@@ -122,7 +136,7 @@ __all__ = [
     'EvaluatorSettings',
     'PromptEvaluator',
     'load_task',
-    'fine_tuned_backbone',
+    'fine_tuned_classifier',
     'SearchOptions',
     'make_strategy',
     'generate_templates',

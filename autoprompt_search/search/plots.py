@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .leaderboard import Evaluation, Leaderboard, describe_candidate
+from .leaderboard import Leaderboard
+from .records import Evaluation, describe_candidate
 
 MAX_LABELLED_SURVIVORS = 5
 

@@ -27,8 +27,11 @@ from .baselines import (
     in_context_prompt,
     evaluate_in_context,
 )
+from .classifier import PromptClassifier, as_example
 
 __all__ = [
+    'PromptClassifier',
+    'as_example',
     'in_context_demonstrations',
     'UNBOUNDED_LENGTH',
     'prompt_token_count',

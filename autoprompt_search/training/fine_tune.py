@@ -11,12 +11,13 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
 
 from ..demonstrations import inference_rng
 from ..errors import UserError
@@ -89,6 +90,7 @@ class TrainResult:
     seconds: float = 0.0
     seconds_per_step: float = 0.0
     history: list[tuple[int, float]] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)  # the rate each step was taken with
 
 
 def set_seed(seed: int) -> None:
@@ -202,9 +204,9 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
     model = backbone.model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
-    warmup = int(config.warmup_ratio * config.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - step / max(1, config.steps)))
+    # Linear warmup from 0, then linear decay to 0 (warmup precedes the decay, as in LM-BFF's trainer).
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
+    learning_rates: list[float] = []
     indices = list(range(len(train)))
     order: list[int] = []
     losses: list[float] = []
@@ -234,6 +236,7 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
         loss.backward()
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        learning_rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -255,4 +258,5 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
         dev_result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
     test_result = evaluate(backbone, task, prompt, test, desc="test", progress=progress, **eval_kwargs) if test else None
     return TrainResult(dev_result, test_result, best_step if dev else config.steps, config.steps, losses,
-                       time.perf_counter() - start, train_seconds / max(1, config.steps), history)
+                       time.perf_counter() - start, train_seconds / max(1, config.steps), history,
+                       learning_rates)

@@ -1,0 +1,165 @@
+"""Step 2, accuracy: the exact top-n assignments by branch and bound over bitsets of training examples."""
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .results import Assignment
+
+_BITS = 64
+
+
+def _pack_bits(flags: np.ndarray, words: int) -> np.ndarray:
+    """Boolean [..., n] -> uint64 [..., words], example j in bit j % 64 of word j // 64."""
+    packed = np.packbits(flags, axis=-1, bitorder="little")
+    padded = np.zeros(flags.shape[:-1] + (words * 8,), dtype=np.uint8)
+    padded[..., :packed.shape[-1]] = packed
+    return padded.view(np.uint64)
+
+
+def _popcount(bits: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(bits).sum(axis=-1, dtype=np.int64)
+
+
+class _AccuracyBranchAndBound:
+    """Exact top-n assignments by training accuracy.
+
+    Notation: classes are assigned in order 0, 1, ..., C-1. S_g[i, a] is the log-probability of class
+    g's candidate a on example i. Examples are grouped by gold class; a set of examples of group g is a
+    bitset. For every ordered class pair (g, c), beats[g][c][b, a] is the set of examples of group g
+    where S_g[., a] > S_c[., b] (strictly; stored opponent candidate first), so the examples an
+    assignment gets right are, per group g, the intersection over c != g of beats[g][c][w_c, w_g];
+    the score is the sum of their sizes.
+
+    Upper bound of a partial assignment (classes < m fixed) over all of its completions, summed over
+    groups, each group relaxed on its own:
+      - group g < m (word fixed): the examples its word already beats against the fixed words, and that
+        it beats against the *lowest* candidate of every unassigned class (`beats_min`);
+      - group g >= m: the best single candidate a of g: the examples where a beats every fixed word and
+        the lowest candidate of every other unassigned class.
+    Every term can only grow under these relaxations (a group may pick its own completion, unassigned
+    opponents are replaced by their weakest candidate, distinctness is ignored), so the bound is
+    admissible; for a complete assignment it equals the score.
+
+    Search: depth-first, children in order of decreasing bound, keeping the best n found so far in a
+    heap. A node is pruned when even its best conceivable result -- score = bound, ranks = its prefix
+    followed by zeros -- would rank below the current n-th best under (score desc, ranks asc). That
+    is the order of the final answer, so nothing that belongs to the top n is ever pruned.
+    """
+
+    def __init__(self, logprobs: np.ndarray, labels: np.ndarray, candidates: list[list[int]]):
+        self.candidates = candidates
+        self.num_classes = len(candidates)
+        self.num_examples = logprobs.shape[0]
+        self.token_ids = [np.asarray(c, dtype=np.int64) for c in candidates]
+        groups = [np.nonzero(labels == g)[0] for g in range(self.num_classes)]
+        self.group_words = [max(1, -(-len(rows) // _BITS)) for rows in groups]
+        self.beats = [[None] * self.num_classes for _ in range(self.num_classes)]
+        self.beats_min = [[None] * self.num_classes for _ in range(self.num_classes)]
+        for g, rows in enumerate(groups):
+            own = logprobs[np.ix_(rows, self.token_ids[g])]  # [N_g, k_g]
+            for c in range(self.num_classes):
+                if c == g:
+                    continue
+                other = logprobs[np.ix_(rows, self.token_ids[c])]  # [N_g, k_c]
+                flags = own.T[:, None, :] > other.T[None, :, :]  # [k_g, k_c, N_g]
+                # Stored with the opponent's candidate first: children index it by that candidate.
+                self.beats[g][c] = np.ascontiguousarray(_pack_bits(flags, self.group_words[g]).transpose(1, 0, 2))
+                lowest = other.min(axis=1)
+                self.beats_min[g][c] = _pack_bits(own.T > lowest[None, :], self.group_words[g])
+        everyone = [_pack_bits(np.ones(len(rows), dtype=bool), w) for rows, w in zip(groups, self.group_words)]
+        self.everyone = everyone
+        # beats_rest[m][g][a]: examples where g's candidate a beats the lowest candidate of every class
+        # >= m other than g.
+        self.beats_rest = []
+        for m in range(self.num_classes + 1):
+            per_group = []
+            for g in range(self.num_classes):
+                bits = np.broadcast_to(everyone[g], (len(candidates[g]), self.group_words[g])).copy()
+                for f in range(m, self.num_classes):
+                    if f != g:
+                        bits &= self.beats_min[g][f]
+                per_group.append(bits)
+            self.beats_rest.append(per_group)
+
+    # -- the top-n heap: entries (correct, negated ranks, word ids); the root is the n-th best -------
+    def _worst_key(self):
+        correct, negated, _ = self.heap[0]
+        return correct, tuple(-r for r in negated)
+
+    def _prunable(self, bound: int, prefix: tuple[int, ...]) -> bool:
+        if len(self.heap) < self.n:
+            return False
+        worst_correct, worst_ranks = self._worst_key()
+        return bound < worst_correct or (bound == worst_correct and prefix > worst_ranks[:len(prefix)])
+
+    def _offer(self, correct: int, ranks: tuple[int, ...]) -> None:
+        entry = (correct, tuple(-r for r in ranks), tuple(int(self.token_ids[c][r]) for c, r in enumerate(ranks)))
+        if len(self.heap) < self.n:
+            heapq.heappush(self.heap, entry)
+        elif entry[:2] > self.heap[0][:2]:
+            heapq.heapreplace(self.heap, entry)
+
+    # -- search -----------------------------------------------------------------------------------
+    def _children(self, m: int, ranks: tuple[int, ...], used: set[int], fixed: list[np.ndarray],
+                  open_sets: list[np.ndarray | None]):
+        """Bounds of assigning each still-free candidate b of class m, and the children's states.
+        fixed[g] (g < m): group g's examples still right given the fixed words, [W_g].
+        open_sets[g] (g >= m): per candidate a of g, examples where a beats every fixed word, [k_g, W_g]."""
+        free = np.array([b for b, t in enumerate(self.candidates[m]) if t not in used], dtype=np.int64)
+        if free.size == 0:
+            return free, None, None, None
+        rest = self.beats_rest[m + 1]
+        bounds = np.zeros(free.size, dtype=np.int64)
+        child_fixed = []
+        for g in range(m):
+            bits = fixed[g][None, :] & self.beats[g][m][free, ranks[g]]  # [B, W_g]
+            bounds += _popcount(bits & rest[g][ranks[g]][None, :])
+            child_fixed.append(bits)
+        own = open_sets[m][free]  # [B, W_m]
+        bounds += _popcount(own & rest[m][free])
+        child_fixed.append(own)
+        child_open = []
+        for g in range(m + 1, self.num_classes):
+            bits = open_sets[g][None, :, :] & self.beats[g][m][free]  # [B, k_g, W_g]
+            bounds += _popcount(bits & rest[g][None, :, :]).max(axis=1)
+            child_open.append(bits)
+        return free, bounds, child_fixed, child_open
+
+    def _search(self, m: int, ranks: tuple[int, ...], used: set[int], fixed: list[np.ndarray],
+                open_sets: list[np.ndarray | None], progress=None) -> None:
+        free, bounds, child_fixed, child_open = self._children(m, ranks, used, fixed, open_sets)
+        self.expanded += 1
+        if free.size == 0:
+            return
+        self.bounded += free.size
+        order = np.lexsort((free, -bounds))
+        last = m == self.num_classes - 1
+        for j in order:
+            b, bound = int(free[j]), int(bounds[j])
+            prefix = ranks + (b,)
+            if self._prunable(bound, prefix):
+                break  # children come in key order and the threshold only rises: the rest fail too
+            if last:
+                self._offer(bound, prefix)  # a complete assignment's bound is its score
+                continue
+            next_open = [None] * (m + 1) + [bits[j] for bits in child_open]
+            self._search(m + 1, prefix, used | {self.candidates[m][b]},
+                         [bits[j] for bits in child_fixed], next_open)
+            if progress is not None:
+                progress.update(1)
+
+    def run(self, n: int, progress: bool = False) -> list[Assignment]:
+        self.n = n
+        self.heap: list = []
+        self.expanded = 0  # nodes whose children were bounded
+        self.bounded = 0  # child bounds computed
+        open_sets = [np.broadcast_to(self.everyone[g], (len(self.candidates[g]), self.group_words[g])).copy()
+                     for g in range(self.num_classes)]
+        with tqdm(total=len(self.candidates[0]), desc="label search", leave=False, disable=not progress) as bar:
+            self._search(0, (), set(), [], open_sets, bar)
+        ordered = sorted(self.heap, key=lambda e: (-e[0], tuple(-r for r in e[1])))
+        return [Assignment(words, correct / self.num_examples, tuple(-r for r in negated), correct)
+                for correct, negated, words in ordered]

@@ -1,0 +1,47 @@
+"""`search-templates labels`: automatic label-word search (LM-BFF auto-L)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import add_model_arguments, add_task_arguments, read_templates, resolve_task
+
+
+def build_labels_parser(sub) -> None:
+    parser = sub.add_parser("labels", help="automatic label-word search (LM-BFF auto-L)")
+    add_task_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument("--seed", type=int, default=13, help="which k-shot split to search on")
+    parser.add_argument("--template", action="append", help="template (default: the task's manual one)")
+    parser.add_argument("--label-k", type=int, default=100, help="candidate words per class (LM-BFF: 100)")
+    parser.add_argument("-n", "--n-mappings", type=int, default=10, help="mappings to keep (LM-BFF: 100)")
+    parser.add_argument("--seed-words", help="JSON label -> word; with --neighbours keeps only their nearest tokens")
+    parser.add_argument("--neighbours", type=int, help="nearest-neighbour filter size (LM-BFF's TREC setting)")
+    parser.add_argument("--output", help="write the ranked mappings as JSON here")
+    parser.set_defaults(func=run_labels)
+
+
+def run_labels(args) -> int:
+    from ..models import load_backbone, quiet_transformers
+    from ..data import load_split
+    from ..auto_label import search_label_words
+    from ..prompts import parse_mapping_text
+
+    quiet_transformers()
+    task = resolve_task(args.task)
+    template = read_templates(args, task)[0]
+    train = load_split(task, "train", data_dir=args.data_dir, k=args.k, seed=args.seed)
+    backbone = load_backbone(args.model, device=args.device, max_length=args.max_length)
+    seed_words = parse_mapping_text(args.seed_words, source="--seed-words") if args.seed_words else None
+    result = search_label_words(backbone, task, template, train, k=args.label_k, n=args.n_mappings,
+                                seed_words=seed_words, neighbours=args.neighbours)
+    records = []
+    for rank, assignment in enumerate(result.assignments, start=1):
+        words = assignment.label_words(task.labels, backbone.token_to_word)
+        records.append({"rank": rank, "label_words": words, "train_" + result.metric: assignment.score})
+        print(f"{rank:3d}  {result.metric} {assignment.score:.4f}  {json.dumps(words, ensure_ascii=False)}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"task": task.name, "model": args.model, "template": template.to_lmbff(),
+                                                 "mappings": records}, indent=2, ensure_ascii=False), encoding="utf-8")
+        print(f"wrote {args.output}")
+    return 0

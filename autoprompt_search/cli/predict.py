@@ -1,0 +1,34 @@
+"""`search-templates predict`: classify texts with an exported prompt."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def build_predict_parser(sub) -> None:
+    parser = sub.add_parser("predict", help="classify texts with an exported prompt")
+    parser.add_argument("--prompt", required=True, help="the exported prompt JSON")
+    parser.add_argument("--input", default="-", help="text file, one example per line (pairs: tab-separated); - for stdin")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--format", choices=["tsv", "jsonl"], default="tsv", help="output format")
+    parser.set_defaults(func=run_predict)
+
+
+def run_predict(args) -> int:
+    from ..models import quiet_transformers
+    from ..export import read_inputs
+    from ..training import PromptClassifier
+
+    quiet_transformers()
+    classifier = PromptClassifier.from_pretrained(args.prompt, device=args.device)
+    examples = read_inputs(sys.stdin if args.input == "-" else args.input, classifier.task.num_sentences,
+                           source="stdin" if args.input == "-" else args.input)
+    for example, (label, probabilities) in zip(examples, classifier.predict(examples, batch_size=args.batch_size)):
+        if args.format == "jsonl":
+            print(json.dumps({"text": list(example.texts), "label": label, "probabilities": probabilities},
+                             ensure_ascii=False))
+        else:
+            probs = " ".join(f"{k}={v:.4f}" for k, v in probabilities.items())
+            print(f"{label}\t{probs}\t" + "\t".join(example.texts))
+    return 0

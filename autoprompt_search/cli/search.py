@@ -1,0 +1,94 @@
+"""`search-templates search` (the default command): options from flags and a config file, then the whole search."""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def _read_config_file(path: str) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"config file {file} does not exist")
+    text = file.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise UserError(f"config file {file}: {error}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {file}: expected a table/object of options")
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def build_search_parser(sub) -> None:
+    from ..search import SearchOptions
+
+    d = SearchOptions(task="")
+    parser = sub.add_parser("search", help="run the whole LM-BFF search (the default command)")
+    parser.add_argument("--config", help="TOML or JSON file of options (command-line flags override it)")
+    parser.add_argument("--task", help="task name or custom task JSON file")
+    parser.add_argument("--data-dir", help="LM-BFF data folder (default: $AUTOPROMPT_DATA_DIR, else ../shared/data/lmbff)")
+    parser.add_argument("--k", type=int, help=f"examples per class (default {d.k})")
+    parser.add_argument("--model", help=f"backbone (default {d.model}; e.g. roberta-large with a network)")
+    parser.add_argument("--generator", help="template generator: auto (T5 if available offline, else the "
+                        "backbone), causal, none, or a T5 model name/folder")
+    parser.add_argument("--seeds", type=int, nargs="+", help=f"k-shot split seeds (default {list(d.seeds)})")
+    parser.add_argument("--out", help="output folder (default runs/<task>)")
+    parser.add_argument("--n-templates", type=int, help=f"generated templates to evaluate (default {d.n_templates})")
+    parser.add_argument("--beam-width", type=int, help=f"generator beam width (default {d.beam_width}; LM-BFF 100)")
+    parser.add_argument("--generator-steps", type=int, help="generator decoding steps (default 18 for T5, 10 causal)")
+    parser.add_argument("--template-screening", choices=["zero_shot", "score"],
+                        help="generated templates kept: best zero-shot dev metric among all generated (default) "
+                             "or best generation score")
+    parser.add_argument("--n-mappings", type=int, help=f"searched label-word mappings (default {d.n_mappings})")
+    parser.add_argument("--label-k", type=int, help=f"candidate words per class in label search (default {d.label_k}; LM-BFF 100)")
+    parser.add_argument("--template-file", dest="template_files", action="append", help="file of templates, one per line")
+    parser.add_argument("--mapping-file", dest="mapping_files", action="append", help="file of label-word mappings, one per line")
+    parser.add_argument("--demonstrations", nargs="+", choices=["off", "random", "filtered"],
+                        help="demonstration modes to try (default off)")
+    parser.add_argument("--filter-rate", dest="demo_filter_rate", type=float,
+                        help=f"filtered demonstrations: share of each class most similar to the query (default {d.demo_filter_rate})")
+    parser.add_argument("--inference-samples", dest="demo_inference_samples", type=int,
+                        help=f"demonstration sets averaged per query (default {d.demo_inference_samples}; LM-BFF 16)")
+    parser.add_argument("--demo-encoder", help=f"sentence encoder of filtered demonstrations (default {d.demo_encoder})")
+    parser.add_argument("--strategy", choices=["halving", "exhaustive"], help="budget strategy (default halving)")
+    parser.add_argument("--min-steps", type=int, help=f"steps of the first fine-tuning rung (default {d.min_steps})")
+    parser.add_argument("--max-steps", type=int, help=f"full training budget (default {d.max_steps}; paper 1000)")
+    parser.add_argument("--eta", type=float, help=f"halving rate (default {d.eta})")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default {d.lr}; paper 1e-5)")
+    parser.add_argument("--batch-size", type=int, help=f"training batch size (default {d.batch_size})")
+    parser.add_argument("--max-length", type=int, help=f"maximum prompt length (default {d.max_length})")
+    parser.add_argument("--jobs", type=int, help="parallel evaluations (default 1)")
+    parser.add_argument("--backend", choices=["loky", "dask", "ray", "serial"], help="parallel backend (default loky)")
+    parser.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --backend dask)")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--no-test", dest="test", action="store_false", default=None,
+                        help="do not score the test set at the final rung")
+    parser.add_argument("--test-limit", type=int, help="score a seeded random sample of N test examples")
+    parser.add_argument("--quiet", dest="progress", action="store_false", default=None, help="no progress bars")
+    parser.set_defaults(func=run_search_command)
+
+
+def search_options_from(args):
+    from ..search import SearchOptions
+
+    values = _read_config_file(args.config) if args.config else {}
+    for name in SearchOptions.__dataclass_fields__:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    if not values.get("task"):
+        raise UserError("--task is required (e.g. --task sst2), directly or in the --config file")
+    values.setdefault("out", f"runs/{Path(str(values['task'])).stem.lower()}")
+    return SearchOptions.from_dict(values, source=args.config or "command line")
+
+
+def run_search_command(args) -> int:
+    from ..models import quiet_transformers
+    from ..search import run_pipeline
+
+    quiet_transformers()
+    run_pipeline(search_options_from(args))
+    return 0

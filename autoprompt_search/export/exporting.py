@@ -1,0 +1,64 @@
+"""Export the best prompt of a finished search: best.json, its demonstration pool and an optional fine-tuned model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+from ..prompts import SCHEMA_VERSION, read_document, save_fine_tuned, write_document
+from ..search import EvaluatorSettings, Leaderboard, demonstration_section_for, fine_tuned_classifier
+
+
+def open_leaderboard(out: str) -> Leaderboard:
+    """The leaderboard of a search's output folder `out` (or `out` itself when it names the database file)."""
+    path = Path(out)
+    file = path / "leaderboard.sqlite" if path.is_dir() or not path.suffix else path
+    if not file.is_file():
+        raise UserError(f"no leaderboard at {file}; run a search with --out {out} first")
+    return Leaderboard(file)
+
+
+def export_best(out: str, *, fine_tune: bool, output: str | None = None) -> dict:
+    """Write the best prompt of the search in `out` to `output` (default OUT/best.json) and return the document.
+
+    With `fine_tune`, the backbone is fine-tuned with the best prompt on the first seed's split and saved
+    beside the JSON.
+    """
+    folder = Path(out)
+    best = folder / "best.json"
+    if not best.is_file():
+        raise UserError(f"{best} does not exist; run `search-templates --task ... --out {out}` first")
+    document = read_document(best).document
+    output = Path(output) if output else best
+    found_by = document["found_by"]
+    needs_pool = document["demonstrations"].get("mode", "off") != "off" and not document["demonstrations"].get("pool")
+    if fine_tune or needs_pool:
+        leaderboard = open_leaderboard(out)
+        rows = [r for r in leaderboard.rows(found_by["config_hash"]) if r.candidate_id == found_by["candidate_id"]]
+        if not rows:
+            raise UserError(f"{best}: its candidate is not in {folder / 'leaderboard.sqlite'}")
+        settings, candidate, seed = _stored_settings(leaderboard, found_by["config_hash"]), rows[0].candidate, found_by["seeds"][0]
+        if needs_pool:  # written before prompts carried their demonstration examples
+            document = {**document, "schema_version": SCHEMA_VERSION,
+                        "demonstrations": demonstration_section_for(settings, candidate, seed)}
+        if fine_tune:
+            classifier = fine_tuned_classifier(settings, candidate, seed, found_by["steps"])
+            model_folder = output.with_suffix("").name + "-model"
+            save_fine_tuned(classifier.backbone, output.parent / model_folder)
+            document = {**document, "fine_tuned_model": model_folder}
+    write_document(document, output)
+    return document
+
+
+def _stored_settings(leaderboard: Leaderboard, config_hash: str) -> EvaluatorSettings:
+    # The configuration itself is not stored per row; the search wrote it beside the database.
+    folder = Path(leaderboard.path).parent
+    config_file = folder / "search_config.json"
+    if not config_file.is_file():
+        raise UserError(f"{config_file} is missing; rerun the search to recreate it")
+    configs = json.loads(config_file.read_text(encoding="utf-8"))
+    if config_hash not in configs:
+        raise UserError(f"{config_file} has no configuration {config_hash[:12]}")
+    settings = EvaluatorSettings(**configs[config_hash]["settings"])
+    settings.cache_dir = settings.cache_dir or str(folder / "cache")
+    return settings

@@ -1,0 +1,154 @@
+"""The backbone interface: encoded prompts, padded batches, the shared `Backbone` base class and the
+helpers that read a model's output embedding."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..tasks import Example
+from ..prompts import Block, Template, Verbalizer
+from .sources import default_device
+
+
+@dataclass
+class Encoded:
+    """One prompt ready for a backbone. Masked LMs use `input_ids` and `mask_index`; causal LMs use
+    `input_ids` as the prefix and `continuations` (one token list per class)."""
+
+    input_ids: list[int]
+    mask_index: int
+    continuations: list[list[int]] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    mask_index: torch.Tensor | None = None
+    continuation_ids: torch.Tensor | None = None  # [B, C, M], right-padded
+    continuation_mask: torch.Tensor | None = None  # [B, C, M]
+
+    def to(self, device) -> "Batch":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return Batch(**moved)
+
+
+class _DecoderInput(Exception):
+    pass
+
+
+def output_projection(model) -> tuple[torch.Tensor, torch.Tensor | None]:
+    head = model.get_output_embeddings()
+    return head.weight, getattr(head, "bias", None)
+
+
+def features_before_output_layer(model, **inputs) -> torch.Tensor:
+    """Run the model up to, not through, its output embedding and return that layer's input: the
+    transformed hidden states [B, T, H]. Works for any head that ends in the output embedding."""
+    captured = {}
+
+    def grab(module, args):
+        captured["features"] = args[0]
+        raise _DecoderInput
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(grab)
+    try:
+        model(**inputs)
+    except _DecoderInput:
+        pass
+    finally:
+        handle.remove()
+    return captured["features"]
+
+
+class Backbone:
+    """Shared behaviour: templates + verbalizers -> encoded prompts -> class scores."""
+
+    kind = "base"
+
+    def __init__(self, model, tokenizer, *, name: str = "", device=None, max_length: int = 128):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model.to(self.device)
+        self.max_length = max_length
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+
+    # -- prompt construction ------------------------------------------------------------------
+    def blocks(self, example: Example, template: Template, verbalizer: Verbalizer,
+               demonstrations: Sequence[tuple[Example, int]] = ()) -> list[Block]:
+        query = Block(template, tuple(example.texts), demo_label_words=verbalizer.words)
+        demos = [Block(template, tuple(demo.texts), label_word=verbalizer.words[label], is_demonstration=True,
+                       demo_label_words=verbalizer.words)
+                 for demo, label in demonstrations]
+        return self.order_blocks(query, demos)
+
+    def order_blocks(self, query: Block, demos: list[Block]) -> list[Block]:
+        return [query, *demos]
+
+    def encode(self, example: Example, template: Template, verbalizer: Verbalizer,
+               demonstrations: Sequence[tuple[Example, int]] = (), max_length: int | None = None) -> Encoded:
+        raise NotImplementedError
+
+    def collate(self, items: Sequence[Encoded]) -> Batch:
+        raise NotImplementedError
+
+    def class_scores(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def label_position_logprobs(self, batch: Batch) -> torch.Tensor:
+        """Full-vocabulary log-probabilities at the label position, [B, V] (label-word search)."""
+        raise NotImplementedError
+
+    # -- helpers for label search -------------------------------------------------------------
+    def token_to_word(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id]).strip()
+
+    def word_token_mask(self) -> torch.Tensor:
+        """Tokens that are whole words as they follow a space (e.g. RoBERTa's 'Ġgreat', SentencePiece's
+        '▁great', BERT's non-'##' pieces), made of letters."""
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        allowed = torch.zeros(vocab_size, dtype=torch.bool)
+        special = set(self.tokenizer.all_special_ids)
+        tokens = self.tokenizer.convert_ids_to_tokens(list(range(min(vocab_size, len(self.tokenizer)))))
+        marks_spaces = any(t is not None and t.startswith(("Ġ", "▁")) for t in tokens)
+        for token_id, token in enumerate(tokens):
+            if token is None or token_id in special:
+                continue
+            allowed[token_id] = _is_word_start_token(token, marks_spaces)
+        return allowed
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
+
+    def parameters(self):
+        return self.model.parameters()
+
+
+def _is_word_start_token(token: str, vocab_marks_spaces: bool) -> bool:
+    """A token that begins a word: 'Ġgreat' / '▁great' in byte-BPE and SentencePiece vocabularies,
+    any alphabetic non-'##' piece in WordPiece ones (which have no space marker)."""
+    if token.startswith(("Ġ", "▁")):
+        return token[1:].isalpha()
+    if vocab_marks_spaces or token.startswith("##"):
+        return False
+    return token.isalpha()
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool = False):
+    """Token lists -> (ids, attention mask), padded on the right, or on the left for causal prefixes
+    whose last token must line up."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask

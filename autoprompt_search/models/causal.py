@@ -1,0 +1,116 @@
+"""`CausalLMBackbone` (SmolLM2, GPT-2, Llama...): the log-likelihood of the label word and the template
+text after it, given everything before it. The prefix is run once per example and its key/value
+cache shared by all classes; only the few continuation positions are projected onto the vocabulary."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+from ..prompts import Verbalizer, render_blocks, word_in_context
+from .base import Backbone, Batch, Encoded, output_projection, pad_sequences
+
+
+class CausalLMBackbone(Backbone):
+    kind = "causal"
+
+    def order_blocks(self, query, demos):
+        # The label is read at the end of a causal prompt, so demonstrations come first.
+        return [*demos, query]
+
+    def _continuation(self, prefix: str, rest: str, prefix_ids: list[int]) -> list[int]:
+        full = self.tokenizer(prefix + rest, add_special_tokens=False)["input_ids"]
+        if full[:len(prefix_ids)] == prefix_ids and len(full) > len(prefix_ids):
+            return full[len(prefix_ids):]
+        return self.tokenizer(rest, add_special_tokens=False)["input_ids"]
+
+    def encode(self, example, template, verbalizer, demonstrations=(), max_length=None) -> Encoded:
+        blocks = self.blocks(example, template, verbalizer, demonstrations)
+        rendered = render_blocks(blocks, self.tokenizer, max_length=max_length or self.max_length,
+                                 slot_text=" " + self._longest_word(verbalizer))
+        prefix = rendered.prefix
+        prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        if not prefix_ids:
+            prefix_ids = [self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None
+                          else self.tokenizer.eos_token_id]
+        continuations = [self._continuation(prefix, word_in_context(word, prefix) + rendered.suffix, prefix_ids)
+                         for word in verbalizer.words]
+        return Encoded(prefix_ids, len(prefix_ids), continuations, text=rendered.prefix + "{label}" + rendered.suffix)
+
+    def collate(self, items):
+        input_ids, attention = pad_sequences([item.input_ids for item in items], self.tokenizer.pad_token_id, left=True)
+        num_classes = len(items[0].continuations)
+        longest = max(len(c) for item in items for c in item.continuations)
+        cont = torch.full((len(items), num_classes, longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        cont_mask = torch.zeros((len(items), num_classes, longest), dtype=torch.long)
+        for b, item in enumerate(items):
+            for c, tokens in enumerate(item.continuations):
+                cont[b, c, :len(tokens)] = torch.tensor(tokens)
+                cont_mask[b, c, :len(tokens)] = 1
+        return Batch(input_ids, attention, continuation_ids=cont, continuation_mask=cont_mask)
+
+    def _cache_argument(self) -> str:
+        # transformers 5 renamed `past_key_values` to `cache`; support both. Looked up once.
+        if not hasattr(self, "_cache_kwarg"):
+            parameters = inspect.signature(self.model.base_model.forward).parameters
+            self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        return self._cache_kwarg
+
+    def _longest_word(self, verbalizer: Verbalizer) -> str:
+        """The label word with the most tokens, which sizes the slot when truncating (once per verbalizer)."""
+        cache = self.__dict__.setdefault("_longest_words", {})
+        if verbalizer.words not in cache:
+            cache[verbalizer.words] = max(
+                verbalizer.words, key=lambda w: len(self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]))
+        return cache[verbalizer.words]
+
+    def _run_prefix(self, batch: Batch):
+        positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                    position_ids=positions, use_cache=True)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return out.last_hidden_state[:, -1], cache, positions[:, -1]
+
+    def _vocab_logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight, bias = output_projection(self.model)
+        logits = hidden @ weight.T
+        if bias is not None:
+            logits = logits + bias
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def label_position_logprobs(self, batch: Batch) -> torch.Tensor:
+        batch = batch.to(self.device)
+        last_hidden, _, _ = self._run_prefix(batch)
+        return self._vocab_logprobs(last_hidden)
+
+    def class_scores(self, batch: Batch, verbalizer: Verbalizer | None = None) -> torch.Tensor:
+        """Sum of log P(continuation token | everything before it) over each class's continuation."""
+        batch = batch.to(self.device)
+        last_hidden, cache, last_position = self._run_prefix(batch)
+        first_logprobs = self._vocab_logprobs(last_hidden)  # [B, V], shared by all classes
+        cont, cont_mask = batch.continuation_ids, batch.continuation_mask
+        size, num_classes, length = cont.shape
+        scores = first_logprobs.gather(1, cont[:, :, 0])  # [B, C]
+        if length == 1:
+            return scores
+        # Every class continues the same prefix: repeat its cache instead of re-running it.
+        cache.batch_repeat_interleave(num_classes)
+        flat = cont.reshape(size * num_classes, length)
+        flat_mask = cont_mask.reshape(size * num_classes, length)
+        prefix_mask = batch.attention_mask.repeat_interleave(num_classes, dim=0)
+        positions = last_position.repeat_interleave(num_classes)[:, None] + 1 + torch.arange(length - 1, device=self.device)
+        out = self.model.base_model(input_ids=flat[:, :-1], attention_mask=torch.cat([prefix_mask, flat_mask[:, :-1]], 1),
+                                    position_ids=positions, use_cache=True, **{self._cache_argument(): cache})
+        hidden = out.last_hidden_state  # [B*C, M-1, H]
+        targets = flat[:, 1:]
+        target_mask = flat_mask[:, 1:].bool()
+        weight, bias = output_projection(self.model)
+        selected = hidden[target_mask]  # only real continuation positions reach the vocabulary projection
+        logits = selected @ weight.T
+        if bias is not None:
+            logits = logits + bias
+        token_logprobs = F.log_softmax(logits.float(), dim=-1).gather(1, targets[target_mask][:, None])[:, 0]
+        rest = torch.zeros(size * num_classes, length - 1, device=self.device, dtype=token_logprobs.dtype)
+        rest[target_mask] = token_logprobs
+        return scores + rest.sum(1).reshape(size, num_classes)

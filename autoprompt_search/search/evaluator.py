@@ -1,0 +1,149 @@
+"""Evaluation by prompt-based fine-tuning. `PromptEvaluator` is the picklable evaluation function
+the study calls (in this process, joblib workers or Dask workers): it loads the backbone once per
+process and restores the pretrained weights before every evaluation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..tasks import Example, TaskSpec, get_task
+from ..training import PromptClassifier, TrainConfig
+from .trial import EvalOutcome, LazyEvaluator
+
+
+@dataclass
+class EvaluatorSettings:
+    """Everything that determines an evaluation besides (candidate, seed, steps). Hashed into the
+    leaderboard's configuration hash, so changing any of it never reuses stale results."""
+
+    task: str
+    model: str = "smollm2-135m"
+    data_dir: str | None = None
+    k: int = 16
+    device: str | None = None
+    train: dict = field(default_factory=lambda: TrainConfig().to_dict())
+    test_at_steps: int | None = None  # score the test set at this budget (the final rung)
+    test_limit: int | None = None
+    demo_filter_rate: float = 0.5
+    demo_inference_samples: int = 4
+    demo_encoder: str = "minilm-l6"
+    # With demonstrations: overrides of the task's LM-BFF lengths (max_length, first_sent_limit,
+    # other_sent_limit; see demonstrations.demo_prompt_settings). Empty: LM-BFF's settings.
+    demo_lengths: dict = field(default_factory=dict)
+    cache_dir: str | None = None
+    task_file: str | None = None  # custom task spec, re-registered in worker processes
+
+
+@dataclass
+class _State:
+    backbone: Any
+    pristine: dict
+    task: TaskSpec
+    splits: dict = field(default_factory=dict)
+    samplers: dict = field(default_factory=dict)
+
+
+class PromptEvaluator(LazyEvaluator):
+    def __init__(self, settings: EvaluatorSettings):
+        self.settings = settings
+
+    def state_config(self) -> dict[str, Any]:
+        s = self.settings
+        return {"model": s.model, "device": s.device, "max_length": s.train.get("max_length", 128),
+                "task": s.task, "task_file": s.task_file}
+
+    def load_state(self) -> _State:
+        from ..models import load_backbone, quiet_transformers
+
+        quiet_transformers()
+        task = load_task(self.settings.task, self.settings.task_file)
+        backbone = load_backbone(self.settings.model, device=self.settings.device,
+                                 max_length=self.settings.train.get("max_length", 128))
+        pristine = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
+        return _State(backbone, pristine, task)
+
+    def split(self, state: _State, split: str, seed: int) -> list[Example]:
+        from ..data import limit_examples, load_split
+
+        key = (split, seed)
+        if key not in state.splits:
+            examples = load_split(state.task, split, data_dir=self.settings.data_dir, k=self.settings.k, seed=seed)
+            if split == "test":
+                examples = limit_examples(examples, self.settings.test_limit)
+            state.splits[key] = examples
+        return state.splits[key]
+
+    def sampler(self, state: _State, mode: str, seed: int):
+        """The demonstration sampler over this seed's training split (None when mode is "off")."""
+        if mode == "off":
+            return None
+        from ..demonstrations import DemonstrationConfig, DemonstrationSampler
+
+        key = (mode, seed)
+        if key not in state.samplers:
+            config = DemonstrationConfig(mode=mode, filter_rate=self.settings.demo_filter_rate,
+                                         encoder=self.settings.demo_encoder)
+            cache = Path(self.settings.cache_dir or Path.home() / ".cache" / "autoprompt_search" / "embeddings")
+            state.samplers[key] = DemonstrationSampler.from_config(
+                self.split(state, "train", seed), state.task, config, cache_dir=cache, device=self.settings.device,
+                show_progress=False)
+        return state.samplers[key]
+
+    def classifier_for(self, state: _State, candidate: Mapping[str, Any], seed: int) -> PromptClassifier:
+        """The candidate as a classifier over the shared backbone; with demonstrations, drawn from this
+        seed's training split and rendered with the demonstration lengths."""
+        s = self.settings
+        return PromptClassifier.build(
+            state.backbone, state.task, candidate["template"], candidate["label_words"],
+            sampler=self.sampler(state, candidate.get("demonstrations", "off"), seed),
+            inference_samples=s.demo_inference_samples, demo_lengths=s.demo_lengths, filter_rate=s.demo_filter_rate,
+            encoder=s.demo_encoder, max_length=s.train.get("max_length", 128), seed=seed,
+            source="candidate label_words")
+
+    def evaluate_with(self, state: _State, candidate: Mapping[str, Any], seed: int, steps: int) -> EvalOutcome:
+        state.backbone.model.load_state_dict(state.pristine)
+        train, dev = self.split(state, "train", seed), self.split(state, "dev", seed)
+        test = self.split(state, "test", seed) if self._wants_test(steps) else None
+        classifier = self.classifier_for(state, candidate, seed)
+        config = TrainConfig.from_dict({**self.settings.train, "steps": steps, "seed": seed,
+                                        "eval_every": max(1, min(self.settings.train.get("eval_every", 8), steps or 1))})
+        if steps == 0:
+            if classifier.sampler is not None:  # filtered mode: embed every query in one pass, as training does
+                classifier.sampler.prepare_queries([*train, *dev, *(test or [])])
+            dev_result = classifier.evaluate(dev, batch_size=config.eval_batch_size)
+            test_result = classifier.evaluate(test, batch_size=config.eval_batch_size) if test else None
+            ran = 0
+        else:
+            result = classifier.fit(train, dev, config, test=test, progress=False)
+            dev_result, test_result, ran = result.dev, result.test, result.steps
+        extra = {"dev_metrics": dev_result.metrics, "steps": ran}
+        if test_result is not None:
+            extra["test_metrics"] = test_result.metrics
+        return EvalOutcome(dev_result.main, test_result.main if test_result else None, extra)
+
+    def _wants_test(self, steps: int) -> bool:
+        return self.settings.test_at_steps is not None and steps == self.settings.test_at_steps
+
+
+def load_task(name: str, task_file: str | None = None) -> TaskSpec:
+    if task_file:
+        from ..data import load_task_spec
+
+        return load_task_spec(task_file)
+    return get_task(name)
+
+
+def fine_tuned_classifier(settings: EvaluatorSettings, candidate: Mapping[str, Any], seed: int,
+                          steps: int) -> PromptClassifier:
+    """The candidate as a classifier on a fresh backbone, fine-tuned on one seed's split (demonstrations
+    included) as the search trained it, for export."""
+    evaluator = PromptEvaluator(settings)
+    state = evaluator.load_state()
+    train, dev = evaluator.split(state, "train", seed), evaluator.split(state, "dev", seed)
+    classifier = evaluator.classifier_for(state, candidate, seed)
+    if steps:
+        config = TrainConfig.from_dict({**settings.train, "steps": steps, "seed": seed})
+        classifier.fit(train, dev, config, progress=True, desc="final fine-tune")
+    return classifier

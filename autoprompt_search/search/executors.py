@@ -1,0 +1,138 @@
+"""Executors: where evaluations run. An executor (`SerialExecutor`, `JoblibExecutor`,
+`DaskExecutor`, `RayExecutor`) only runs picklable calls and yields results as they finish.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
+
+from ..errors import UserError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Executor(Protocol):
+    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        """Apply `function` to every item, yielding each result as soon as it is ready."""
+
+
+@dataclass
+class SerialExecutor:
+    """Everything in this process, in order. The evaluator's state is loaded once here."""
+
+    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        for item in items:
+            yield function(item)
+
+
+def _joblib_generator(function: Callable[[T], R], items: Sequence[T], n_jobs: int,
+                      backend: str, backend_params: Mapping[str, Any]) -> Iterator[R]:
+    import joblib
+
+    if not items:
+        return
+    # The backend is bound when Parallel is built, so the config context can end before we
+    # start yielding (and never leaks into the caller while this generator is suspended).
+    with joblib.parallel_config(backend=backend, n_jobs=n_jobs, **backend_params):
+        parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1,
+                                   pre_dispatch="2*n_jobs")
+    yield from parallel(joblib.delayed(function)(item) for item in items)
+
+
+@dataclass
+class JoblibExecutor:
+    """Local worker processes through joblib (loky by default). Each worker process keeps its
+    `LazyEvaluator` state across tasks, so a model is loaded once per worker."""
+
+    n_jobs: int = -1
+    backend: str = "loky"
+
+    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        return _joblib_generator(function, items, self.n_jobs, self.backend, {})
+
+
+def _dask_generator(client, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """Submit every item to the cluster and yield results as they finish. (joblib's Dask backend
+    would run everything in this process when the cluster has a single worker thread.)"""
+    from distributed import as_completed
+
+    futures = [client.submit(function, item, pure=False) for item in items]
+    try:
+        with client.as_current():
+            completed = as_completed(futures)
+        for future in completed:
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+@dataclass
+class DaskExecutor:
+    """A Dask cluster: give a scheduler address ("tcp://host:8786") or an existing
+    `distributed.Client`. Workers keep their `LazyEvaluator` state across tasks."""
+
+    scheduler_address: str | None = None
+    client: Any = None
+    n_jobs: int = -1
+
+    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        try:
+            from distributed import Client
+        except ImportError as error:
+            raise UserError("executor 'dask' needs dask.distributed; install "
+                            "autoprompt_search[dask] (pip install 'dask[distributed]')") from error
+        if self.client is None and not self.scheduler_address:
+            raise UserError("executor 'dask': expected a scheduler address such as "
+                            "tcp://127.0.0.1:8786 (start one with `dask scheduler`)")
+        return self._run(Client, function, items)
+
+    def _run(self, client_class, function, items) -> Iterator[R]:
+        own_client = self.client is None
+        try:
+            client = self.client or client_class(self.scheduler_address, set_as_default=False)
+        except OSError as error:
+            raise UserError(f"executor 'dask': cannot reach scheduler {self.scheduler_address}: "
+                            f"{error}") from error
+        try:
+            yield from _dask_generator(client, function, items)
+        finally:
+            if own_client:
+                client.close()
+
+
+@dataclass
+class RayExecutor:
+    """A Ray cluster through ray's joblib backend (ray is optional and imported only here)."""
+
+    address: str | None = None
+    n_jobs: int = -1
+
+    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        try:
+            import ray
+            from ray.util.joblib import register_ray
+        except ImportError as error:
+            raise UserError("executor 'ray' needs ray, which is not installed; install "
+                            "autoprompt_search[ray] (pip install ray) or use 'joblib' or 'dask'") from error
+        if not ray.is_initialized():
+            ray.init(address=self.address, ignore_reinit_error=True)
+        register_ray()
+        return _joblib_generator(function, items, self.n_jobs, "ray", {})
+
+
+EXECUTORS = ("serial", "joblib", "dask", "ray")
+
+
+def make_executor(name: str, *, n_jobs: int = -1, scheduler_address: str | None = None) -> Executor:
+    """Executor by name, for configuration files and the command line."""
+    if name == "serial":
+        return SerialExecutor()
+    if name == "joblib":
+        return JoblibExecutor(n_jobs=n_jobs)
+    if name == "dask":
+        return DaskExecutor(scheduler_address=scheduler_address, n_jobs=n_jobs)
+    if name == "ray":
+        return RayExecutor(address=scheduler_address, n_jobs=n_jobs)
+    raise UserError(f"executor: expected one of {EXECUTORS}, got {name!r}")

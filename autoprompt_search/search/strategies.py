@@ -1,0 +1,161 @@
+"""Strategies: what to evaluate. A strategy (`SuccessiveHalving`, `Exhaustive`) only plans rungs
+and picks the survivors of each; it never runs or stores an evaluation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
+
+from ..errors import UserError
+
+FIRST_RUNG_MODES = ("zero_shot", "short")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One round of evaluations: `n_candidates` candidates, each on every seed at `steps`."""
+
+    index: int
+    steps: int
+    seeds: tuple[int, ...]
+    n_candidates: int
+
+    @property
+    def evaluations(self) -> int:
+        return self.n_candidates * len(self.seeds)
+
+    @property
+    def training_steps(self) -> int:
+        return self.evaluations * self.steps
+
+
+class Strategy(Protocol):
+    def plan(self, n_candidates: int) -> list[Rung]:
+        """All rungs for this many candidates; the last one gives the final ranking."""
+
+    def select(self, rung: Rung, scores: Mapping[str, float]) -> list[str]:
+        """Candidate ids (from `scores`: mean dev metric per candidate) that go to the next rung."""
+
+
+def top_candidates(scores: Mapping[str, float], keep: int) -> list[str]:
+    """The `keep` best ids by score; NaN ranks last and ties go to the smaller candidate id."""
+    def key(cid: str) -> tuple[float, str]:
+        score = scores[cid]
+        return (math.inf if score is None or math.isnan(score) else -score, cid)
+
+    return sorted(scores, key=key)[:keep]
+
+
+def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise UserError("seeds: expected at least one seed, got an empty list")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds: expected distinct seeds, got {list(seeds)}")
+    return seeds
+
+
+@dataclass(frozen=True)
+class Exhaustive:
+    """Every candidate on every seed at the full budget (LM-BFF's own protocol)."""
+
+    steps: int
+    seeds: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", _check_seeds(self.seeds))
+        if self.steps < 0:
+            raise UserError(f"steps: expected a number >= 0 (0 = zero-shot), got {self.steps}")
+
+    def plan(self, n_candidates: int) -> list[Rung]:
+        return [Rung(0, self.steps, self.seeds, n_candidates)] if n_candidates else []
+
+    def select(self, rung: Rung, scores: Mapping[str, float]) -> list[str]:
+        return top_candidates(scores, len(scores))
+
+
+@dataclass(frozen=True)
+class SuccessiveHalving:
+    """Evaluate all candidates cheaply, keep the best 1/eta, give them eta times more, repeat.
+
+    Rung 0 runs every candidate on the first `min_seeds` seeds, either zero-shot (steps = 0,
+    `first_rung="zero_shot"`) or with a short fine-tune of `min_steps` (`first_rung="short"`).
+    Each later rung keeps exactly ceil(n / eta) candidates (ties by candidate id), multiplies the
+    steps by eta (the first fine-tuning rung after zero-shot uses `min_steps`), capped at
+    `max_steps`, and multiplies the number of seeds by eta. The last rung is always `max_steps`
+    on all seeds; when one candidate is left the plan jumps straight to it.
+    """
+
+    min_steps: int
+    max_steps: int
+    seeds: tuple[int, ...]
+    eta: float = 3
+    min_seeds: int = 1
+    first_rung: str = "zero_shot"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", _check_seeds(self.seeds))
+        if self.first_rung not in FIRST_RUNG_MODES:
+            raise UserError(f"first_rung: expected one of {FIRST_RUNG_MODES}, got {self.first_rung!r}")
+        if not self.eta > 1:
+            raise UserError(f"eta: expected a number > 1, got {self.eta}")
+        if not 1 <= self.min_seeds <= len(self.seeds):
+            raise UserError(f"min_seeds: expected 1..{len(self.seeds)} (the number of seeds), "
+                            f"got {self.min_seeds}")
+        if self.max_steps < 0 or self.min_steps < 0:
+            raise UserError(f"min_steps/max_steps: expected numbers >= 0, got "
+                            f"{self.min_steps}/{self.max_steps}")
+        if self.max_steps > 0 and not 1 <= self.min_steps <= self.max_steps:
+            raise UserError(f"min_steps: expected 1..max_steps ({self.max_steps}), got {self.min_steps}")
+        if self.first_rung == "short" and self.max_steps == 0:
+            raise UserError("first_rung 'short' needs max_steps > 0; use 'zero_shot' for a "
+                            "zero-shot-only search")
+
+    def step_schedule(self) -> list[int]:
+        """Training steps per rung before the one-candidate shortcut."""
+        schedule = [0] if self.first_rung == "zero_shot" else []
+        if self.max_steps == 0:
+            return schedule
+        steps = self.min_steps
+        while True:
+            schedule.append(steps)
+            if steps >= self.max_steps:
+                return schedule
+            steps = min(self.max_steps, max(steps + 1, int(round(steps * self.eta))))
+
+    def plan(self, n_candidates: int) -> list[Rung]:
+        schedule = self.step_schedule()
+        rungs: list[Rung] = []
+        n_active = n_candidates
+        for index, steps in enumerate(schedule):
+            if n_active == 0:
+                break
+            is_last = index == len(schedule) - 1 or n_active == 1
+            if is_last:
+                rungs.append(Rung(index, self.max_steps, self.seeds, n_active))
+                break
+            n_seeds = min(len(self.seeds), int(self.min_seeds * self.eta ** index))
+            rungs.append(Rung(index, steps, self.seeds[:n_seeds], n_active))
+            n_active = math.ceil(n_active / self.eta)
+        return rungs
+
+    def select(self, rung: Rung, scores: Mapping[str, float]) -> list[str]:
+        return top_candidates(scores, math.ceil(len(scores) / self.eta))
+
+
+def describe_plan(rungs: Sequence[Rung]) -> str:
+    """Human-readable compute plan: evaluations and training steps per rung, and totals."""
+    lines = []
+    for rung in rungs:
+        budget = "zero-shot" if rung.steps == 0 else f"{rung.steps} steps"
+        lines.append(f"rung {rung.index}: {rung.n_candidates} candidate(s) x {len(rung.seeds)} seed(s) "
+                     f"({budget}) = {rung.evaluations} evaluations, {rung.training_steps} training steps")
+    total_evaluations = sum(r.evaluations for r in rungs)
+    total_steps = sum(r.training_steps for r in rungs)
+    lines.append(f"total: {total_evaluations} evaluations, {total_steps} training steps")
+    return "\n".join(lines)
+
+
+def total_training_steps(rungs: Sequence[Rung]) -> int:
+    return sum(r.training_steps for r in rungs)
