@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import UserError
+
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="task name (sst2, SST-5, mr, trec, rte...) or a custom task JSON file")
@@ -17,6 +19,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backbone: smollm2-135m (offline default), a local folder or a hub id such as roberta-large")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--max-length", type=int, default=128, help="maximum prompt length in tokens")
+
+
+def check_model_arguments(args) -> None:
+    """--device and --model checked before a model loads (one-line errors instead of torch's or
+    transformers' tracebacks)."""
+    from ..search import SearchOptions
+
+    device = getattr(args, "device", None)
+    problem = SearchOptions.device_problem(device)
+    if problem:
+        raise UserError(f"--device: got {device!r}, expected {problem}")
+    if getattr(args, "model", None):
+        SearchOptions.check_model(args.model, "--model")
 
 
 def resolve_task(name: str):

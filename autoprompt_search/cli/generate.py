@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .common import add_model_arguments, add_task_arguments, read_verbalizer, resolve_task
+from ..errors import UserError
+
+from .common import add_model_arguments, add_task_arguments, check_model_arguments, read_verbalizer, resolve_task
 
 
 def build_generate_parser(sub) -> None:
@@ -31,6 +33,10 @@ def run_generate(args) -> int:
     if args.mapping:
         task = replace(task, label_words=read_verbalizer(args, task).to_mapping())
     train = load_split(task, "train", data_dir=args.data_dir, k=args.k, seed=args.seed)
+    for flag, value in (("--beam-width", args.beam_width), ("-n/--n-templates", args.n_templates)):
+        if value < 1:
+            raise UserError(f"{flag}: got {value}, expected an integer >= 1")
+    check_model_arguments(args)
     backbone = load_backbone(args.model, device=args.device, max_length=args.max_length)
     options = SearchOptions(task=task.name, model=args.model, generator=args.generator, k=args.k,
                             seeds=(args.seed,), beam_width=args.beam_width, n_templates=args.n_templates,

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_model_arguments, add_task_arguments, read_templates, resolve_task
+from ..errors import UserError
+
+from .common import add_model_arguments, add_task_arguments, check_model_arguments, read_templates, resolve_task
 
 
 def build_labels_parser(sub) -> None:
@@ -30,9 +32,17 @@ def run_labels(args) -> int:
     quiet_transformers()
     task = resolve_task(args.task)
     template = read_templates(args, task)[0]
+    template.validate(num_sentences=task.num_sentences, num_labels=task.num_classes, demonstrations=False)
     train = load_split(task, "train", data_dir=args.data_dir, k=args.k, seed=args.seed)
-    backbone = load_backbone(args.model, device=args.device, max_length=args.max_length)
     seed_words = parse_mapping_text(args.seed_words, source="--seed-words") if args.seed_words else None
+    if seed_words is not None and not isinstance(seed_words, dict):
+        raise UserError(f"--seed-words: expected a JSON object label -> word, got {args.seed_words!r}")
+    for flag, value in (("--label-k", args.label_k), ("-n/--n-mappings", args.n_mappings),
+                        ("--neighbours", args.neighbours)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag}: got {value}, expected an integer >= 1")
+    check_model_arguments(args)
+    backbone = load_backbone(args.model, device=args.device, max_length=args.max_length)
     result = search_label_words(backbone, task, template, train, k=args.label_k, n=args.n_mappings,
                                 seed_words=seed_words, neighbours=args.neighbours)
     records = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ..errors import UserError
+
 
 def build_predict_parser(sub) -> None:
     parser = sub.add_parser("predict", help="classify texts with an exported prompt")
@@ -20,10 +22,20 @@ def run_predict(args) -> int:
     from ..export import read_inputs
     from ..training import PromptClassifier
 
+    from ..prompts import read_document
+    from ..search import SearchOptions
+
+    problem = SearchOptions.device_problem(args.device)
+    if problem:
+        raise UserError(f"--device: got {args.device!r}, expected {problem}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size: got {args.batch_size}, expected an integer >= 1")
+    loaded = read_document(args.prompt)  # the whole document checked before the model loads
+    loaded.verbalizer(), loaded.template()
+    examples = read_inputs(sys.stdin if args.input == "-" else args.input, loaded.task().num_sentences,
+                           source="stdin" if args.input == "-" else args.input)
     quiet_transformers()
     classifier = PromptClassifier.from_pretrained(args.prompt, device=args.device)
-    examples = read_inputs(sys.stdin if args.input == "-" else args.input, classifier.task.num_sentences,
-                           source="stdin" if args.input == "-" else args.input)
     for example, (label, probabilities) in zip(examples, classifier.predict(examples, batch_size=args.batch_size)):
         if args.format == "jsonl":
             print(json.dumps({"text": list(example.texts), "label": label, "probabilities": probabilities},

@@ -1,7 +1,8 @@
 """`search-templates render`: print how templates render on the first examples of a task."""
 from __future__ import annotations
 
-from .common import add_model_arguments, add_task_arguments, read_templates, read_verbalizer, resolve_task
+from .common import (add_model_arguments, add_task_arguments, check_model_arguments, read_templates,
+                     read_verbalizer, resolve_task)
 
 
 def build_render_parser(sub) -> None:
@@ -18,17 +19,18 @@ def build_render_parser(sub) -> None:
 
 
 def run_render(args) -> int:
-    from ..models import load_backbone, quiet_transformers
+    from ..models import load_encoder, quiet_transformers
     from ..data import load_split
 
     quiet_transformers()
     task = resolve_task(args.task)
     templates = read_templates(args, task)
-    for template in templates:
-        template.validate(num_sentences=task.num_sentences)
+    for template in templates:  # render shows prompts without demonstrations
+        template.validate(num_sentences=task.num_sentences, num_labels=task.num_classes, demonstrations=False)
     verbalizer = read_verbalizer(args, task)
+    check_model_arguments(args)
     examples = load_split(task, args.split, data_dir=args.data_dir, k=args.k, seed=args.seed)[:args.examples]
-    backbone = load_backbone(args.model, device=args.device or "cpu", max_length=args.max_length)
+    backbone = load_encoder(args.model, max_length=args.max_length)  # render needs the tokenizer, not the weights
     tokenizer = backbone.tokenizer
     for template in templates:
         print(f"template  {template.to_lmbff()}")

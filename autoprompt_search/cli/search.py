@@ -2,24 +2,35 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
 from ..errors import UserError
+from ..textfiles import read_text
 
 
-def _read_config_file(path: str) -> dict:
+def _read_config_file(path: str) -> tuple[dict, dict[str, str]]:
+    """The options in a TOML/JSON file, and for each the file and line it is on (for error messages)."""
     file = Path(path)
-    if not file.is_file():
-        raise UserError(f"config file {file} does not exist")
-    text = file.read_text(encoding="utf-8")
+    text = read_text(file, "config file")
     try:
         data = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise UserError(f"config file {file}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"config file {file}, line {error.lineno}: not valid JSON: {error.msg}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"config file {file}: not valid TOML: {error}") from None
     if not isinstance(data, dict):
-        raise UserError(f"config file {file}: expected a table/object of options")
-    return {key.replace("-", "_"): value for key, value in data.items()}
+        raise UserError(f"config file {file}: expected a table/object of options, got {type(data).__name__}")
+    values, origins = {}, {}
+    lines = text.split("\n")
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        values[name] = value
+        pattern = re.compile(r'^\s*["\']?' + re.escape(key) + r'["\']?\s*[=:]')
+        number = next((i for i, line in enumerate(lines, start=1) if pattern.match(line)), None)
+        origins[name] = f"config file {file}" + (f", line {number}" if number else "") + f": field {key!r}"
+    return values, origins
 
 
 def build_search_parser(sub) -> None:
@@ -68,27 +79,38 @@ def build_search_parser(sub) -> None:
                         help="do not score the test set at the final rung")
     parser.add_argument("--test-limit", type=int, help="score a seeded random sample of N test examples")
     parser.add_argument("--quiet", dest="progress", action="store_false", default=None, help="no progress bars")
-    parser.set_defaults(func=run_search_command)
+    parser.add_argument("--retry-failed", action="store_true", default=None,
+                        help="evaluate again the candidates whose evaluation failed in an earlier run")
+    flags = {action.dest: action.option_strings[-1] for action in parser._actions if action.option_strings}
+    parser.set_defaults(func=run_search_command, _flags=flags)
 
 
 def search_options_from(args):
+    """SearchOptions from the config file and the flags (flags win), each field's origin kept so
+    that an error names the flag or the file and line it came from."""
     from ..search import SearchOptions
 
-    values = _read_config_file(args.config) if args.config else {}
+    values, origins = _read_config_file(args.config) if args.config else ({}, {})
+    flags = getattr(args, "_flags", {})
     for name in SearchOptions.__dataclass_fields__:
         value = getattr(args, name, None)
         if value is not None:
             values[name] = value
+            origins[name] = flags.get(name, f"--{name.replace('_', '-')}")
     if not values.get("task"):
         raise UserError("--task is required (e.g. --task sst2), directly or in the --config file")
-    values.setdefault("out", f"runs/{Path(str(values['task'])).stem.lower()}")
-    return SearchOptions.from_dict(values, source=args.config or "command line")
+    if isinstance(values["task"], str):
+        values.setdefault("out", f"runs/{Path(values['task']).stem.lower()}")
+    options = SearchOptions.from_dict(values, source=args.config or "command line", origins=origins)
+    return options, origins
 
 
 def run_search_command(args) -> int:
     from ..models import quiet_transformers
     from ..search import run_pipeline
 
+    options, origins = search_options_from(args)
+    options.check_inputs(origins=origins, source=args.config or "command line")
     quiet_transformers()
-    run_pipeline(search_options_from(args))
+    run_pipeline(options)
     return 0

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..textfiles import read_text
 from ..tasks import METRICS, Example, TaskSpec, get_task, register_task, task_names
-from ..prompts import Template
+from ..prompts import Template, Verbalizer
 from .folders import SPLITS
 from .readers import _Row, _parse_label, _read_jsonl_records, _read_table_records
 
@@ -32,6 +33,9 @@ class CustomTaskSource:
         if path is None:
             raise UserError(f"task file {self.task_file} names no {split} file; add data.{split}")
         records = _read_jsonl_records(path) if path.suffix == ".jsonl" else _read_table_records(path)
+        if not records:
+            raise UserError(f"{path} holds no {split} examples (data.{split} in {self.task_file}); "
+                            "expected one example per line after the header")
         return [self._to_example(split, path, line, record) for line, record in records]
 
     def _to_example(self, split: str, path: Path, line: int, record: dict) -> Example:
@@ -120,10 +124,9 @@ def _regression_range(spec: dict, path: Path, metric: str) -> tuple[float, float
 
 
 def _parse_task_file(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"task file {path} does not exist")
+    text = read_text(path, "task file")
     try:
-        spec = json.loads(path.read_text(encoding="utf-8-sig"))
+        spec = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
     if not isinstance(spec, dict):
@@ -168,7 +171,7 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     template_text = _required_string(spec, path, "template")
     try:
         template = Template.parse(template_text)
-        template.validate(num_sentences=len(text_columns))
+        template.validate(num_sentences=len(text_columns), num_labels=len(labels))
     except UserError as error:
         raise _field_error(path, "template", str(error)) from None
     template_text = _as_lmbff_syntax(template, template_text)
@@ -183,6 +186,7 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     task = TaskSpec(name=name, labels=tuple(labels), num_sentences=len(text_columns), metric=metric,
                     template=template_text, label_words={str(k): v.strip() for k, v in label_words.items()},
                     regression_range=regression_range, label_names=tuple(label_names))
+    Verbalizer.for_task(task, source=f"{path}: field 'label_words'")  # distinct words, before registering
     register_task(task)
     _CUSTOM_SOURCES[task.name] = CustomTaskSource(task, files, tuple(text_columns), label_column, path)
     return task

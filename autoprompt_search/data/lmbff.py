@@ -13,7 +13,7 @@ from .custom import _CUSTOM_SOURCES
 from .folders import _check_split, resolve_data_dir
 from .layout import _layout
 from .readers import _read_examples
-from .sampling import lmbff_shuffle_seeds, sample_balanced
+from .sampling import _sampling_group, lmbff_shuffle_seeds, sample_balanced
 
 
 def load_original(task: TaskSpec | str, split: str, data_dir: str | Path | None = None) -> list[Example]:
@@ -30,7 +30,14 @@ def sample_k_shot(task: TaskSpec | str, k: int = 16, seed: int = 13,
                   data_dir: str | Path | None = None) -> dict[str, list[Example]]:
     """Sample train/dev from `original/<TASK>/` as LM-BFF did; "test" is the original test file when present."""
     task = get_task(task)
-    train, dev = sample_balanced(task, load_original(task, "train", data_dir), k, lmbff_shuffle_seeds(task, seed))
+    original = load_original(task, "train", data_dir)
+    train, dev = sample_balanced(task, original, k, lmbff_shuffle_seeds(task, seed))
+    short = sorted({_sampling_group(task, e) for e in train} - {_sampling_group(task, e) for e in dev})
+    if not dev or short:
+        path = resolve_data_dir(data_dir) / "original" / _layout(task).folder
+        raise UserError(f"--k {k}: the original {task.name} training data in {path} is too small to sample "
+                        f"{k} train and {k} dev examples per label (no dev examples left for label(s) "
+                        f"{short or 'all'}); choose a smaller --k")
     splits = {"train": train, "dev": dev}
     try:
         splits["test"] = load_original(task, "test", data_dir)
@@ -63,8 +70,8 @@ def load_split(task: TaskSpec | str, split: str, *, data_dir: str | Path | None 
         return sample_k_shot(task, k, seed, root)[split]
     available = sorted(p.name for p in (root / "k-shot" / layout.folder).glob("*-*") if p.is_dir())
     raise UserError(
-        f"no k-shot split {setting_dir} and no original training file under {root / 'original' / layout.folder} "
-        f"to sample it from; available settings: {available or 'none'}"
+        f"no k-shot split {setting_dir} (--k {k}, seed {seed}) and no original training file under "
+        f"{root / 'original' / layout.folder} to sample it from; available settings: {available or 'none'}"
     )
 
 

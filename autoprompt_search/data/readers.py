@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import UserError
+from ..textfiles import read_text
 from ..tasks import Example, TaskSpec
 from .layout import _Layout
 
@@ -19,30 +21,22 @@ class _Row:
     fields: list[str]
 
 
-def _require_file(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise UserError(f"{what} file {path} does not exist")
-
-
-def _read_tsv_rows(path: Path) -> Iterator[_Row]:
+def _read_tsv_rows(path: Path, what: str = "data file") -> Iterator[_Row]:
     """GLUE tsv: one row per physical line, no quoting (quote characters are part of the text)."""
-    with open(path, encoding="utf-8-sig", newline=None) as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
-            if line.strip():
-                yield _Row(path, number, line.split("\t"))
+    for number, line in enumerate(read_text(path, what).split("\n"), start=1):
+        if line.strip():
+            yield _Row(path, number, line.split("\t"))
 
 
-def _read_csv_rows(path: Path, delimiter: str = ",") -> Iterator[_Row]:
+def _read_csv_rows(path: Path, delimiter: str = ",", what: str = "data file") -> Iterator[_Row]:
     """csv with standard quoting; blank lines are skipped (as pandas.read_csv does in LM-BFF)."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            for fields in reader:
-                if fields:
-                    yield _Row(path, reader.line_num, fields)
-        except csv.Error as error:
-            raise UserError(f"{path}:{reader.line_num}: malformed csv: {error}") from None
+    reader = csv.reader(io.StringIO(read_text(path, what), newline=""), delimiter=delimiter)
+    try:
+        for fields in reader:
+            if fields:
+                yield _Row(path, reader.line_num, fields)
+    except csv.Error as error:
+        raise UserError(f"{path}:{reader.line_num}: malformed csv: {error}") from None
 
 
 def _column_indices(layout: _Layout, header: _Row | None) -> tuple[list[int], int]:
@@ -93,8 +87,8 @@ def _row_to_example(task: TaskSpec, row: _Row, text_indices: list[int], label_in
 
 
 def _read_examples(task: TaskSpec, layout: _Layout, path: Path) -> list[Example]:
-    _require_file(path, f"{task.name} data")
-    rows = _read_tsv_rows(path) if layout.extension == "tsv" else _read_csv_rows(path)
+    what = f"{task.name} data file"
+    rows = _read_tsv_rows(path, what=what) if layout.extension == "tsv" else _read_csv_rows(path, what=what)
     header = next(rows, None) if layout.has_header else None
     if layout.has_header and header is None:
         raise UserError(f"{path} is empty; expected a header row and {task.name} examples")
@@ -110,7 +104,14 @@ def _read_examples(task: TaskSpec, layout: _Layout, path: Path) -> list[Example]
         if layout.extension == "csv" and len(row.fields) != 2:
             raise UserError(f"{row.path}:{row.line}: expected {expected}, found {len(row.fields)}; "
                             "quote texts that contain commas")
+        # MNLI/SNLI rows carry a varying number of annotator labels before the last (gold) field.
+        if header is not None and layout.label_column != -1 and len(row.fields) != len(header.fields):
+            raise UserError(f"{row.path}:{row.line}: expected {expected} {header.fields[:6]}, found "
+                            f"{len(row.fields)} field(s)")
         examples.append(_row_to_example(task, row, text_indices, label_index, expected))
+    if not examples:
+        found = "only a header row" if header is not None else "no rows"
+        raise UserError(f"{path} holds no {task.name} examples ({found}); expected one example per line")
     return examples
 
 
@@ -131,15 +132,14 @@ def _read_table_records(path: Path) -> list[tuple[int, dict]]:
 
 def _read_jsonl_records(path: Path) -> list[tuple[int, dict]]:
     records = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: invalid JSON: {error.msg}") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(record).__name__}")
-            records.append((number, record))
+    for number, line in enumerate(read_text(path, "data file").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{number}: invalid JSON: {error.msg}") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(record).__name__}")
+        records.append((number, record))
     return records

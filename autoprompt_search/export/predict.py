@@ -6,17 +6,15 @@ from typing import TextIO
 
 from ..errors import UserError
 from ..tasks import Example
+from ..textfiles import read_stream, read_text
 
 
 def read_inputs(stream: str | Path | TextIO, num_sentences: int, *, source: str = "input") -> list[Example]:
     """One example per line; a sentence pair is two tab-separated fields. Blank lines are skipped."""
     if isinstance(stream, (str, Path)):
-        path = Path(stream)
-        if not path.is_file():
-            raise UserError(f"input file {path} does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(stream, "input file").splitlines()
     else:
-        lines = stream.read().splitlines()
+        lines = read_stream(stream, source).splitlines()
     examples = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

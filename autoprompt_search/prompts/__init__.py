@@ -1,11 +1,12 @@
 """Prompts as data: template syntax and rendering, verbalizers, the exported prompt file."""
-from .template import SPECIALS, Part, Template, load_template_lines
+from .template import SPECIALS, Part, Template, load_template_lines, template_lines
 from .rendering import Block, Rendered, render_blocks, word_in_context
 from .truncation import SentenceLimits, truncate_to_tokens
 from .verbalizer import (
     Verbalizer,
     parse_mapping_text,
     load_mapping_lines,
+    mapping_entries,
     single_token_ids,
 )
 from .prompt import DemoFn, Prompt
@@ -36,6 +37,8 @@ __all__ = [
     'word_in_context',
     'render_blocks',
     'load_template_lines',
+    'template_lines',
+    'mapping_entries',
     'Verbalizer',
     'parse_mapping_text',
     'load_mapping_lines',

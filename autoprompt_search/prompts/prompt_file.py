@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import UserError
+from ..textfiles import read_text, write_text_atomic
 from ..tasks import Example, TaskSpec
 from .template import Template
 from .verbalizer import Verbalizer
@@ -84,10 +85,7 @@ def build_document(task: TaskSpec, backbone: str, candidate: Mapping[str, Any], 
 
 
 def write_document(document: Mapping[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 @dataclass
@@ -152,10 +150,9 @@ def _pool_example(item: Any, task: TaskSpec, where: str) -> Example:
 
 def read_document(path: str | Path) -> LoadedPrompt:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"prompt file {path} does not exist")
+    text = read_text(path, "prompt file")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
@@ -166,7 +163,42 @@ def read_document(path: str | Path) -> LoadedPrompt:
     missing = [key for key in REQUIRED if key not in document]
     if missing:
         raise UserError(f"{path}: missing field(s) {missing}")
+    _check_document(document, path)
     return LoadedPrompt(document, path)
+
+
+def _check_document(document: dict, path: Path) -> None:
+    """The fields a prompt file is read by, with their types: a hand-edited file fails here in one line
+    naming the field, not with a KeyError or TypeError while the model loads."""
+    def need(ok: bool, field: str, expected: str, value: Any) -> None:
+        if not ok:
+            raise UserError(f"{path}: field {field!r}: expected {expected}, got {value!r}")
+
+    task = document["task"]
+    need(isinstance(task, dict), "task", '{"name", "labels", "num_sentences", "metric", ...}', task)
+    need(isinstance(task.get("name"), str) and bool(task["name"].strip()), "task.name", "a task name", task.get("name"))
+    labels = task.get("labels")
+    need(isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
+         and len(set(labels)) == len(labels), "task.labels", "a list of at least 2 distinct label strings", labels)
+    need(task.get("num_sentences") in (1, 2) and not isinstance(task.get("num_sentences"), bool),
+         "task.num_sentences", "1 or 2", task.get("num_sentences"))
+    need(isinstance(task.get("metric"), str), "task.metric", "a metric name (acc, f1, mcc, pearson)", task.get("metric"))
+    need(isinstance(document["backbone"], str) and bool(document["backbone"].strip()), "backbone",
+         "a model name or folder", document["backbone"])
+    template = document["template"]
+    need(isinstance(template, dict) and isinstance(template.get("lmbff"), str), "template",
+         '{"lmbff": "<LM-BFF syntax>", "readable": "..."}', template)
+    try:
+        Template.parse(template["lmbff"]).validate(num_sentences=task["num_sentences"], num_labels=len(labels))
+    except UserError as error:
+        raise UserError(f"{path}: field 'template.lmbff': {error}") from None
+    need(isinstance(document["label_words"], dict), "label_words", "an object label -> word", document["label_words"])
+    section = document["demonstrations"]
+    need(isinstance(section, dict) and section.get("mode", "off") in ("off", "random", "filtered"),
+         "demonstrations", '{"mode": "off" | "random" | "filtered", ...}', section)
+    need(document["fine_tuned_model"] is None or isinstance(document["fine_tuned_model"], str), "fine_tuned_model",
+         "a folder name or null", document["fine_tuned_model"])
+    need(isinstance(document["found_by"], dict), "found_by", "an object", document["found_by"])
 
 
 def save_fine_tuned(backbone, folder: str | Path) -> Path:

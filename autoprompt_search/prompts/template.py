@@ -18,11 +18,11 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from ..textfiles import read_lines
 
 SPECIALS = ("cls", "mask", "sep", "sep+")
 _SENT_RE = re.compile(r"^(\+)?sent([lu])?(-)?_(\d+)$")
 _LABEL_RE = re.compile(r"^label(x)?_(\d+)$")
-_READABLE_VAR_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -83,37 +83,53 @@ _BROKEN_VARIABLE_RE = re.compile(r"^\+?(sent|label)[A-Za-z+\-]*_\d+$")
 
 
 def _parse_lmbff(text: str) -> list[Part]:
-    # LM-BFF splits on '*': every piece that names a variable is one, everything else is literal
-    # text with '_' standing for a space.
+    # LM-BFF splits on '*'. Asterisks come in pairs around a variable, so the pieces at odd
+    # positions are between a pair: each must name a variable (LM-BFF would silently print an unknown
+    # one as text). The other pieces are literal text with '_' standing for a space.
+    count = text.count("*")
+    if count % 2:
+        last = text.rfind("*")
+        raise UserError(f"template {text!r}: unclosed '*' at character {last + 1} (after {text[:last + 1][-12:]!r}); "
+                        "each variable is written between two asterisks, e.g. *sep+*")
     parts = []
-    for piece in text.split("*"):
-        if not piece:
-            continue
-        if _looks_like_variable(piece) or _BROKEN_VARIABLE_RE.match(piece):
+    for position, piece in enumerate(text.split("*")):
+        if position % 2:
+            if not piece:
+                raise UserError(f"template {text!r}: empty variable '**' between a pair of asterisks")
             parts.append(_parse_variable(piece, text))
-        else:
+        elif piece:
+            if _looks_like_variable(piece) or _BROKEN_VARIABLE_RE.match(piece):
+                raise UserError(f"template {text!r}: {piece!r} reads as a variable without its asterisks; "
+                                f"write *{piece}*")
             parts.append(Part(kind="text", text=piece.replace("_", " ")))
     return parts
 
 
 def _parse_readable(text: str) -> list[Part]:
     parts: list[Part] = []
-    pos = 0
     literal = ""
-    for match in _READABLE_VAR_RE.finditer(text):
-        literal += text[pos:match.start()]
-        pos = match.end()
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            literal += token[0]
+    i = 0
+    while i < len(text):
+        if text.startswith(("{{", "}}"), i):
+            literal += text[i]
+            i += 2
             continue
+        if text[i] == "}":
+            raise UserError(f"template {text!r}: unbalanced brace: '}}' at character {i + 1} closes nothing; "
+                            "write }}}} for a literal brace")
+        if text[i] != "{":
+            literal += text[i]
+            i += 1
+            continue
+        end, reopened = text.find("}", i + 1), text.find("{", i + 1)
+        if end == -1 or -1 < reopened < end:
+            raise UserError(f"template {text!r}: unbalanced brace: '{{' at character {i + 1} is not closed (at "
+                            f"{text[i:i + 12]!r}); close it with '}}', or write {{{{ for a literal brace")
         if literal:
             parts.append(Part(kind="text", text=literal))
             literal = ""
-        parts.append(_parse_variable(match.group(1).strip(), text))
-    literal += text[pos:]
-    if "{" in literal or "}" in literal:
-        raise UserError(f"template {text!r}: unbalanced brace; write {{{{ or }}}} for a literal brace")
+        parts.append(_parse_variable(text[i + 1:end].strip(), text))
+        i = end + 1
     if literal:
         parts.append(Part(kind="text", text=literal))
     return parts
@@ -145,7 +161,22 @@ class Template:
         template.validate(require_mask=require_mask)
         return template
 
-    def validate(self, *, require_mask: bool = True, num_sentences: int | None = None) -> None:
+    def validate(self, *, require_mask: bool = True, num_sentences: int | None = None,
+                 num_labels: int | None = None, demonstrations: bool | None = None) -> None:
+        """Check the template on its own and, given them, against the task's sentences and labels and
+        whether the prompt has demonstrations (`*labelx_i*` names the i-th demonstration's word)."""
+        name = self.source or self.to_readable()
+        for part in self.parts:
+            if part.kind == "label" and num_labels is not None and part.index >= num_labels:
+                raise UserError(f"template {name!r} uses *label_{part.index}* but the task has {num_labels} "
+                                f"labels (label_0 to label_{num_labels - 1})")
+            if part.kind == "labelx" and demonstrations is False:
+                raise UserError(f"template {name!r} uses *labelx_{part.index}* (the label word of demonstration "
+                                f"{part.index}) but the prompt has no demonstrations; use *label_i* (class i's "
+                                "word) or search with --demonstrations random")
+            if part.kind == "labelx" and demonstrations and num_labels is not None and part.index >= num_labels:
+                raise UserError(f"template {name!r} uses *labelx_{part.index}* but a prompt has {num_labels} "
+                                f"demonstrations (one per label: labelx_0 to labelx_{num_labels - 1})")
         masks = sum(p.kind == "mask" for p in self.parts)
         if require_mask and masks != 1:
             raise UserError(
@@ -199,18 +230,18 @@ class Template:
 def load_template_lines(path) -> list[Template]:
     """Read LM-BFF's template files: one template per line; blank lines and '#' comments skipped.
     LM-BFF's auto-template files may carry a tab-separated score after the template."""
-    from pathlib import Path
+    return [template for _, template in template_lines(path)]
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"template file {path} does not exist")
+
+def template_lines(path) -> list[tuple[str, Template]]:
+    """The templates of a template file, each with where it is (`path, line N`) for later checks."""
     templates = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_lines(path, "template file"), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         try:
-            templates.append(Template.parse(line.split("\t")[0]))
+            templates.append((f"{path}, line {number}", Template.parse(line.split("\t")[0])))
         except UserError as error:
             raise UserError(f"{path}, line {number}: {error}") from None
     if not templates:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..textfiles import read_text
 from ..tasks import TaskSpec
 from .rendering import word_in_context
 
@@ -40,13 +41,17 @@ class Verbalizer:
             if not isinstance(word, str) or not word.strip():
                 raise UserError(f"{source}: the word for label {label!r} must be a non-empty string, got {word!r}")
             words.append(word.strip())
-        if len(set(words)) != len(words):
-            raise UserError(f"{source}: two classes share a label word: {dict(zip(task.labels, words))}")
+        first: dict[str, str] = {}
+        for label, word in zip(task.labels, words):
+            if word in first:
+                raise UserError(f"{source}: two classes share a label word: labels {first[word]!r} and {label!r} both use {word!r}; "
+                                f"each class needs its own word: change the word of label {label!r} in {source}")
+            first[word] = label
         return cls(labels=tuple(task.labels), words=tuple(words))
 
     @classmethod
-    def for_task(cls, task: TaskSpec) -> "Verbalizer":
-        return cls.from_mapping(task, task.label_words, source=f"task {task.name}")
+    def for_task(cls, task: TaskSpec, *, source: str | None = None) -> "Verbalizer":
+        return cls.from_mapping(task, task.label_words, source=source or f"task {task.name}'s label_words")
 
     def to_mapping(self) -> dict[str, str]:
         return dict(zip(self.labels, self.words))
@@ -66,17 +71,20 @@ def parse_mapping_text(text: str, *, source: str = "mapping") -> dict:
         pass
     try:
         value = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as error:
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as error:
         raise UserError(f"{source}: not a JSON object or a Python dict literal: {text!r} ({error})") from None
     return value
 
 
 def load_mapping_lines(path, task: TaskSpec) -> list[Verbalizer]:
     """LM-BFF's label-word files: one mapping per line (JSON or Python dict literal), or a JSON list."""
+    return [verbalizer for _, verbalizer in mapping_entries(path, task)]
+
+
+def mapping_entries(path, task: TaskSpec) -> list[tuple[str, Verbalizer]]:
+    """The mappings of a label-word file, each with where it is (`path, line N` or `path, item N`)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"mapping file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "mapping file")
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -90,14 +98,15 @@ def load_mapping_lines(path, task: TaskSpec) -> list[Verbalizer]:
                 item = item["label_words"]  # a record from `search-templates labels --output`
             if not isinstance(item, dict):
                 raise UserError(f"{path}, item {i}: expected an object mapping labels to words, got {item!r}")
-            mappings.append(Verbalizer.from_mapping(task, item, source=f"{path}, item {i}"))
+            mappings.append((f"{path}, item {i}", Verbalizer.from_mapping(task, item, source=f"{path}, item {i}")))
         return mappings
     mappings = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        mappings.append(Verbalizer.from_mapping(task, line.split("\t")[0], source=f"{path}, line {number}"))
+        where = f"{path}, line {number}"
+        mappings.append((where, Verbalizer.from_mapping(task, line.split("\t")[0], source=where)))
     if not mappings:
         raise UserError(f"mapping file {path} holds no mapping")
     return mappings
@@ -110,6 +119,10 @@ def single_token_ids(tokenizer, verbalizer: Verbalizer, *, context: str = "x") -
     for label, word in zip(verbalizer.labels, verbalizer.words):
         spaced = word_in_context(word, context)
         tokens = tokenizer(spaced, add_special_tokens=False)["input_ids"]
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        if len(tokens) == 1 and unknown is not None and tokens[0] == unknown and word != tokenizer.unk_token:
+            raise UserError(f"label word {word!r} (label {label!r}) is not in this masked LM's vocabulary (it "
+                            f"reads as {tokenizer.unk_token}); choose a word the model knows")
         if len(tokens) != 1:
             pieces = tokenizer.convert_ids_to_tokens(tokens)
             raise UserError(

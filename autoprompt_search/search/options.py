@@ -3,6 +3,8 @@ strategy and the executor.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,9 +12,34 @@ from typing import Any, Mapping
 from ..errors import UserError
 from ..training import TrainConfig
 from .candidates import DEMO_MODES
-from .evaluator import EvaluatorSettings
+from .settings import EvaluatorSettings
 from .executors import make_executor
 from .strategies import Exhaustive, SuccessiveHalving
+
+
+def device_problem(device: str | None) -> str | None:
+    """None when `device` is usable here; else what was expected. Checked before any model loads."""
+    if device is None:
+        return None
+    import torch
+
+    text = str(device).strip()
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        return "cpu, cuda, cuda:N or mps"
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "a device this machine has: no CUDA GPU is available here (use --device cpu)"
+        if parsed.index is not None and parsed.index >= count:
+            return f"a GPU index below {count} (this machine has {count} CUDA device(s))"
+    elif parsed.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            return "a device this machine has: MPS is not available here (use --device cpu)"
+    elif parsed.type != "cpu":
+        return "cpu, cuda, cuda:N or mps"
+    return None
 
 
 @dataclass
@@ -54,41 +81,81 @@ class SearchOptions:
     test: bool = True
     test_limit: int | None = None
     progress: bool = True
+    retry_failed: bool = False  # evaluations recorded as failed are skipped on resume unless this is set
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "search options") -> "SearchOptions":
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "search options",
+                  origins: Mapping[str, str] | None = None) -> "SearchOptions":
+        """Options from plain data (a config file, parsed flags). `origins` names where each field
+        came from (`--max-steps`, `search.toml, line 3: field 'max_steps'`) for the error messages;
+        a field without one is called `<source>: field '<name>'`."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserError(f"{source}: unknown field(s) {unknown}; expected some of {sorted(known)}")
+        where = _namer(source, origins)
         values = dict(values)
-        for name in ("seeds", "template_files", "mapping_files", "demonstrations"):
-            if name in values and not isinstance(values[name], (list, tuple)):
-                raise UserError(f"{source}: field {name!r} must be a list, got {values[name]!r}")
-            if name in values:
-                values[name] = tuple(values[name])
+        for name, value in values.items():
+            values[name] = _typed(name, value, cls.__dataclass_fields__[name].type, where)
         options = cls(**values)
-        options.validate(source)
+        options.validate(source, origins=origins)
         return options
 
-    def validate(self, source: str = "search options") -> None:
+    def validate(self, source: str = "search options", *, origins: Mapping[str, str] | None = None) -> None:
+        """Every field's type and value, with no file or model touched (see `check_inputs` for those)."""
+        where = _namer(source, origins)
+        for name, spec in self.__dataclass_fields__.items():
+            setattr(self, name, _typed(name, getattr(self, name), spec.type, where))
+
         def need(ok: bool, name: str, expected: str):
             if not ok:
-                raise UserError(f"{source}: field {name!r} = {getattr(self, name)!r}; expected {expected}")
+                raise UserError(f"{where(name)}: got {getattr(self, name)!r}, expected {expected}")
 
+        for name in ("task", "model", "generator", "out", "demo_encoder"):
+            need(bool(getattr(self, name).strip()), name, "a non-empty string")
         need(self.strategy in ("halving", "exhaustive"), "strategy", "'halving' or 'exhaustive'")
         need(self.template_screening in ("zero_shot", "score"), "template_screening", "'zero_shot' or 'score'")
         need(all(m in DEMO_MODES for m in self.demonstrations) and bool(self.demonstrations), "demonstrations",
              f"a non-empty list of {DEMO_MODES}")
-        need(isinstance(self.demo_filter_rate, (int, float)) and 0 < self.demo_filter_rate <= 1,
-             "demo_filter_rate", "a number in (0, 1]")
-        need(isinstance(self.demo_inference_samples, int) and self.demo_inference_samples >= 1,
-             "demo_inference_samples", "an integer >= 1")
+        need(len(set(self.demonstrations)) == len(self.demonstrations), "demonstrations", "distinct modes")
+        need(0 < self.demo_filter_rate <= 1, "demo_filter_rate", "a number in (0, 1]")
+        need(self.demo_inference_samples >= 1, "demo_inference_samples", "an integer >= 1")
         need(len(self.seeds) >= 1, "seeds", "at least one seed")
-        need(self.n_templates >= 0 and self.n_mappings >= 0, "n_templates", "numbers >= 0")
-        need(0 < self.min_steps <= self.max_steps, "min_steps", "1 <= min_steps <= max_steps")
-        need(self.jobs >= 1, "jobs", "a number >= 1")
+        need(len(set(self.seeds)) == len(self.seeds), "seeds", "distinct seeds (each names one k-shot split)")
+        need(all(seed >= 0 for seed in self.seeds), "seeds", "seeds >= 0")
+        need(self.k >= 1, "k", "an integer >= 1 (examples per class)")
+        need(self.n_templates >= 0, "n_templates", "an integer >= 0")
+        need(self.n_mappings >= 0, "n_mappings", "an integer >= 0")
+        need(self.beam_width >= 1, "beam_width", "an integer >= 1")
+        need(self.label_k >= 1, "label_k", "an integer >= 1")
+        need(self.generator_steps is None or self.generator_steps >= 1, "generator_steps", "an integer >= 1")
+        need(self.min_steps >= 1, "min_steps", "an integer >= 1")
+        need(self.max_steps >= self.min_steps, "max_steps", f"an integer >= min_steps ({self.min_steps})")
+        need(math.isfinite(self.eta) and self.eta > 1, "eta", "a finite number > 1 (the halving rate)")
+        need(math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
+        need(self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(self.max_length >= 8, "max_length", "an integer >= 8 (tokens)")
+        need(self.jobs >= 1, "jobs", "an integer >= 1")
         need(self.backend in ("loky", "dask", "ray", "serial"), "backend", "loky, dask, ray or serial")
+        need(self.test_limit is None or self.test_limit >= 1, "test_limit", "an integer >= 1")
+        need(self.scheduler is None or bool(self.scheduler.strip()), "scheduler", "an address such as tcp://host:8786")
+        problem = device_problem(self.device)
+        if problem:
+            raise UserError(f"{where('device')}: got {self.device!r}, expected {problem}")
+
+    # For the other commands' --device and --model (the CLI reaches them through the package).
+    device_problem = staticmethod(device_problem)
+
+    @staticmethod
+    def check_model(name: str, where: str = "--model") -> None:
+        _check_model_folder(name, where)
+
+    def check_inputs(self, *, origins: Mapping[str, str] | None = None, source: str = "search options"):
+        """Everything the search will read, checked before any model loads (only a masked LM's
+        tokenizer is read, for its label words): the task, the output folder, model folders, every
+        template and mapping against the task, and each seed's data files. Returns the task."""
+        self.validate(source, origins=origins)
+        return _check_search_inputs(self, _namer(source, origins))
 
     def settings(self) -> EvaluatorSettings:
         train = TrainConfig(steps=self.max_steps, lr=self.lr, batch_size=self.batch_size,
@@ -121,3 +188,130 @@ def search_executor(options: SearchOptions):
     if options.backend == "loky":
         return make_executor("joblib", n_jobs=options.jobs)
     return make_executor(options.backend, n_jobs=options.jobs, scheduler_address=options.scheduler)
+
+
+def _namer(source: str, origins: Mapping[str, str] | None):
+    def where(name: str) -> str:
+        return (origins or {}).get(name) or f"{source}: field {name!r}"
+    return where
+
+
+_SCALARS = {"int": (int, "an integer"), "float": (float, "a number"), "bool": (bool, "true or false"),
+            "str": (str, "a string")}
+
+
+def _typed(name: str, value: Any, annotation: str, where) -> Any:
+    """`value` checked against the field's annotation (`int`, `float | None`, `tuple[int, ...]`):
+    returned as the field's type (a list becomes a tuple, an integer a float where a float is due)."""
+    annotation = str(annotation).replace(" ", "")
+    optional = annotation.endswith("|None")
+    base = annotation.removesuffix("|None")
+    if value is None and optional:
+        return None
+    if base.startswith("tuple["):
+        item_type, item_text = _SCALARS[base[len("tuple["):].split(",")[0]]
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise UserError(f"{where(name)}: got {value!r}, expected a list of {item_text.split(' ', 1)[1]}s")
+        items = tuple(_scalar(name, v, item_type, item_text, where, whole=value) for v in value)
+        return items
+    kind, text = _SCALARS[base]
+    return _scalar(name, value, kind, text + (" or nothing" if optional else ""), where)
+
+
+def _scalar(name: str, value: Any, kind: type, text: str, where, whole: Any = None) -> Any:
+    if kind is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        given = f"{value!r} (a string)" if isinstance(value, str) else repr(value)
+        what = f"a list of {text.split(' ', 1)[1]}s" if whole is not None else text
+        if whole is not None:
+            given = f"{list(whole)!r} (item {given})"
+        raise UserError(f"{where(name)}: got {given}, expected {what}" + ("; write it without quotes" if
+                        isinstance(value, str) and kind is not str else ""))
+    return value
+
+
+def _check_search_inputs(options: SearchOptions, where):
+    from ..data import load_split, load_task
+    from ..prompts import Template, Verbalizer, mapping_entries, template_lines
+
+    task = load_task(options.task)
+    _check_out_folder(Path(options.out), where("out"))
+    _check_model_folder(options.model, where("model"))
+    if "filtered" in options.demonstrations:
+        _check_model_folder(options.demo_encoder, where("demo_encoder"))
+    if options.generator not in ("auto", "none", "causal") and _looks_like_path(options.generator):
+        _check_model_folder(options.generator, where("generator"))
+    templates = [(f"task {task.name}'s manual template", Template.parse(task.template))]
+    for path in options.template_files:
+        templates += template_lines(path)
+    for origin, template in templates:
+        for mode in options.demonstrations:
+            try:
+                template.validate(num_sentences=task.num_sentences, num_labels=task.num_classes,
+                                  demonstrations=mode != "off")
+            except UserError as error:
+                raise UserError(f"{origin}: {error}" + (f" (--demonstrations {mode})" if
+                                                        "demonstration" in str(error) else "")) from None
+    verbalizers = [(f"task {task.name}'s label words", Verbalizer.for_task(task))]
+    for path in options.mapping_files:
+        verbalizers += mapping_entries(path, task)
+    _check_label_words(options, verbalizers)
+    splits = ("train", "dev", "test") if options.test else ("train", "dev")
+    for seed in options.seeds:
+        for split in splits:
+            try:
+                load_split(task, split, data_dir=options.data_dir, k=options.k, seed=seed)
+            except UserError as error:
+                hint = "; or pass --no-test (test = false)" if split == "test" else ""
+                raise UserError(f"{error}{hint}") from None
+    return task
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def _check_model_folder(name: str, where: str) -> None:
+    """A folder given as a model must hold one (config.json, or a GGUF file): transformers would
+    otherwise fail deep inside with its own error."""
+    path = Path(name).expanduser()
+    if _looks_like_path(name) and not path.exists():
+        raise UserError(f"{where}: model folder {path} does not exist")
+    if path.is_dir() and not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
+        raise UserError(f"{where}: {path} is not a model folder (no config.json); expected a folder written "
+                        "by save_pretrained, a model name such as smollm2-135m, or a hub id")
+
+
+def _check_out_folder(out: Path, where: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{where}: {out} is a file; expected an output folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{where}: {existing} is a file, so the output folder {out} cannot be made in it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{where}: the folder {existing} is not writable, so the search cannot write {out}")
+    board = out / "leaderboard.sqlite"
+    if board.exists() and not os.access(board, os.W_OK):
+        raise UserError(f"{where}: {board} is read-only; the search records every evaluation there")
+
+
+def _check_label_words(options: SearchOptions, verbalizers) -> None:
+    """A masked LM scores one token at the mask, so each label word must be one token that it knows."""
+    from ..models import detect_kind, load_tokenizer, resolve_model
+    from ..prompts import single_token_ids
+
+    source = resolve_model(options.model)
+    if detect_kind(source) != "mlm":
+        return
+    tokenizer = load_tokenizer(source)
+    for origin, verbalizer in verbalizers:
+        try:
+            single_token_ids(tokenizer, verbalizer)
+        except UserError as error:
+            raise UserError(f"{origin}: {error}") from None
