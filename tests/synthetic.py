@@ -1,13 +1,16 @@
-"""A test double for the search: `SyntheticEvaluator`, a cheap, deterministic stand-in for training."""
+"""Test doubles for the search: `SyntheticEvaluator`, a cheap, deterministic stand-in for training, and
+`write_version_1_database`, a leaderboard as version 1 of the program wrote it."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from autoprompt_search.errors import UserError
 from autoprompt_search.search import EvalOutcome, LazyEvaluator, candidate_id
 
 
@@ -22,12 +25,15 @@ class SyntheticEvaluator(LazyEvaluator):
     """A stand-in for training: a hidden quality per candidate, improving with steps, plus seed
     noise. Deterministic, cheap and picklable; for dry runs of a search plan, benchmarks of the
     executors and tests. `sleep_s` imitates training time; `call_log` (a file) gets one JSON
-    line per state load and per finished call."""
+    line per state load and per finished call (and per failed one, event "fail"). A candidate whose
+    template contains one of `fail_templates` raises `fail_with` (a UserError with "UserError")."""
 
     noise: float = 0.02
     sleep_s: float = 0.0
     call_log: str | None = None
     salt: str = ""
+    fail_templates: tuple[str, ...] = ()
+    fail_with: str = "ValueError"
 
     def state_config(self) -> dict[str, Any]:
         return {"salt": self.salt}
@@ -43,6 +49,10 @@ class SyntheticEvaluator(LazyEvaluator):
         if self.sleep_s:
             time.sleep(self.sleep_s)
         cid = candidate_id(candidate)
+        if any(part in str(candidate.get("template", "")) for part in self.fail_templates):
+            self._log({"event": "fail", "candidate_id": cid, "seed": seed, "steps": steps})
+            error = UserError if self.fail_with == "UserError" else ValueError
+            raise error(f"synthetic failure of {candidate.get('template')!r}")
         learning = 0.6 + 0.4 * steps / (steps + 10)
         noise = self.noise * (2 * _unit_hash(self.salt, cid, seed, steps) - 1)
         dev = self.quality(candidate) * learning + noise
@@ -60,3 +70,35 @@ class SyntheticEvaluator(LazyEvaluator):
             os.write(fd, (line + "\n").encode())
         finally:
             os.close(fd)
+
+
+_VERSION_1_SCHEMA = """
+CREATE TABLE evaluations (
+    id INTEGER PRIMARY KEY, config_hash TEXT NOT NULL, candidate_id TEXT NOT NULL, candidate_json TEXT NOT NULL,
+    seed INTEGER NOT NULL, budget INTEGER NOT NULL, rung INTEGER NOT NULL, dev_metric REAL, test_metric REAL,
+    dev_metrics_json TEXT NOT NULL, test_metrics_json TEXT NOT NULL, extra_json TEXT NOT NULL,
+    steps INTEGER NOT NULL, wall_time_s REAL NOT NULL, versions_json TEXT NOT NULL, created_at TEXT NOT NULL,
+    UNIQUE (config_hash, candidate_id, seed, budget));
+CREATE INDEX evaluations_by_config ON evaluations (config_hash, budget);
+PRAGMA user_version = 1;
+"""
+
+
+def write_version_1_database(path, candidates, cfg: str = "cfg", seed: int = 13, budget: int = 10) -> list[str]:
+    """A leaderboard as version 1 wrote it (no state/error columns, no claims or configs tables), with
+    one row per candidate; returns their ids."""
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode = WAL")  # as version 1 left its files
+    connection.executescript(_VERSION_1_SCHEMA)
+    ids = []
+    for i, candidate in enumerate(candidates):
+        ids.append(candidate_id(candidate))
+        connection.execute(
+            "INSERT INTO evaluations (config_hash, candidate_id, candidate_json, seed, budget, rung, dev_metric, "
+            "test_metric, dev_metrics_json, test_metrics_json, extra_json, steps, wall_time_s, versions_json, "
+            "created_at) VALUES (?, ?, ?, ?, ?, 0, ?, NULL, '{}', '{}', '{}', ?, 0.1, '{}', '2024-01-01')",
+            (cfg, ids[-1], json.dumps(candidate, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+             seed, budget, 0.1 * i, budget))
+    connection.commit()
+    connection.close()
+    return ids

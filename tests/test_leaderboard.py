@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprompt_search.errors import UserError
-from autoprompt_search.search import DEFAULT_FILENAME, Leaderboard, candidate_id, config_hash
+from autoprompt_search.search import DEFAULT_FILENAME, SCHEMA_VERSION, Leaderboard, candidate_id, config_hash
 from autoprompt_search.search import plot_leaderboard, rung_curves
+from synthetic import write_version_1_database
 
 
 def make_candidate(i: int) -> dict:
@@ -237,3 +238,75 @@ def test_plot_writes_a_png_with_one_curve_per_candidate(tmp_path):
 def test_plot_of_empty_leaderboard_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no evaluations"):
         plot_leaderboard(Leaderboard(tmp_path), tmp_path / "x.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Failed rows, configurations, schema versions
+
+
+def test_a_fail_row_is_replaced_by_a_success_but_never_replaces_one(tmp_path):
+    board = Leaderboard(tmp_path)
+    cid = candidate_id(make_candidate(1))
+    assert board.record(config_hash="cfg", candidate=make_candidate(1), seed=13, budget=10, rung=0,
+                        dev_metric=math.nan, state="FAIL", error="ValueError: boom")
+    assert board.get(cid, 13, 10, "cfg") is None and not board.has(cid, 13, 10, "cfg")
+    failed = board.get(cid, 13, 10, "cfg", include_failed=True)
+    assert failed.failed and failed.error == "ValueError: boom" and math.isnan(failed.dev_metric)
+    assert board.rows() == [] and [f.error for f in board.failures()] == ["ValueError: boom"]
+    assert record(board, 1, 13, 0.7)
+    assert board.get(cid, 13, 10, "cfg").dev_metric == 0.7 and board.failures() == [] and len(board) == 1
+    assert not board.record(config_hash="cfg", candidate=make_candidate(1), seed=13, budget=10, rung=0,
+                            dev_metric=math.nan, state="FAIL", error="late failure")
+    assert board.get(cid, 13, 10, "cfg").state == "COMPLETE"
+
+
+def test_ranking_leaves_out_a_budget_where_the_candidate_failed(tmp_path):
+    board = Leaderboard(tmp_path)
+    record(board, 1, 13, 0.6, budget=0)
+    record(board, 1, 13, 0.9, budget=10, rung=1)
+    board.record(config_hash="cfg", candidate=make_candidate(1), seed=21, budget=10, rung=1,
+                 dev_metric=math.nan, state="FAIL", error="RuntimeError: bad")
+    record(board, 2, 13, 0.5, budget=0)
+    ranking = board.ranking()
+    assert [(r.candidate, r.budget) for r in ranking] == [(make_candidate(1), 0), (make_candidate(2), 0)]
+    table = board.to_table().splitlines()
+    assert table[0].split()[:2] == ["rank", "dev"]
+    assert table[-1].startswith("FAIL") and "seed 21" in table[-1] and "RuntimeError: bad" in table[-1]
+    assert not any(line.startswith("FAIL") for line in board.to_table(budget=0).splitlines())
+
+
+def test_configurations_and_fingerprints_are_stored_once(tmp_path):
+    board = Leaderboard(tmp_path)
+    assert board.config("h") is None
+    assert board.save_config("h", {"k": 16}) is None
+    assert board.save_config("h", {"k": 32}, {"sha256": "x"}) is None  # first fingerprint is stored
+    assert board.save_config("h", {"k": 64}, {"sha256": "y"}) == {"sha256": "x"}
+    assert board.config("h") == {"k": 16} and board.fingerprint("h") == {"sha256": "x"}
+    assert board.configs() == {"h": {"k": 16}}
+
+
+def test_a_version_1_database_is_migrated_and_its_rows_reused(tmp_path):
+    path = tmp_path / "old.sqlite"
+    ids = write_version_1_database(path, [make_candidate(i) for i in range(3)])
+    board = Leaderboard(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert [(r.candidate_id, r.state, r.error) for r in board.rows()] == [(i, "COMPLETE", None) for i in ids]
+    assert board.ranking()[0].candidate_id == ids[-1]
+    assert not record(board, 0, 13, 0.99)  # already stored: resume reuses it
+    assert record(board, 7, 13, 0.5) and board.save_config("cfg", {"k": 16}) is None
+
+
+def test_older_and_foreign_schema_versions_are_one_line_errors(tmp_path):
+    path = tmp_path / "lb.sqlite"
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA user_version = -1")
+    connection.close()
+    with pytest.raises(UserError, match="older") as caught:
+        Leaderboard(path)
+    assert "\n" not in str(caught.value)
+    broken = tmp_path / "broken.sqlite"
+    connection = sqlite3.connect(broken)
+    connection.executescript("CREATE TABLE evaluations (id INTEGER PRIMARY KEY); PRAGMA user_version = 1;")
+    connection.close()
+    with pytest.raises(UserError, match="lacks columns"):
+        Leaderboard(broken)

@@ -336,3 +336,82 @@ def test_generated_templates_are_taken_round_robin_over_formats():
              GeneratedTemplate("a3", "a3", -3.0, "A"), GeneratedTemplate("b1", "b1", -50.0, "B"),
              GeneratedTemplate("b2", "b2", -60.0, "B")]
     assert [g.template for g in round_robin_by_format(found)] == ["a1", "b1", "a2", "b2", "a3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The configuration and the data fingerprint live in the leaderboard; failed candidates are rows
+
+
+def test_the_configuration_and_data_fingerprint_are_stored_in_the_leaderboard(first_run, tmp_path):
+    from autoprompt_search.export import exporting
+    from autoprompt_search.search import EvaluatorSettings
+
+    options, _, board, config_hash = first_run
+    config = board.config(config_hash)
+    mirror = json.loads((Path(options.out) / "search_config.json").read_text(encoding="utf-8"))
+    assert config == mirror[config_hash] and config["settings"]["k"] == options.k
+    fingerprint = board.fingerprint(config_hash)
+    assert set(fingerprint["splits"]) == {f"{s}/{split}" for s in SEEDS for split in ("train", "dev", "test")}
+    assert fingerprint["task"]["labels"] == ["0", "1"] and len(fingerprint["sha256"]) == 64
+    # export reads the settings from the database; the JSON mirror is not needed ...
+    copy = tmp_path / "copy"
+    shutil.copytree(options.out, copy)
+    (copy / "search_config.json").unlink()
+    settings = exporting._stored_settings(Leaderboard(copy / "leaderboard.sqlite"), config_hash)
+    assert settings == replace(EvaluatorSettings(**config["settings"]), cache_dir=str(copy / "cache"))
+    # ... but a folder from before (no configs in the database) still exports through it.
+    old = tmp_path / "old"
+    shutil.copytree(options.out, old)
+    Leaderboard(old / "leaderboard.sqlite")._execute("DELETE FROM configs")
+    assert exporting._stored_settings(Leaderboard(old / "leaderboard.sqlite"), config_hash) == replace(
+        settings, cache_dir=str(old / "cache"))
+    (old / "search_config.json").unlink()
+    with pytest.raises(UserError, match="no configuration"):
+        exporting._stored_settings(Leaderboard(old / "leaderboard.sqlite"), config_hash)
+
+
+def test_crlf_and_bom_copies_of_the_k_shot_files_have_the_same_fingerprint(toy_data, tmp_path):
+    from autoprompt_search.search import data_fingerprint
+    from autoprompt_search.tasks import get_task
+
+    task = get_task("sst2")
+    copy = tmp_path / "crlf"
+    shutil.copytree(toy_data, copy)
+    for path in copy.rglob("*.tsv"):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    plain = data_fingerprint(task, data_dir=str(toy_data), k=16, seeds=SEEDS)
+    assert data_fingerprint(task, data_dir=str(copy), k=16, seeds=SEEDS) == plain
+    dev = copy / "k-shot" / "SST-2" / f"16-{SEEDS[1]}" / "dev.tsv"
+    lines = dev.read_text(encoding="utf-8-sig").splitlines()
+    dev.write_text("\n".join(lines[:1] + [lines[1].replace("\t", " again\t")] + lines[2:]) + "\n", encoding="utf-8")
+    changed = data_fingerprint(task, data_dir=str(copy), k=16, seeds=SEEDS)
+    assert changed["sha256"] != plain["sha256"]
+    assert [name for name in plain["splits"] if plain["splits"][name] != changed["splits"][name]] == [f"{SEEDS[1]}/dev"]
+
+
+def test_results_are_not_reused_when_the_data_changed(tiny_causal_folder, tmp_path):
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    options = search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,), strategy="exhaustive",
+                             min_steps=1, max_steps=1)
+    run_pipeline(options, say=lambda *_: None)
+    train = data / "k-shot" / "SST-2" / "16-13" / "train.tsv"
+    train.write_text(train.read_text(encoding="utf-8").replace("\t0\n", "\t1\n", 1), encoding="utf-8")
+    with pytest.raises(UserError, match=r"data differ.*13/train"):
+        run_pipeline(options, say=lambda *_: None)
+
+
+def test_a_candidate_with_bad_label_words_is_a_fail_row_on_the_real_evaluator(tiny_causal_folder, toy_data, tmp_path):
+    from autoprompt_search.search import Exhaustive, PromptEvaluator, Study
+    from autoprompt_search.tasks import get_task
+
+    options = search_options(tiny_causal_folder, toy_data, tmp_path, seeds=(13,))
+    template = get_task("sst2").template
+    good = {"template": template, "label_words": {"0": "terrible", "1": "great"}, "demonstrations": "off"}
+    bad = {"template": template, "label_words": {"0": "terrible"}, "demonstrations": "off"}
+    board = Leaderboard(tmp_path / "leaderboard.sqlite")
+    study = Study(board, {"test": "bad label words"}, Exhaustive(0, (13,)), PromptEvaluator(options.settings()))
+    result = study.run([good, bad], progress=False)
+    assert [r.candidate_id for r in result.ranking] == [candidate_id(good)]
+    failures = board.failures(study.config_hash)
+    assert [f.candidate_id for f in failures] == [candidate_id(bad)]
+    assert failures[0].error.startswith("UserError: candidate label_words") and "missing ['1']" in failures[0].error

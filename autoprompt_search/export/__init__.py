@@ -1,6 +1,11 @@
 """Export and predict: the best prompt of a search as a file, and reading the texts to classify with it
-(the classifier itself is `training.PromptClassifier`)."""
-from .exporting import export_best, open_leaderboard
-from .predict import read_inputs
+(the classifier itself is `training.PromptClassifier`).
+"""
+from ..lazy import lazy_exports
 
-__all__ = ["export_best", "open_leaderboard", "read_inputs"]
+_EXPORTS = {
+    'exporting': ('export_best', 'open_leaderboard'),
+    'predict': ('read_inputs',),
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,12 +1,11 @@
 """Export the best prompt of a finished search: best.json, its demonstration pool and an optional fine-tuned model."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
 from ..prompts import SCHEMA_VERSION, read_document, save_fine_tuned, write_document
-from ..search import EvaluatorSettings, Leaderboard, demonstration_section_for, fine_tuned_classifier
+from ..search import EvaluatorSettings, Leaderboard, demonstration_section_for, fine_tuned_classifier, stored_config
 
 
 def open_leaderboard(out: str) -> Leaderboard:
@@ -51,14 +50,13 @@ def export_best(out: str, *, fine_tune: bool, output: str | None = None) -> dict
 
 
 def _stored_settings(leaderboard: Leaderboard, config_hash: str) -> EvaluatorSettings:
-    # The configuration itself is not stored per row; the search wrote it beside the database.
+    """The evaluator settings the search ran with: from the leaderboard's configurations (a folder made
+    before they were stored there falls back to its search_config.json)."""
     folder = Path(leaderboard.path).parent
-    config_file = folder / "search_config.json"
-    if not config_file.is_file():
-        raise UserError(f"{config_file} is missing; rerun the search to recreate it")
-    configs = json.loads(config_file.read_text(encoding="utf-8"))
-    if config_hash not in configs:
-        raise UserError(f"{config_file} has no configuration {config_hash[:12]}")
-    settings = EvaluatorSettings(**configs[config_hash]["settings"])
+    settings = stored_config(leaderboard, config_hash).get("settings")
+    if not isinstance(settings, dict):
+        raise UserError(f"{leaderboard.path}: configuration {config_hash[:12]} has no evaluator settings")
+    known = set(EvaluatorSettings.__dataclass_fields__)
+    settings = EvaluatorSettings(**{key: value for key, value in settings.items() if key in known})
     settings.cache_dir = settings.cache_dir or str(folder / "cache")
     return settings

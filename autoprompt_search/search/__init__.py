@@ -1,148 +1,36 @@
 """The search: candidates, their evaluator, strategies, executors, the study and its leaderboard."""
-from .records import (
-    canonical_json,
-    sha256_of,
-    candidate_id,
-    config_hash,
-    package_versions,
-    Evaluation,
-    RankedCandidate,
-    rank_key,
-    aggregate,
-    describe_candidate,
-)
-from .leaderboard import (
-    DEFAULT_FILENAME,
-    SCHEMA_VERSION,
-    BUSY_TIMEOUT_MS,
-    Leaderboard,
-)
-from .trial import (
-    EvalOutcome,
-    Job,
-    JobResult,
-    run_job,
-    process_local,
-    clear_process_state,
-    LazyEvaluator,
-)
-from .strategies import (
-    FIRST_RUNG_MODES,
-    Rung,
-    Strategy,
-    top_candidates,
-    Exhaustive,
-    SuccessiveHalving,
-    describe_plan,
-    total_training_steps,
-)
-from .executors import (
-    Executor,
-    SerialExecutor,
-    JoblibExecutor,
-    DaskExecutor,
-    RayExecutor,
-    EXECUTORS,
-    make_executor,
-)
-from .study import (
-    RungResult,
-    SearchResult,
-    unique_candidates,
-    run_search,
-    Study,
-)
-from .plots import (
-    MAX_LABELLED_SURVIVORS,
-    CandidateCurve,
-    rung_curves,
-    plot_leaderboard,
-)
-from .candidates import (
-    DEMO_MODES,
-    make_candidate,
-    candidate_grid,
-)
-from .evaluator import (
-    EvaluatorSettings,
-    PromptEvaluator,
-    load_task,
-    fine_tuned_classifier,
-)
-from .options import (
-    SearchOptions,
-    make_strategy,
-    search_executor,
-)
-from .sources import (
-    generate_templates,
-    search_mappings,
-    build_candidates,
-)
-from .pipeline import (
-    demonstration_section_for,
-    run_pipeline,
-)
+from ..lazy import lazy_exports
 
-__all__ = [
-    'DEFAULT_FILENAME',
-    'SCHEMA_VERSION',
-    'BUSY_TIMEOUT_MS',
-    'canonical_json',
-    'sha256_of',
-    'candidate_id',
-    'config_hash',
-    'package_versions',
-    'Evaluation',
-    'RankedCandidate',
-    'rank_key',
-    'Leaderboard',
-    'aggregate',
-    'describe_candidate',
-    'FIRST_RUNG_MODES',
-    'EvalOutcome',
-    'Job',
-    'JobResult',
-    'run_job',
-    'process_local',
-    'clear_process_state',
-    'LazyEvaluator',
-    'Rung',
-    'Strategy',
-    'top_candidates',
-    'Exhaustive',
-    'SuccessiveHalving',
-    'describe_plan',
-    'total_training_steps',
-    'Executor',
-    'SerialExecutor',
-    'JoblibExecutor',
-    'DaskExecutor',
-    'RayExecutor',
-    'EXECUTORS',
-    'make_executor',
-    'RungResult',
-    'SearchResult',
-    'unique_candidates',
-    'run_search',
-    'Study',
-    'MAX_LABELLED_SURVIVORS',
-    'CandidateCurve',
-    'rung_curves',
-    'plot_leaderboard',
-    'DEMO_MODES',
-    'make_candidate',
-    'candidate_grid',
-    'EvaluatorSettings',
-    'PromptEvaluator',
-    'load_task',
-    'fine_tuned_classifier',
-    'SearchOptions',
-    'make_strategy',
-    'generate_templates',
-    'search_mappings',
-    'build_candidates',
-    'search_executor',
-    'demonstration_section_for',
-    'run_pipeline',
-]
+_EXPORTS = {
+    'records': (
+        'canonical_json', 'sha256_of', 'candidate_id', 'config_hash', 'package_versions', 'Evaluation',
+        'RankedCandidate', 'rank_key', 'aggregate', 'describe_candidate',
+    ),
+    'schema': ('SCHEMA_VERSION', 'COMPLETE', 'FAIL'),
+    'leaderboard': ('DEFAULT_FILENAME', 'BUSY_TIMEOUT_MS', 'Leaderboard'),
+    'sidefiles': ('write_json_atomic', 'read_json', 'cached_json'),
+    'configs': ('CONFIG_MIRROR', 'data_fingerprint', 'remember_config', 'stored_config'),
+    'trial': (
+        'EvalOutcome', 'Job', 'JobResult', 'run_job', 'is_resource_error', 'process_local',
+        'clear_process_state', 'LazyEvaluator',
+    ),
+    'strategies': (
+        'FIRST_RUNG_MODES', 'Rung', 'Strategy', 'top_candidates', 'Exhaustive', 'SuccessiveHalving',
+        'describe_plan', 'total_training_steps',
+    ),
+    'claims': ('ClaimSettings', 'Claims'),
+    'executors': (
+        'Executor', 'SerialExecutor', 'JoblibExecutor', 'DaskExecutor', 'RayExecutor', 'EXECUTORS',
+        'make_executor',
+    ),
+    'study': ('RungResult', 'SearchResult', 'unique_candidates', 'run_search', 'Study'),
+    'plots': ('MAX_LABELLED_SURVIVORS', 'CandidateCurve', 'rung_curves', 'plot_leaderboard'),
+    'candidates': ('DEMO_MODES', 'make_candidate', 'candidate_grid'),
+    'settings': ('EvaluatorSettings',),
+    'evaluator': ('PromptEvaluator', 'load_task', 'fine_tuned_classifier'),
+    'options': ('SearchOptions', 'make_strategy', 'search_executor'),
+    'sources': ('generate_templates', 'search_mappings', 'build_candidates'),
+    'pipeline': ('demonstration_section_for', 'run_pipeline'),
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,30 +10,8 @@ from typing import Any, Mapping
 
 from ..tasks import Example, TaskSpec, get_task
 from ..training import PromptClassifier, TrainConfig
+from .settings import EvaluatorSettings
 from .trial import EvalOutcome, LazyEvaluator
-
-
-@dataclass
-class EvaluatorSettings:
-    """Everything that determines an evaluation besides (candidate, seed, steps). Hashed into the
-    leaderboard's configuration hash, so changing any of it never reuses stale results."""
-
-    task: str
-    model: str = "smollm2-135m"
-    data_dir: str | None = None
-    k: int = 16
-    device: str | None = None
-    train: dict = field(default_factory=lambda: TrainConfig().to_dict())
-    test_at_steps: int | None = None  # score the test set at this budget (the final rung)
-    test_limit: int | None = None
-    demo_filter_rate: float = 0.5
-    demo_inference_samples: int = 4
-    demo_encoder: str = "minilm-l6"
-    # With demonstrations: overrides of the task's LM-BFF lengths (max_length, first_sent_limit,
-    # other_sent_limit; see demonstrations.demo_prompt_settings). Empty: LM-BFF's settings.
-    demo_lengths: dict = field(default_factory=dict)
-    cache_dir: str | None = None
-    task_file: str | None = None  # custom task spec, re-registered in worker processes
 
 
 @dataclass
@@ -114,11 +92,12 @@ class PromptEvaluator(LazyEvaluator):
                 classifier.sampler.prepare_queries([*train, *dev, *(test or [])])
             dev_result = classifier.evaluate(dev, batch_size=config.eval_batch_size)
             test_result = classifier.evaluate(test, batch_size=config.eval_batch_size) if test else None
-            ran = 0
+            ran = best_step = 0
         else:
             result = classifier.fit(train, dev, config, test=test, progress=False)
-            dev_result, test_result, ran = result.dev, result.test, result.steps
-        extra = {"dev_metrics": dev_result.metrics, "steps": ran}
+            dev_result, test_result, ran, best_step = result.dev, result.test, result.steps, result.best_step
+        # best_step: the checkpoint the metrics come from (0 when fine-tuning never beat the start).
+        extra = {"dev_metrics": dev_result.metrics, "steps": ran, "best_step": best_step}
         if test_result is not None:
             extra["test_metrics"] = test_result.metrics
         return EvalOutcome(dev_result.main, test_result.main if test_result else None, extra)

@@ -1,10 +1,15 @@
 """Executors: where evaluations run. An executor (`SerialExecutor`, `JoblibExecutor`,
 `DaskExecutor`, `RayExecutor`) only runs picklable calls and yields results as they finish.
+
+Items may be a lazy iterable, and every executor pulls them only as it has room to run them (serial:
+one at a time; joblib: its pre-dispatch queue; Dask: one per worker thread). The search claims an
+evaluation when its item is pulled, so a process never holds claims on work it is not running and
+concurrent searches on one folder share the work at the grain of single evaluations.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
 
 from ..errors import UserError
 
@@ -13,7 +18,7 @@ R = TypeVar("R")
 
 
 class Executor(Protocol):
-    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    def map_unordered(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """Apply `function` to every item, yielding each result as soon as it is ready."""
 
 
@@ -21,16 +26,16 @@ class Executor(Protocol):
 class SerialExecutor:
     """Everything in this process, in order. The evaluator's state is loaded once here."""
 
-    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    def map_unordered(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         for item in items:
             yield function(item)
 
 
-def _joblib_generator(function: Callable[[T], R], items: Sequence[T], n_jobs: int,
+def _joblib_generator(function: Callable[[T], R], items: Iterable[T], n_jobs: int,
                       backend: str, backend_params: Mapping[str, Any]) -> Iterator[R]:
     import joblib
 
-    if not items:
+    if isinstance(items, (list, tuple)) and not items:
         return
     # The backend is bound when Parallel is built, so the config context can end before we
     # start yielding (and never leaks into the caller while this generator is suspended).
@@ -48,21 +53,37 @@ class JoblibExecutor:
     n_jobs: int = -1
     backend: str = "loky"
 
-    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    def map_unordered(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         return _joblib_generator(function, items, self.n_jobs, self.backend, {})
 
 
-def _dask_generator(client, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
-    """Submit every item to the cluster and yield results as they finish. (joblib's Dask backend
-    would run everything in this process when the cluster has a single worker thread.)"""
+def _dask_generator(client, function: Callable[[T], R], items: Iterable[T], in_flight: int) -> Iterator[R]:
+    """Keep `in_flight` items running on the cluster, submitting the next as each finishes, and yield
+    results as they finish. (joblib's Dask backend would run everything in this process when the
+    cluster has a single worker thread.)"""
     from distributed import as_completed
 
-    futures = [client.submit(function, item, pure=False) for item in items]
+    iterator = iter(items)
+    futures = []
+
+    def submit_next():
+        for item in iterator:
+            futures.append(client.submit(function, item, pure=False))
+            return futures[-1]
+        return None
+
     try:
+        first = [future for future in (submit_next() for _ in range(max(1, in_flight))) if future is not None]
+        if not first:
+            return
         with client.as_current():
-            completed = as_completed(futures)
+            completed = as_completed(first)
         for future in completed:
-            yield future.result()
+            result = future.result()
+            following = submit_next()
+            if following is not None:
+                completed.add(following)
+            yield result
     finally:
         for future in futures:
             future.cancel()
@@ -77,7 +98,7 @@ class DaskExecutor:
     client: Any = None
     n_jobs: int = -1
 
-    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    def map_unordered(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         try:
             from distributed import Client
         except ImportError as error:
@@ -96,7 +117,9 @@ class DaskExecutor:
             raise UserError(f"executor 'dask': cannot reach scheduler {self.scheduler_address}: "
                             f"{error}") from error
         try:
-            yield from _dask_generator(client, function, items)
+            # One item per worker thread of the cluster (more when n_jobs asks for more).
+            in_flight = max(self.n_jobs, sum(client.nthreads().values()), 1)
+            yield from _dask_generator(client, function, items, in_flight)
         finally:
             if own_client:
                 client.close()
@@ -109,7 +132,7 @@ class RayExecutor:
     address: str | None = None
     n_jobs: int = -1
 
-    def map_unordered(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    def map_unordered(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         try:
             import ray
             from ray.util.joblib import register_ray

@@ -4,7 +4,10 @@ The database lives in the search's output folder. It runs in WAL mode with a bus
 every write is its own short transaction, so several processes (joblib/Dask workers, or two
 searches sharing an output folder) can record at once without losing rows. The unique key
 (config_hash, candidate_id, seed, budget) makes a repeated evaluation a no-op, which is what lets
-an interrupted search resume without redoing finished work.
+an interrupted search resume without redoing finished work. A failed evaluation is a row too
+(state FAIL, with its error); a later success replaces it, nothing replaces a success. The same
+file holds each search configuration with its data fingerprint (`configs`) and the claims of
+running searches (`claims`, see `claims.py`); `schema.py` owns the tables and their migration.
 """
 from __future__ import annotations
 
@@ -15,55 +18,28 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ..errors import UserError
+from .schema import COMPLETE, EVALUATION_COLUMNS, FAIL, SCHEMA_VERSION, check_schema, check_version, create_or_migrate
 from .records import (
     Evaluation,
     RankedCandidate,
     aggregate,
     canonical_json,
     candidate_id,
-    describe_candidate,
     package_versions,
     rank_key,
 )
+from .table import format_table
 
 DEFAULT_FILENAME = "leaderboard.sqlite"
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 60_000
 _LOCK_RETRIES = 20
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS evaluations (
-    id INTEGER PRIMARY KEY,
-    config_hash TEXT NOT NULL,
-    candidate_id TEXT NOT NULL,
-    candidate_json TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    budget INTEGER NOT NULL,
-    rung INTEGER NOT NULL,
-    dev_metric REAL,
-    test_metric REAL,
-    dev_metrics_json TEXT NOT NULL,
-    test_metrics_json TEXT NOT NULL,
-    extra_json TEXT NOT NULL,
-    steps INTEGER NOT NULL,
-    wall_time_s REAL NOT NULL,
-    versions_json TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (config_hash, candidate_id, seed, budget)
-);
-CREATE INDEX IF NOT EXISTS evaluations_by_config ON evaluations (config_hash, budget);
-"""
-
-_COLUMNS = (
-    "config_hash", "candidate_id", "candidate_json", "seed", "budget", "rung", "dev_metric",
-    "test_metric", "dev_metrics_json", "test_metrics_json", "extra_json", "steps", "wall_time_s",
-    "versions_json", "created_at",
-)
+_COLUMNS = EVALUATION_COLUMNS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +80,13 @@ def _row_to_evaluation(row: sqlite3.Row) -> Evaluation:
         wall_time_s=row["wall_time_s"],
         versions=_loads(row["versions_json"]),
         created_at=row["created_at"],
+        state=row["state"],
+        error=row["error"],
     )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,10 +126,15 @@ class Leaderboard:
             local.pid = os.getpid()
         return local.connection
 
-    def close(self) -> None:
+    def close_thread_connection(self) -> None:
+        """Close the connection of the calling thread only (a helper thread that is ending)."""
         connection = getattr(self._local, "connection", None)
         if connection is not None and getattr(self._local, "pid", None) == os.getpid():
             connection.close()
+            del self._local.connection, self._local.pid
+
+    def close(self) -> None:
+        self.close_thread_connection()
         self._local = threading.local()
 
     def _corrupt(self, error: Exception) -> UserError:
@@ -178,45 +165,17 @@ class Leaderboard:
 
     def _prepare(self, connection: sqlite3.Connection) -> None:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        # Reading the schema first makes a non-SQLite file fail here with a clear error.
-        tables = {row[0] for row in connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise UserError(
-                f"{self.path}: leaderboard schema version {version}; this program reads version "
-                f"{SCHEMA_VERSION}. Use a new output folder or the matching program version."
-            )
-        if version == 0 and tables - {"evaluations"}:
-            raise UserError(
-                f"{self.path}: is an SQLite database with other tables ({', '.join(sorted(tables))}); "
-                f"expected an autoprompt_search leaderboard or a new file"
-            )
+        # Reading the schema first makes a non-SQLite file (or a newer one) fail here with a clear error.
+        version = check_version(connection, self.path)
         check = connection.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {check}")
         if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
-        if version == 0:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-        else:
-            self._check_columns(connection)
-
-    def _check_columns(self, connection: sqlite3.Connection) -> None:
-        present = {row[1] for row in connection.execute("PRAGMA table_info(evaluations)")}
-        missing = [name for name in _COLUMNS if name not in present]
-        if missing:
-            raise UserError(f"{self.path}: table 'evaluations' lacks columns {missing}; "
-                            f"expected an autoprompt_search leaderboard")
+        if version != SCHEMA_VERSION:
+            create_or_migrate(connection, self.path)
+        check_schema(connection, self.path)
 
     @staticmethod
     def _with_lock_retries(action):
@@ -241,6 +200,20 @@ class Leaderboard:
         except sqlite3.DatabaseError as error:
             raise self._corrupt(error) from error
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the write lock is taken at once, so what is read
+        inside it cannot change before the commit). Other processes wait up to the busy timeout."""
+        connection = self._connection()
+        self._with_lock_retries(lambda: connection.execute("BEGIN IMMEDIATE"))
+        try:
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
     # -- writing
     def record(
         self,
@@ -258,9 +231,13 @@ class Leaderboard:
         steps: int | None = None,
         wall_time_s: float = 0.0,
         versions: Mapping[str, str] | None = None,
+        state: str = COMPLETE,
+        error: str | None = None,
     ) -> bool:
-        """Store one evaluation in its own transaction. Returns False (and stores nothing) if
-        this (config, candidate, seed, budget) is already stored."""
+        """Store one evaluation in its own transaction. Returns False (and stores nothing) if this
+        (config, candidate, seed, budget) is already stored as COMPLETE; a stored FAIL is replaced."""
+        if state not in (COMPLETE, FAIL):
+            raise ValueError(f"state: expected {COMPLETE!r} or {FAIL!r}, got {state!r}")
         candidate_json = canonical_json(dict(candidate))
         values = (
             config_hash,
@@ -277,11 +254,16 @@ class Leaderboard:
             int(budget if steps is None else steps),
             float(wall_time_s),
             _dumps(dict(versions if versions is not None else package_versions())),
-            datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            _now(),
+            state,
+            None if error is None else str(error),
         )
         placeholders = ", ".join("?" for _ in _COLUMNS)
+        updates = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS[3:])
         cursor = self._execute(
-            f"INSERT OR IGNORE INTO evaluations ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+            f"INSERT INTO evaluations ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
+            f"ON CONFLICT (config_hash, candidate_id, seed, budget) DO UPDATE SET {updates} "
+            f"WHERE evaluations.state = '{FAIL}'",
             values,
         )
         return cursor.rowcount == 1
@@ -293,29 +275,38 @@ class Leaderboard:
             dev_metric=evaluation.dev_metric, test_metric=evaluation.test_metric,
             dev_metrics=evaluation.dev_metrics, test_metrics=evaluation.test_metrics,
             extra=evaluation.extra, steps=evaluation.steps, wall_time_s=evaluation.wall_time_s,
-            versions=evaluation.versions,
+            versions=evaluation.versions, state=evaluation.state, error=evaluation.error,
         )
 
     # -- reading
-    def get(self, candidate_id: str, seed: int, budget: int, config_hash: str) -> Evaluation | None:
-        row = self._execute(
-            "SELECT * FROM evaluations WHERE config_hash = ? AND candidate_id = ? AND seed = ? "
-            "AND budget = ?",
-            (config_hash, candidate_id, int(seed), int(budget)),
-        ).fetchone()
-        return None if row is None else _row_to_evaluation(row)
+    def get(self, candidate_id: str, seed: int, budget: int, config_hash: str, *,
+            include_failed: bool = False) -> Evaluation | None:
+        """The stored evaluation; a FAIL row only with `include_failed`."""
+        row = self._execute("SELECT * FROM evaluations WHERE config_hash = ? AND candidate_id = ? AND seed = ? "
+                            "AND budget = ?", (config_hash, candidate_id, int(seed), int(budget))).fetchone()
+        if row is None or (row["state"] != COMPLETE and not include_failed):
+            return None
+        return _row_to_evaluation(row)
 
     def has(self, candidate_id: str, seed: int, budget: int, config_hash: str) -> bool:
         return self.get(candidate_id, seed, budget, config_hash) is not None
 
-    def rows(self, config_hash: str | None = None) -> list[Evaluation]:
-        """All evaluations (of one configuration if given), in the order they were recorded."""
-        if config_hash is None:
-            cursor = self._execute("SELECT * FROM evaluations ORDER BY id")
-        else:
-            cursor = self._execute(
-                "SELECT * FROM evaluations WHERE config_hash = ? ORDER BY id", (config_hash,))
+    def rows(self, config_hash: str | None = None, *, include_failed: bool = False) -> list[Evaluation]:
+        """Finished evaluations (of one configuration if given; FAIL rows too with `include_failed`),
+        in the order they were recorded."""
+        where, parameters = [], []
+        if config_hash is not None:
+            where.append("config_hash = ?")
+            parameters.append(config_hash)
+        if not include_failed:
+            where.append(f"state = '{COMPLETE}'")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        cursor = self._execute(f"SELECT * FROM evaluations{clause} ORDER BY id", tuple(parameters))
         return [_row_to_evaluation(row) for row in cursor.fetchall()]
+
+    def failures(self, config_hash: str | None = None) -> list[Evaluation]:
+        """The FAIL rows (of one configuration if given), in the order they were recorded."""
+        return [row for row in self.rows(config_hash, include_failed=True) if row.failed]
 
     def __len__(self) -> int:
         return self._execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
@@ -343,9 +334,16 @@ class Leaderboard:
         if config_hash is None:
             return []
         by_key: dict[tuple[str, int], list[Evaluation]] = defaultdict(list)
-        for evaluation in self.rows(config_hash):
+        failed: set[tuple[str, int]] = set()
+        for evaluation in self.rows(config_hash, include_failed=True):
             if budget is None or evaluation.budget == budget:
-                by_key[(evaluation.candidate_id, evaluation.budget)].append(evaluation)
+                key = (evaluation.candidate_id, evaluation.budget)
+                if evaluation.failed:
+                    failed.add(key)  # a candidate failed at a budget left the race there
+                else:
+                    by_key[key].append(evaluation)
+        for key in failed:
+            by_key.pop(key, None)
         top_budget: dict[str, int] = {}
         for cid, row_budget in by_key:
             top_budget[cid] = max(top_budget.get(cid, row_budget), row_budget)
@@ -355,36 +353,46 @@ class Leaderboard:
 
     def to_table(self, budget: int | None = None, config_hash: str | None = None,
                  limit: int | None = None) -> str:
-        """Plain-text ranking for the terminal."""
+        """Plain-text ranking for the terminal; failed evaluations follow it as FAIL lines."""
+        config_hash = config_hash or self.latest_config_hash()
         ranked = self.ranking(budget=budget, config_hash=config_hash)[:limit]
-        header = ("rank", "dev mean", "dev std", "seeds", "steps", "test mean", "id", "candidate")
-        lines = [header]
-        for position, entry in enumerate(ranked, start=1):
-            lines.append((
-                str(position),
-                _format_metric(entry.mean_dev),
-                _format_metric(entry.std_dev),
-                str(entry.n_seeds),
-                str(entry.budget),
-                _format_metric(entry.mean_test),
-                entry.candidate_id[:10],
-                describe_candidate(entry.candidate),
-            ))
-        if len(lines) == 1:
-            return f"(no evaluations in {self.path})"
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-        rendered = []
-        for line in lines:
-            cells = [cell.rjust(width) if i < 6 else cell.ljust(width)
-                     for i, (cell, width) in enumerate(zip(line, widths))]
-            rendered.append("  ".join(cells + [line[-1]]).rstrip())
-        rendered.insert(1, "-" * max(len(r) for r in rendered))
-        return "\n".join(rendered)
+        failures = [] if config_hash is None else [
+            f for f in self.failures(config_hash) if budget is None or f.budget == budget]
+        return format_table(ranked, failures, self.path)
 
+    # -- configurations
+    def save_config(self, config_hash: str, config: Mapping[str, Any],
+                    fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Store a search configuration (kept if already stored) and, if none is stored yet, its data
+        fingerprint. Returns the fingerprint stored before this call (None if there was none)."""
+        with self.transaction() as connection:
+            return self.save_config_in(connection, config_hash, config, fingerprint)
 
-def _format_metric(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if math.isnan(value):
-        return "nan"
-    return f"{value:.4f}"
+    def save_config_in(self, connection: sqlite3.Connection, config_hash: str, config: Mapping[str, Any],
+                       fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """`save_config` inside a transaction the caller holds."""
+        row = connection.execute("SELECT fingerprint_json FROM configs WHERE config_hash = ?",
+                                 (config_hash,)).fetchone()
+        before = None if row is None or row[0] is None else _loads(row[0])
+        fingerprint_json = None if fingerprint is None else _dumps(dict(fingerprint))
+        if row is None:
+            connection.execute("INSERT INTO configs (config_hash, config_json, fingerprint_json, created_at) "
+                               "VALUES (?, ?, ?, ?)", (config_hash, _dumps(dict(config)), fingerprint_json, _now()))
+        elif before is None and fingerprint_json is not None:
+            connection.execute("UPDATE configs SET fingerprint_json = ? WHERE config_hash = ?",
+                               (fingerprint_json, config_hash))
+        return before
+
+    def config(self, config_hash: str) -> dict[str, Any] | None:
+        row = self._execute("SELECT config_json FROM configs WHERE config_hash = ?", (config_hash,)).fetchone()
+        return None if row is None else _loads(row[0])
+
+    def fingerprint(self, config_hash: str) -> dict[str, Any] | None:
+        row = self._execute("SELECT fingerprint_json FROM configs WHERE config_hash = ?",
+                            (config_hash,)).fetchone()
+        return None if row is None or row[0] is None else _loads(row[0])
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """Every stored configuration by hash, oldest first."""
+        cursor = self._execute("SELECT config_hash, config_json FROM configs ORDER BY rowid")
+        return {row[0]: _loads(row[1]) for row in cursor.fetchall()}

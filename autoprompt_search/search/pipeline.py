@@ -3,29 +3,21 @@ over them, and the output folder (leaderboard, candidates, progress plot and bes
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
+from .configs import data_fingerprint, remember_config
 from .evaluator import EvaluatorSettings, PromptEvaluator, load_task
 from .leaderboard import Leaderboard
 from .options import SearchOptions, make_strategy, search_executor
 from .plots import plot_leaderboard
 from .records import describe_candidate
+from .sidefiles import write_json_atomic
 from .sources import build_candidates
 from .strategies import describe_plan
 from .study import Study
 from .trial import process_local
-
-
-def _remember_config(path: Path, config_hash: str, config: Mapping[str, Any]) -> None:
-    """Keep every configuration hash -> configuration next to the leaderboard, for export."""
-    known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    known[config_hash] = json.loads(json.dumps(config))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known, indent=2), encoding="utf-8")
-    tmp.replace(path)
 
 
 def demonstration_section_for(settings: EvaluatorSettings, candidate: Mapping[str, Any], seed: int) -> dict:
@@ -50,7 +42,7 @@ def run_pipeline(options: SearchOptions, say=print):
     leaderboard.sqlite, candidates.json, progress.png and best.json."""
     from ..prompts import build_document, write_document
 
-    options.validate()
+    options.check_inputs()  # every input file and setting, before any model loads
     executor = search_executor(options)
     settings = options.settings()
     task = load_task(options.task, settings.task_file)  # a misspelt task fails before any folder is made
@@ -60,7 +52,7 @@ def run_pipeline(options: SearchOptions, say=print):
     state = process_local(evaluator.state_key(), evaluator.load_state)  # shared with serial evaluations
     candidates, sources = build_candidates(options, task, state.backbone, say)
     state.backbone.model.load_state_dict(state.pristine)
-    (out / "candidates.json").write_text(json.dumps(candidates, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(out / "candidates.json", candidates)
     strategy = make_strategy(options)
     say(f"{len(candidates)} candidates; plan:\n{describe_plan(strategy.plan(len(candidates)))}")
     # The cache folder lives in `out`; leaving it out of the hash lets a moved output folder resume.
@@ -68,9 +60,14 @@ def run_pipeline(options: SearchOptions, say=print):
               "seeds": list(options.seeds),
               "min_steps": options.min_steps, "max_steps": options.max_steps, "eta": options.eta}
     leaderboard = Leaderboard(out / "leaderboard.sqlite")
-    study = Study(leaderboard, config, strategy, evaluator, executor)
-    _remember_config(out / "search_config.json", study.config_hash, config)
+    study = Study(leaderboard, config, strategy, evaluator, executor, retry_failed=options.retry_failed)
+    splits = ("train", "dev", "test") if settings.test_at_steps is not None else ("train", "dev")
+    fingerprint = data_fingerprint(task, data_dir=options.data_dir, k=options.k, seeds=options.seeds, splits=splits)
+    remember_config(leaderboard, study.config_hash, config, fingerprint)
     result = study.run(candidates, progress=options.progress)
+    if result.failures:
+        say(f"{result.n_failed} evaluation(s) failed and left the race (FAIL rows in the leaderboard); "
+            f"a rerun skips them unless given --retry-failed")
     plot_leaderboard(leaderboard, out / "progress.png", config_hash=study.config_hash)
     say(leaderboard.to_table(config_hash=study.config_hash))
     best = result.best

@@ -81,6 +81,14 @@ class Evaluation:
     wall_time_s: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
+    # "COMPLETE", or "FAIL" when the evaluation raised: then `error` is its one-line message, the metrics
+    # are empty and the row only says "do not try this again" (unless the search is told to retry).
+    state: str = "COMPLETE"
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "FAIL"
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,21 @@
 """Where candidates come from: the task's manual prompt, generated templates (Auto-T), searched
 label words (Auto-L) and template/mapping files. Generated templates and label words are cached
-as JSON side files in the output folder, reused when made with the same settings.
+as JSON side files in the output folder (`sidefiles.cached_json`: written atomically, an unreadable
+file recomputed with a warning), reused when made with the same settings.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from ..auto_template import round_robin_by_format, screen_by_zero_shot
 from ..errors import UserError
+from ..textfiles import read_lines
 from ..prompts import Template, Verbalizer
 from ..tasks import Example, TaskSpec
 from .candidates import candidate_grid
 from .options import SearchOptions
-
-
-def _cached_json(path: Path, key: Mapping[str, Any], compute):
-    """Reuse a JSON result saved under `path` when it was made with the same `key` settings."""
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("key") == json.loads(json.dumps(key)):
-                return saved["value"]
-        except (json.JSONDecodeError, AttributeError, KeyError):
-            pass
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "value": value}, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-    return value
+from .sidefiles import cached_json
 
 
 def _local_t5(name: str):
@@ -108,8 +93,8 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
                "steps": options.generator_steps,
                "selection": ("round robin over formats" if options.template_screening == "score"
                              else f"zero-shot dev {options.seeds[0]}")}
-        generated = _cached_json(out / "generated_templates.json", key,
-                                 lambda: generate_templates(options, task, train, backbone, say))
+        generated = cached_json(out / "generated_templates.json", key,
+                                lambda: generate_templates(options, task, train, backbone, say), warn=say)
         for item in generated:
             templates.append(Template.parse(item["template"]))
             screened = f", zero-shot dev {item['zero_shot_dev']:.3f}" if "zero_shot_dev" in item else ""
@@ -125,7 +110,8 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
     if options.n_mappings:
         key = {"task": task.name, "model": options.model, "k": options.k, "seed": options.seeds[0],
                "label_k": options.label_k, "n": options.n_mappings}
-        mappings = _cached_json(out / "label_words.json", key, lambda: search_mappings(options, task, train, backbone))
+        mappings = cached_json(out / "label_words.json", key, lambda: search_mappings(options, task, train, backbone),
+                               warn=say)
         verbalizers += [Verbalizer.from_mapping(task, m["label_words"], source="label search") for m in mappings]
     for path in options.mapping_files:
         verbalizers += load_mapping_lines(path, task)
@@ -138,7 +124,7 @@ def _validate_from_file(template: Template, path: str, task: TaskSpec) -> None:
     try:
         template.validate(num_sentences=task.num_sentences)
     except UserError as error:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_lines(path, "template file")
         number = next((i for i, line in enumerate(lines, start=1)
                        if template.source and line.strip().split("\t")[0] == template.source), None)
         where = f"{path}, line {number}" if number else str(path)

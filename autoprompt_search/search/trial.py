@@ -1,6 +1,11 @@
 """The evaluation contract: what one evaluation gets (`Job`) and returns (`EvalOutcome`), how it is
 run and timed (`run_job`), and `LazyEvaluator`, the base of picklable evaluators.
 
+An evaluation that raises is a result too (`JobResult.error`), caught where it ran, so one bad
+candidate (a label word the tokenizer cannot take, a template that does not fit) is recorded as a
+failed row and the race goes on. Running out of memory is not the candidate's fault: it propagates,
+nothing is recorded and a resumed search tries that evaluation again.
+
 The evaluation itself is an abstract callable `evaluate(candidate, seed, steps) -> EvalOutcome`
 (steps == 0 means zero-shot). For parallel executors it must be picklable; `LazyEvaluator` is a
 base class whose heavy state (the model) is created once per worker process, not once per call.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
@@ -48,16 +54,43 @@ class Job:
 
 @dataclass(frozen=True)
 class JobResult:
+    """What came back from one job: an outcome, or (outcome None) the error it raised."""
+
     job: Job
-    outcome: EvalOutcome
+    outcome: EvalOutcome | None
     wall_time_s: float
     versions: dict[str, str]
+    error: str | None = None        # "ExceptionType: message", one line
+    traceback: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is None
+
+
+def is_resource_error(error: BaseException) -> bool:
+    """Out of memory (host or accelerator): a property of the machine, not of the candidate."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def error_line(error: BaseException) -> str:
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def run_job(evaluate: EvaluateFn, job: Job) -> JobResult:
-    """Run one evaluation (in whichever process the executor chose) and time it."""
+    """Run one evaluation (in whichever process the executor chose) and time it; an exception
+    (other than running out of memory) becomes a failed result."""
     started = time.perf_counter()
-    outcome = evaluate(job.candidate, job.seed, job.steps)
+    try:
+        outcome = evaluate(job.candidate, job.seed, job.steps)
+    except Exception as error:
+        if is_resource_error(error):
+            raise
+        return JobResult(job, None, time.perf_counter() - started, package_versions(),
+                         error=error_line(error), traceback=traceback.format_exc())
     wall_time_s = time.perf_counter() - started
     if isinstance(outcome, (int, float)):
         outcome = EvalOutcome(dev_metric=float(outcome))
