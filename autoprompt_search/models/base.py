@@ -45,6 +45,28 @@ def output_projection(model) -> tuple[torch.Tensor, torch.Tensor | None]:
     return head.weight, getattr(head, "bias", None)
 
 
+def final_logit_softcap(model) -> float | None:
+    """Gemma 2 (and Gemma 3 when configured) squash the final logits with cap * tanh(logits / cap)
+    after the output projection; scores computed from the projection must do the same."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    cap = getattr(text_config, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+def vocabulary_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's own final logits for hidden states taken before its output layer: the output
+    embedding, its bias if any, and the final soft-cap if the model has one."""
+    weight, bias = output_projection(model)
+    logits = hidden @ weight.T
+    if bias is not None:
+        logits = logits + bias
+    cap = final_logit_softcap(model)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 def features_before_output_layer(model, **inputs) -> torch.Tensor:
     """Run the model up to, not through, its output embedding and return that layer's input: the
     transformed hidden states [B, T, H]. Works for any head that ends in the output embedding."""
@@ -74,7 +96,8 @@ class Backbone:
         self.tokenizer = tokenizer
         self.name = name
         self.device = torch.device(device) if device is not None else default_device()
-        self.model.to(self.device)
+        if self.model is not None:  # None: a tokenizer-only backbone that encodes prompts (load_encoder)
+            self.model.to(self.device)
         self.max_length = max_length
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..prompts import Verbalizer, render_blocks, word_in_context
-from .base import Backbone, Batch, Encoded, output_projection, pad_sequences
+from .base import Backbone, Batch, Encoded, pad_sequences, vocabulary_logits
 
 
 class CausalLMBackbone(Backbone):
@@ -73,11 +73,7 @@ class CausalLMBackbone(Backbone):
         return out.last_hidden_state[:, -1], cache, positions[:, -1]
 
     def _vocab_logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight, bias = output_projection(self.model)
-        logits = hidden @ weight.T
-        if bias is not None:
-            logits = logits + bias
-        return F.log_softmax(logits.float(), dim=-1)
+        return F.log_softmax(vocabulary_logits(self.model, hidden).float(), dim=-1)
 
     def label_position_logprobs(self, batch: Batch) -> torch.Tensor:
         batch = batch.to(self.device)
@@ -105,12 +101,8 @@ class CausalLMBackbone(Backbone):
         hidden = out.last_hidden_state  # [B*C, M-1, H]
         targets = flat[:, 1:]
         target_mask = flat_mask[:, 1:].bool()
-        weight, bias = output_projection(self.model)
         selected = hidden[target_mask]  # only real continuation positions reach the vocabulary projection
-        logits = selected @ weight.T
-        if bias is not None:
-            logits = logits + bias
-        token_logprobs = F.log_softmax(logits.float(), dim=-1).gather(1, targets[target_mask][:, None])[:, 0]
+        token_logprobs = self._vocab_logprobs(selected).gather(1, targets[target_mask][:, None])[:, 0]
         rest = torch.zeros(size * num_classes, length - 1, device=self.device, dtype=token_logprobs.dtype)
         rest[target_mask] = token_logprobs
         return scores + rest.sum(1).reshape(size, num_classes)

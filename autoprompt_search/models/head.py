@@ -6,6 +6,7 @@ import torch
 
 from ..tasks import Example
 from .base import Batch, Encoded, pad_sequences
+from .snapshots import load_through_snapshot
 from .sources import default_device, load_pretrained, load_tokenizer, resolve_model
 
 
@@ -48,7 +49,10 @@ class ClassifierBackbone:
 def load_classifier(name: str, num_labels: int, *, device=None, max_length: int = 128, seed: int = 0):
     from transformers import AutoModelForSequenceClassification
 
-    source = resolve_model(name)
-    torch.manual_seed(seed)  # the new head's initialisation follows the run's seed
-    model = load_pretrained(AutoModelForSequenceClassification, source, num_labels=num_labels)
-    return ClassifierBackbone(model, load_tokenizer(source), name=name, device=device, max_length=max_length)
+    def build(source):
+        torch.manual_seed(seed)  # the new head's initialisation follows the run's seed
+        model = load_pretrained(AutoModelForSequenceClassification, source, num_labels=num_labels)
+        return ClassifierBackbone(model, load_tokenizer(source), name=name, device=device, max_length=max_length)
+
+    # A GGUF model is read from its snapshot: transformers converts GGUF files for causal LMs only.
+    return load_through_snapshot(resolve_model(name), "model", build)

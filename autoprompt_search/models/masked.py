@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..prompts import Verbalizer, render_blocks, single_token_ids
-from .base import Backbone, Batch, Encoded, features_before_output_layer, output_projection, pad_sequences
+from .base import (Backbone, Batch, Encoded, features_before_output_layer, final_logit_softcap, output_projection,
+                   pad_sequences, vocabulary_logits)
 
 
 class MaskedLMBackbone(Backbone):
@@ -50,7 +51,9 @@ class MaskedLMBackbone(Backbone):
         weight, bias = output_projection(self.model)
         ids = torch.tensor(list(word_ids), device=self.device)
         scores = self._mask_features(batch) @ weight[ids].T
-        return scores + bias[ids] if bias is not None else scores
+        scores = scores + bias[ids] if bias is not None else scores
+        cap = final_logit_softcap(self.model)
+        return torch.tanh(scores / cap) * cap if cap is not None else scores
 
     def class_scores(self, batch: Batch, verbalizer: Verbalizer | None = None) -> torch.Tensor:
         if verbalizer is None:
@@ -58,8 +61,4 @@ class MaskedLMBackbone(Backbone):
         return self.class_scores_for(batch, self.label_word_ids(verbalizer))
 
     def label_position_logprobs(self, batch: Batch) -> torch.Tensor:
-        weight, bias = output_projection(self.model)
-        logits = self._mask_features(batch) @ weight.T
-        if bias is not None:
-            logits = logits + bias
-        return F.log_softmax(logits.float(), dim=-1)
+        return F.log_softmax(vocabulary_logits(self.model, self._mask_features(batch)).float(), dim=-1)

