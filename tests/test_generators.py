@@ -444,3 +444,34 @@ def test_smollm2_generates_sst2_templates():
     templates = generator.generate(task, train, label_words=task.label_words, progress=False)
     assert {t.format for t in templates} == {"A", "B"}
     _assert_valid(templates, 1)
+
+
+@pytest.mark.parametrize("task_name, fmt, length_normalize", [("SST-2", "A", True), ("RTE", "pair", True),
+                                                              ("SST-2", "A", False)])
+def test_causal_discriminative_fast_matches_reference(causal_model, causal_tokenizer, task_name, fmt,
+                                                      length_normalize):
+    generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=5, max_steps=6, chunk_size=2,
+                                max_span2_tokens=2, objective="discriminative", fluency_weight=0.3,
+                                length_normalize=length_normalize, max_batch_rows=7)
+    examples = _examples(task_name, 5)
+    fast = generator.generate(task_name, examples, formats=[fmt], progress=False)
+    reference = generator.reference_generate(task_name, examples, formats=[fmt], progress=False)
+    _assert_same(fast, reference)
+    # Not the likelihood ranking: the scores are margins plus a weighted per-token fluency, not sums of logs.
+    likelihood = CausalGenerator(causal_model, causal_tokenizer, beam_width=5, max_steps=6, max_span2_tokens=2)
+    assert [t.score for t in fast] != [t.score for t in likelihood.generate(task_name, examples, formats=[fmt],
+                                                                            progress=False)]
+
+
+def test_causal_discriminative_formats_and_options(causal_model, causal_tokenizer):
+    generator = CausalGenerator(causal_model, causal_tokenizer, beam_width=3, max_steps=4, objective="discriminative")
+    templates = generator.generate("SST-2", _examples("SST-2", 4), progress=False)
+    assert templates and {t.format for t in templates} == {"A"}  # B: the label word would precede the sentence
+    with pytest.raises(UserError, match="format B"):
+        generator.generate("SST-2", _examples("SST-2", 4), formats=["B"], progress=False)
+    with pytest.raises(UserError, match="objective"):
+        CausalGenerator(causal_model, causal_tokenizer, objective="margin")
+    with pytest.raises(UserError, match="fluency_weight"):
+        CausalGenerator(causal_model, causal_tokenizer, objective="discriminative", fluency_weight=-1.0)
+    with pytest.raises(UserError, match="distinct"):
+        generator.generate("SST-2", _examples("SST-2", 4), label_words={"0": "great", "1": "great"}, progress=False)

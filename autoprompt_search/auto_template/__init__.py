@@ -3,8 +3,10 @@
 One beam search serves the whole training set, so it finds the template text that fits the task as a
 whole. t5.py (`T5Generator`) and causal.py (`CausalGenerator`) hold the generators with their fast and
 reference search states; base.py their shared base, beam.py the shared beam search, formats.py the
-template formats and how generated spans become a valid template, files.py saving and loading the
-generated templates, screening.py which of them become candidates.
+template formats and how generated spans become a valid template, objectives.py the causal generator's
+likelihood and discriminative objectives, instructions.py templates the backbone writes when asked in
+words (APE-style), files.py saving and loading the generated templates, screening.py which of them
+become candidates.
 """
 from .formats import (
     SINGLE_SENTENCE_FORMATS,
@@ -17,6 +19,8 @@ from .beam import LABEL_MARK, END_MARK
 from .files import GeneratedTemplate, save_templates, load_generated_templates
 from .t5 import OBJECTIVES, T5Generator
 from .causal import CausalGenerator
+from .objectives import CAUSAL_OBJECTIVES
+from .instructions import INSTRUCTION_FORMAT, CausalSampler, InstructionGenerator, instruction_prompt, parse_phrase
 from .screening import round_robin_by_format, screen_by_zero_shot
 
 __all__ = [
@@ -35,4 +39,10 @@ __all__ = [
     'default_forbidden_token_ids',
     'T5Generator',
     'CausalGenerator',
+    'CAUSAL_OBJECTIVES',
+    'INSTRUCTION_FORMAT',
+    'CausalSampler',
+    'InstructionGenerator',
+    'instruction_prompt',
+    'parse_phrase',
 ]

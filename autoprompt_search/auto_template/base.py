@@ -49,6 +49,12 @@ def _label_words_of(task: TaskSpec, examples: Sequence[Example], label_words: di
     return out
 
 
+def _class_words_of(task: TaskSpec, label_words: dict | None) -> list[str]:
+    """Every class's label word, in class order (STS-B style regression: the two poles)."""
+    words = dict(task.label_words if label_words is None else label_words)
+    return [str(words.get(label, "")).strip() for label in task.labels]
+
+
 def _keep_count(task: TaskSpec, beam_width: int, keep_per_format: int | None) -> int:
     if keep_per_format is not None:
         return keep_per_format
@@ -114,18 +120,22 @@ class _GeneratorBase:
 
     def _run(self, task, train_examples, label_words, formats, progress, fast: bool) -> list[GeneratedTemplate]:
         task = get_task(task)
-        formats = _check_formats(task, formats)
+        formats = self._formats(task, formats)
         words = _label_words_of(task, train_examples, label_words)
+        class_words = _class_words_of(task, label_words)
         results: list[GeneratedTemplate] = []
         with torch.inference_mode():
             for fmt in formats:
-                root, advance, rules = self._search_parts(task, train_examples, words, fmt, fast)
+                root, advance, rules = self._search_parts(task, train_examples, words, fmt, fast, class_words)
                 select = _select_fast if fast else _select_reference
                 desc = f"auto-T {fmt}{'' if fast else ' (reference)'}"
                 candidates = _beam_search(root, advance, rules, self.beam_width, self.max_steps, select, desc,
                                           progress)
                 results.extend(self._to_templates(task, fmt, candidates))
         return results
+
+    def _formats(self, task: TaskSpec, formats: Sequence[str] | None) -> tuple[str, ...]:
+        return _check_formats(task, formats)
 
     def generate(self, task: TaskSpec | str, train_examples: Sequence[Example], label_words: dict | None = None,
                  formats: Sequence[str] | None = None, *, progress: bool = True) -> list[GeneratedTemplate]:

@@ -12,7 +12,9 @@ from ..models import pad_sequences
 from ..tasks import Example, TaskSpec
 from .base import _GeneratorBase, _cache_kwargs, _chunks
 from .beam import _SPAN1, LABEL_MARK, StepScores, _Candidate, _Rules
-from .formats import _dot_ids, _encode, _lower_first, _strip_final_punctuation, _upper_first
+from .formats import _check_formats, _dot_ids, _encode, _lower_first, _strip_final_punctuation, _upper_first
+from .objectives import (DiscriminativeSetup, DiscriminativeTracker, check_objective, class_margins,
+                         discriminative_sums, step_deltas)
 
 
 class CausalGenerator(_GeneratorBase):
@@ -45,12 +47,21 @@ class CausalGenerator(_GeneratorBase):
     `max_batch_rows` rows and `max_batch_tokens` cached positions (rows x (prefix + generated tokens)): the
     keys/values a forward holds grow with both, and long inputs (RTE premises) would otherwise need tens of
     GB. `chunk_size` is the number of examples per forward of `reference_generate`.
+
+    `objective="discriminative"` (objectives.py) scores instead how much more probable each example's
+    gold label word is than the other classes' words after `prefix + span 1`, with the span's
+    length-normalised fluency weighted by `fluency_weight` as a prior (`length_normalize=False`: summed).
+    It needs the input before the label word, so it searches format A (and pair, where the label word
+    sees only the first sentence); format B, where the label word comes before the sentence, is refused.
     """
 
     def __init__(self, model, tokenizer, beam_width: int = 100, max_steps: int = 16,
                  forbidden_token_ids: Iterable[int] | None = None, chunk_size: int = 4, device=None, *,
                  max_span2_tokens: int = 5, end_text: str | None = "\n", keep_per_format: int | None = None,
-                 max_input_tokens: int = 256, max_batch_rows: int = 1024, max_batch_tokens: int = 32768) -> None:
+                 max_input_tokens: int = 256, max_batch_rows: int = 1024, max_batch_tokens: int = 32768,
+                 objective: str = "likelihood", fluency_weight: float = 0.1, length_normalize: bool = True) -> None:
+        check_objective(objective, fluency_weight)
+        self.objective, self.fluency_weight, self.length_normalize = objective, fluency_weight, length_normalize
         super().__init__(model, tokenizer, beam_width=beam_width, max_steps=max_steps,
                          forbidden_token_ids=forbidden_token_ids, chunk_size=chunk_size, device=device,
                          keep_per_format=keep_per_format, max_input_tokens=max_input_tokens)
@@ -99,10 +110,31 @@ class CausalGenerator(_GeneratorBase):
         cut = cand.tokens.index(LABEL_MARK)
         return list(cand.tokens[:cut]), [t for t in cand.tokens[cut + 1:] if t >= 0]
 
-    def _search_parts(self, task, examples, words, fmt, fast: bool):
+    def _formats(self, task: TaskSpec, formats) -> tuple[str, ...]:
+        if self.objective != "discriminative":
+            return _check_formats(task, formats)
+        if formats is None and task.num_sentences == 1:
+            return ("A",)
+        formats = _check_formats(task, formats)
+        if "B" in formats:
+            raise UserError("the discriminative objective cannot search format B with a causal model: the "
+                            "label word comes before the sentence, so it cannot depend on it; use format A")
+        return formats
+
+    def _setup(self, word_ids: list[int], class_words: Sequence[str]) -> DiscriminativeSetup | None:
+        if self.objective != "discriminative":
+            return None
+        class_ids = [self._single_token(" " + w, "label word") for w in class_words]
+        if len(set(class_ids)) != len(class_ids):
+            raise UserError(f"the discriminative objective needs distinct label words; got {list(class_words)}")
+        gold = [class_ids.index(w) for w in word_ids]
+        return DiscriminativeSetup(torch.tensor(class_ids, device=self.device), torch.tensor(gold, device=self.device),
+                                   self.fluency_weight, self.length_normalize)
+
+    def _search_parts(self, task, examples, words, fmt, fast: bool, class_words=()):
         prefixes, word_ids, endings = self.sequences(task, examples, words, fmt)
         cls = _CausalFastState if fast else _CausalReferenceState
-        state = cls(self, prefixes, word_ids, endings)
+        state = cls(self, prefixes, word_ids, endings, self._setup(word_ids, class_words))
         return state.root, state.advance, self._rules()
 
 
@@ -139,11 +171,13 @@ def _reference_step_scores(log_probs: torch.Tensor, item: _Candidate, word_ids: 
 class _CausalReferenceState:
     """Every step: one full forward of prefix + generated text for every beam item and example."""
 
-    def __init__(self, gen: CausalGenerator, prefixes, word_ids, endings) -> None:
-        self.gen, self.prefixes = gen, prefixes
+    def __init__(self, gen: CausalGenerator, prefixes, word_ids, endings, setup=None) -> None:
+        self.gen, self.prefixes, self.setup = gen, prefixes, setup
         self.word_ids, self.endings = torch.tensor(word_ids), torch.tensor(endings)
 
     def _item_scores(self, item: _Candidate) -> StepScores:
+        if self.setup is not None:
+            return self._discriminative_item_scores(item)
         gen = self.gen
         ext = torch.zeros(gen.vocab_size, dtype=torch.float64, device=gen.device)
         end = torch.zeros((), dtype=torch.float64, device=gen.device)
@@ -161,6 +195,37 @@ class _CausalReferenceState:
             ext += chunk_ext
             end += chunk_end
         return ext, end
+
+    def _discriminative_item_scores(self, item: _Candidate) -> StepScores:
+        """F and D of the item recomputed from every position's logits, then the moves' changes."""
+        gen, setup, count = self.gen, self.setup, len(self.prefixes)
+        fed = len(item.tokens)
+        cut = item.tokens.index(LABEL_MARK) if LABEL_MARK in item.tokens else None
+        ext = torch.zeros(gen.vocab_size, dtype=torch.float64, device=gen.device)
+        end, fluency, margin, margin_now = (torch.zeros((), dtype=torch.float64, device=gen.device) for _ in range(4))
+        for chunk in _chunks(count, gen.chunk_size):
+            index = list(chunk)
+            seqs = [self.prefixes[i] + _fed_tokens(item, int(self.word_ids[i])) for i in chunk]
+            ids, mask = pad_sequences(seqs, gen.pad, left=True)
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            logits = gen.model(input_ids=ids.to(gen.device), attention_mask=mask.to(gen.device),
+                               position_ids=positions.to(gen.device), use_cache=False).logits.double()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            width = ids.shape[1]
+            for j in range(fed):  # the generated token j sits at width - fed + j, predicted one position earlier
+                targets = ids[:, width - fed + j].to(gen.device)
+                fluency += log_probs[:, width - fed + j - 1].gather(1, targets.unsqueeze(1)).sum()
+            gold = setup.gold[index]
+            if cut is not None:
+                margin += class_margins(logits[:, width - fed + cut - 1], setup.class_ids, gold).sum()
+            last = log_probs[:, -1]
+            markers = (self.word_ids if item.stage == _SPAN1 else self.endings)[index].to(gen.device)
+            ext += last.sum(0)
+            end += last[torch.arange(len(index)), markers].sum()
+            margin_now += class_margins(logits[:, -1], setup.class_ids, gold).sum()
+        ext, end = step_deltas([item], (fluency / count).view(1), (margin / count).view(1), (ext / count).view(1, -1),
+                               (end / count).view(1), (margin_now / count).view(1), setup)
+        return ext[0], end[0]
 
     def root(self) -> StepScores:
         ext, end = self._item_scores(_Candidate((), _SPAN1, 0.0))
@@ -182,7 +247,7 @@ class _CausalFastState:
     and gathered by parent as beams are selected.
     """
 
-    def __init__(self, gen: CausalGenerator, prefixes, word_ids, endings) -> None:
+    def __init__(self, gen: CausalGenerator, prefixes, word_ids, endings, setup=None) -> None:
         from transformers.cache_utils import DynamicCache
 
         self.gen, self._cache_type, dev = gen, DynamicCache, gen.device
@@ -190,6 +255,9 @@ class _CausalFastState:
         self.word_ids = torch.tensor([word_ids[i] for i in self.order], device=dev)
         self.endings = torch.tensor([endings[i] for i in self.order], device=dev)
         self.count = len(prefixes)
+        self.setup = setup
+        self.tracker = DiscriminativeTracker(self.count, setup, dev) if setup is not None else None
+        self.gold = setup.gold[torch.tensor(self.order, device=dev)] if setup is not None else None
         self.lengths = [len(prefixes[i]) for i in self.order]
         self.prefix = []  # per group: (example range, mask [G, P], lengths [G], [(keys, values)] per layer)
         # (per step group: [(keys, values)] per layer with rows item-major, the step groups); None at the root
@@ -203,8 +271,18 @@ class _CausalFastState:
                             **_cache_kwargs(gen.model, cache), **_logits_kwargs(gen.model))
             self.prefix.append((group, mask, mask.sum(1), [(layer.keys, layer.values) for layer in cache.layers]))
             logits.append(out.logits[:, -1])
-        self.root_scores = _step_scores(torch.cat(logits).unsqueeze(0), [_Candidate((), _SPAN1, 0.0)],
-                                        self.word_ids, self.endings)
+        root = [_Candidate((), _SPAN1, 0.0)]
+        self.root_scores = self._finish(root, self._partial(torch.cat(logits).unsqueeze(0), root, range(self.count)))
+
+    def _partial(self, logits: torch.Tensor, items: list[_Candidate], group: range) -> tuple:
+        """This example group's contribution to the step's scores (summed over groups by `advance`)."""
+        word_ids, endings = self.word_ids[group.start:group.stop], self.endings[group.start:group.stop]
+        if self.setup is None:
+            return _step_scores(logits, items, word_ids, endings)
+        return discriminative_sums(logits, items, word_ids, endings, self.setup, self.gold[group.start:group.stop])
+
+    def _finish(self, items: list[_Candidate], sums: tuple) -> StepScores:
+        return sums if self.tracker is None else self.tracker.scores(items, sums)
 
     def root(self) -> StepScores:
         return self.root_scores
@@ -228,8 +306,9 @@ class _CausalFastState:
         last = torch.tensor([item.tokens[-1] for item in items], device=dev)
         tokens = torch.where((last == LABEL_MARK).unsqueeze(1), self.word_ids.unsqueeze(0), last.unsqueeze(1))
         parent_rows = torch.tensor(parents, device=dev)
-        ext = torch.zeros((n_items, gen.vocab_size), dtype=torch.float64, device=dev)
-        end = torch.zeros(n_items, dtype=torch.float64, device=dev)
+        if self.tracker is not None:
+            self.tracker.follow(parents, items)
+        sums = None
         new_generated, groups = [], self._groups(n_items, fed)
         for group in groups:
             kv, mask, lengths = self._group_cache(group, parent_rows, n_items)
@@ -241,13 +320,10 @@ class _CausalFastState:
             prefix_len = mask.shape[1] - fed
             new_generated.append([(layer.keys[:, :, prefix_len:].clone(), layer.values[:, :, prefix_len:].clone())
                                   for layer in cache.layers])
-            logits = out.logits[:, -1].view(n_items, len(group), -1)
-            group_ext, group_end = _step_scores(logits, items, self.word_ids[group.start:group.stop],
-                                                self.endings[group.start:group.stop])
-            ext += group_ext
-            end += group_end
+            part = self._partial(out.logits[:, -1].view(n_items, len(group), -1), items, group)
+            sums = part if sums is None else tuple(a + b for a, b in zip(sums, part))
         self.generated = (new_generated, groups)
-        return ext, end
+        return self._finish(items, sums)
 
     def _group_cache(self, group: range, parent_rows: torch.Tensor, n_items: int):
         """Keys/values of (prefix + generated so far) for the rows (item, example in `group`), item-major."""

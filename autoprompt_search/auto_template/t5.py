@@ -102,7 +102,7 @@ class T5Generator(_GeneratorBase):
             return torch.log_softmax(total / count, dim=-1)
         return total
 
-    def _search_parts(self, task, examples, words, fmt, fast: bool):
+    def _search_parts(self, task, examples, words, fmt, fast: bool, class_words=()):
         inputs = self.encoder_inputs(task, examples, words, fmt)
         state = _T5FastState(self, inputs) if fast else _T5ReferenceState(self, inputs)
         return state.root, state.advance, self._rules()
