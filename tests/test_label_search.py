@@ -84,6 +84,63 @@ def test_property_matches_brute_force_with_shared_candidates(num_classes, k, num
         assert len(set(assignment.word_ids)) == num_classes
 
 
+def frequency_problem(num_classes, k, num_examples, vocab, seed, decimals):
+    """Log-probs shaped like a real LM's: a shared per-token frequency plus a smaller per-example
+    part, rounded (ties); candidate lists drawn from the few most frequent tokens, so they overlap
+    heavily, as SmolLM2's SST-5 lists do (85-90 of 100 words shared)."""
+    rng = np.random.default_rng(seed)
+    frequency = rng.normal(0.0, 2.0, size=vocab)
+    logprobs = np.round(frequency[None, :] + rng.normal(0.0, 1.0, size=(num_examples, vocab)), decimals)
+    labels = np.arange(num_examples) % num_classes
+    rng.shuffle(labels)
+    common = np.argsort(-frequency)[: k + 2]
+    candidates = [rng.choice(common, size=k, replace=False).tolist() for _ in range(num_classes)]
+    return torch.tensor(logprobs), torch.tensor(labels), candidates
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    num_classes=st.integers(3, 5),
+    k=st.integers(2, 5),
+    per_class=st.integers(1, 6),
+    decimals=st.integers(0, 1),
+    n=st.integers(1, 60),
+    seed=st.integers(0, 10_000),
+)
+def test_property_matches_brute_force_with_frequent_overlapping_words(num_classes, k, per_class, decimals, n, seed):
+    """Every class draws from the same few frequent words and log-probs are rounded: the joint bound
+    over the unassigned classes and its cheap pre-filter both run (three or more classes), with ties
+    in scores and in argmaxes."""
+    logprobs, labels, candidates = frequency_problem(num_classes, k, num_classes * per_class, 12, seed, decimals)
+    found = top_assignments(logprobs, labels, candidates, n)
+    assert as_tuples(found) == as_tuples(brute_force_top_assignments(logprobs, labels, candidates, n))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_child_bounds_are_never_below_the_best_completion(seed):
+    """The bound of every first-class word is at least the best score of any assignment starting with
+    it (admissible), and with one class the bound is the score itself."""
+    from autoprompt_search.auto_label.branch_and_bound import _AccuracyBranchAndBound
+
+    logprobs, labels, candidates = frequency_problem(4, 5, 16, 9, seed, decimals=1)
+    search = _AccuracyBranchAndBound(logprobs.numpy(), labels.numpy(), candidates)
+    search.n, search.heap = 1, []
+    everyone = [np.broadcast_to(search.everyone[g], (len(candidates[g]), search.group_words[g])).copy()
+                for g in range(4)]
+    free, bounds, _, _ = search._children(0, (), set(), [], everyone)
+    every = brute_force_top_assignments(logprobs, labels, candidates, 10 ** 6)
+    for b, bound in zip(free.tolist(), bounds.tolist()):
+        completions = [a.correct for a in every if a.ranks[0] == b]
+        assert bound >= max(completions, default=-1)
+
+
+def test_groups_of_more_than_64_examples():
+    """Bitsets of several words per group (the count sums over words)."""
+    logprobs, labels, candidates = frequency_problem(3, 4, 150, 8, seed=3, decimals=0)
+    found = top_assignments(logprobs, labels, candidates, 30)
+    assert as_tuples(found) == as_tuples(brute_force_top_assignments(logprobs, labels, candidates, 30))
+
+
 def test_no_word_is_shared_between_classes():
     logprobs, labels, _ = random_problem(3, 5, 12, 8, seed=4)
     candidates = [[0, 1, 2, 3, 4], [1, 2, 3, 4, 5], [2, 3, 4, 5, 6]]  # heavy overlap
