@@ -46,7 +46,8 @@ def test_fit_changes_the_scores_and_save_pretrained_keeps_them(fresh_tiny_causal
     train, dev = toy_sentiment
     classifier = _classifier(fresh_tiny_causal, seed=5)
     before = classifier.scores(dev)
-    result = classifier.fit(train, dev, TrainConfig(steps=6, lr=1e-2, max_length=48, seed=5, eval_every=3),
+    result = classifier.fit(train, dev, TrainConfig(steps=6, lr=1e-2, max_length=48, seed=5, eval_every=3,
+                                                    eval_at_start=False),
                             progress=False)
     assert result.steps == 6
     after = classifier.scores(dev)

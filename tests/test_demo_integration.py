@@ -33,7 +33,7 @@ from autoprompt_search.tasks import Example, get_task
 from autoprompt_search.prompts import Template
 from autoprompt_search.prompts import Prompt
 from autoprompt_search.training import TrainConfig, evaluate, fine_tune
-from autoprompt_search.training.fine_tune import _encode
+from autoprompt_search.training.trainer import _encode
 from autoprompt_search.prompts import Verbalizer
 
 # How a demonstration's label word and the query's label slot appear in each task's manual template.
@@ -279,7 +279,7 @@ def test_fine_tune_never_shows_a_query_itself_and_draws_fresh_demonstrations(kin
         other_class_demos.setdefault(index, set()).add(id(demos[1 - class_index(task, example)]))
     assert any(len(seen) > 1 for seen in other_class_demos.values())  # drawn afresh, not fixed per query
     evaluation_calls = [call for call in recorder.calls if call[1] is None]
-    assert len(evaluation_calls) == 2 * 2 * len(dev)  # dev at steps 3 and 6 (the best is reused), 2 sets each
+    assert len(evaluation_calls) == 3 * 2 * len(dev)  # dev at steps 0, 3 and 6 (the best is reused), 2 sets each
     assert all(any(example is d for d in dev) for example, _, _ in evaluation_calls)
 
 

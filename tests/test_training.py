@@ -81,7 +81,7 @@ def test_best_dev_checkpoint_is_restored(fresh_tiny_mlm, toy_sentiment):
     result = fine_tune(fresh_tiny_mlm, SST2, _prompt(), train, dev, _config(steps=24, eval_every=2, lr=1e-2),
                        progress=False)
     scores = [score for _, score in result.history]
-    assert [step for step, _ in result.history] == list(range(2, 25, 2))
+    assert [step for step, _ in result.history] == list(range(0, 25, 2))  # step 0: the model it started from
     assert scores[-1] < max(scores), "the toy set-up must make the last checkpoint worse than the best"
     assert result.dev.main == pytest.approx(max(scores))
     assert result.best_step == result.history[scores.index(max(scores))][0]
@@ -214,3 +214,27 @@ def test_without_warmup_the_rate_decays_from_the_peak(fresh_tiny_causal, toy_sen
     train, _ = toy_sentiment
     result = fine_tune(fresh_tiny_causal, SST2, _prompt(), train, None, _config(steps=4, lr=1e-3), progress=False)
     np.testing.assert_allclose(result.learning_rates, [1e-3, 7.5e-4, 5e-4, 2.5e-4], rtol=1e-6)
+
+
+def test_fine_tuning_that_only_lowers_dev_returns_the_model_it_started_from(fresh_tiny_causal, toy_sentiment):
+    train, _ = toy_sentiment
+    prompt = _prompt()
+    # First a model that classifies `train` well; then training on inverted labels, scored on `train`,
+    # can only make it worse.
+    fine_tune(fresh_tiny_causal, SST2, prompt, train, None, _config(steps=30, lr=1e-2), progress=False)
+    initial = {k: v.clone() for k, v in fresh_tiny_causal.model.state_dict().items()}
+    start = evaluate(fresh_tiny_causal, SST2, prompt, train, max_length=48, seed=7)
+    result = fine_tune(fresh_tiny_causal, SST2, prompt, _flipped(train), train,
+                       _config(steps=12, lr=1e-2, eval_every=4), progress=False)
+    assert result.history[0] == (0, start.main)
+    assert all(score < start.main for _, score in result.history[1:]), result.history  # the premise
+    assert result.best_step == 0 and result.dev.main == start.main
+    for name, value in fresh_tiny_causal.model.state_dict().items():
+        assert torch.equal(value, initial[name]), name
+
+
+def test_without_eval_at_start_the_trained_model_is_kept(fresh_tiny_causal, toy_sentiment):
+    train, dev = toy_sentiment
+    result = fine_tune(fresh_tiny_causal, SST2, _prompt(), _flipped(train), dev,
+                       _config(steps=12, lr=1e-2, eval_every=4, eval_at_start=False), progress=False)
+    assert [step for step, _ in result.history] == [4, 8, 12] and result.best_step >= 4

@@ -10,7 +10,7 @@ from ..demonstrations import RandomSource, class_index, query_key, query_rng, sh
 from ..errors import UserError
 from ..prompts import Prompt, Template
 from ..tasks import Example, TaskSpec, get_task
-from .fine_tune import EvalResult, evaluate
+from .trainer import EvalResult, evaluate
 
 
 def _balanced_order(groups: list[list[int]], rng: np.random.Generator) -> list[int]:

@@ -35,7 +35,8 @@ from ..prompts import (
     write_document,
 )
 from ..tasks import Example, TaskSpec
-from .fine_tune import EvalResult, TrainConfig, TrainResult, evaluate, fine_tune
+from .config import TrainConfig
+from .trainer import EvalResult, TrainResult, evaluate, fine_tune
 
 PROMPT_FILENAME = "prompt.json"
 DEFAULT_MAX_LENGTH = 128

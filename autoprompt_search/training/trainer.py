@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -21,51 +21,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..demonstrations import inference_rng
 from ..errors import UserError
+from .config import TrainConfig
 from .metrics import compute_metrics
 from ..tasks import Example, TaskSpec
 from ..prompts import Prompt
-
-@dataclass
-class TrainConfig:
-    """Defaults sized for a 2-core CPU; the paper's settings are steps=1000, batch_size=8, lr=1e-5,
-    eval_every=100, max_length=128 (256 with demonstrations for some tasks)."""
-
-    steps: int = 32
-    batch_size: int = 8
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    eval_every: int = 8
-    max_length: int = 128
-    eval_batch_size: int = 32
-    seed: int = 42
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-
-    @classmethod
-    def paper(cls, **overrides) -> "TrainConfig":
-        return cls(**{**dict(steps=1000, batch_size=8, lr=1e-5, eval_every=100), **overrides})
-
-    @classmethod
-    def from_dict(cls, values: dict, *, source: str = "training config") -> "TrainConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(values) - known
-        if unknown:
-            raise UserError(f"{source}: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        config = cls(**values)
-        config.validate(source)
-        return config
-
-    def validate(self, source: str = "training config") -> None:
-        checks = [("steps", self.steps >= 0), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
-                  ("eval_every", self.eval_every >= 1), ("max_length", self.max_length >= 8),
-                  ("eval_batch_size", self.eval_batch_size >= 1)]
-        for name, ok in checks:
-            if not ok:
-                raise UserError(f"{source}: field {name!r} has an invalid value {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
 class EvalResult:
@@ -195,7 +154,8 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
               dev: Sequence[Example] | None, config: TrainConfig, *, test: Sequence[Example] | None = None,
               progress: bool = True, desc: str = "fine-tune") -> TrainResult:
     """Fine-tune `backbone` in place (prompt-based when `prompt` is given, else through its
-    classification head) and return dev/test results of the best checkpoint on dev."""
+    classification head) and return dev/test results of the best checkpoint on dev, the untrained
+    model included (`config.eval_at_start`): `best_step` says which step the results came from."""
     config.validate()
     if not train:
         raise UserError(f"no training examples for {task.name}")
@@ -216,6 +176,10 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
     if dev and config.steps == 0:
         best_step = 0
     start = time.perf_counter()
+    if dev and config.steps and config.eval_at_start:
+        result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
+        history.append((0, result.main))
+        best_score, best_step, best_result, best_state = result.main, 0, result, _snapshot(model)
     train_seconds = 0.0
     backbone.train(True)
     for step in tqdm(range(1, config.steps + 1), desc=desc, leave=False, disable=not progress):
@@ -245,7 +209,7 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
         if dev and (step % config.eval_every == 0 or step == config.steps):
             result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
             history.append((step, result.main))
-            if result.main > best_score:
+            if result.main > best_score:  # ties keep the earlier (less trained) checkpoint
                 best_score, best_step, best_result = result.main, step, result
                 best_state = _snapshot(model) if step != config.steps else None
             backbone.train(True)

@@ -1,0 +1,67 @@
+"""`TrainConfig`: the settings of one fine-tuning run, validated field by field. Kept free of torch so
+that option parsing (the CLI, `SearchOptions`) can use it without loading a model library."""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass
+
+from ..errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    """Defaults sized for a 2-core CPU; the paper's settings are steps=1000, batch_size=8, lr=1e-5,
+    eval_every=100, max_length=128 (256 with demonstrations for some tasks)."""
+
+    steps: int = 32
+    batch_size: int = 8
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    eval_every: int = 8
+    max_length: int = 128
+    eval_batch_size: int = 32
+    seed: int = 42
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    # Score dev before the first step too, so that fine-tuning that only hurts returns the model it started from.
+    eval_at_start: bool = True
+
+    @classmethod
+    def paper(cls, **overrides) -> "TrainConfig":
+        return cls(**{**dict(steps=1000, batch_size=8, lr=1e-5, eval_every=100), **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "training config") -> "TrainConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(values) - known
+        if unknown:
+            raise UserError(f"{source}: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        config = cls(**values)
+        config.validate(source)
+        return config
+
+    def validate(self, source: str = "training config") -> None:
+        """Each field's type and range: a config read from a file with `lr = "1e-5"` or a NaN fails
+        here in one line naming the field, not deep inside the optimizer."""
+        integer = {"steps": 0, "batch_size": 1, "eval_every": 1, "max_length": 8, "eval_batch_size": 1, "seed": None}
+        for name, low in integer.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
+                expected = "an integer" + (f" >= {low}" if low is not None else "")
+                raise UserError(f"{source}: field {name!r} has an invalid value {value!r}; expected {expected}")
+        ranges = {"lr": (lambda v: v > 0, "a finite number > 0"),
+                  "weight_decay": (lambda v: v >= 0, "a finite number >= 0"),
+                  "warmup_ratio": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+                  "max_grad_norm": (lambda v: v > 0, "a finite number > 0")}
+        if not isinstance(self.eval_at_start, bool):
+            raise UserError(f"{source}: field 'eval_at_start' has an invalid value {self.eval_at_start!r}; "
+                            "expected true or false")
+        for name, (ok, expected) in ranges.items():
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                    or not ok(value)):
+                raise UserError(f"{source}: field {name!r} has an invalid value {value!r}; expected {expected}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
