@@ -255,6 +255,34 @@ def test_generated_templates_are_screened_by_zero_shot_dev(tiny_causal, tiny_cau
     assert [g["template"] for g in by_score] == [g.template for g in everything[:3]]
 
 
+def test_search_options_choose_the_beam_objective_and_add_instruction_templates(tiny_causal, tiny_causal_folder,
+                                                                                  toy_data, tmp_path):
+    """--template-objective reaches the causal generator and --instruction-templates adds the templates the
+    backbone writes, both before the same screening."""
+    from autoprompt_search.auto_template import CausalGenerator, InstructionGenerator, round_robin_by_format
+    from autoprompt_search.data import load_split
+    from autoprompt_search.search import generate_templates
+    from autoprompt_search.tasks import get_task
+
+    task = get_task("sst2")
+    train = load_split(task, "train", data_dir=toy_data, seed=13)
+    options = search_options(tiny_causal_folder, toy_data, tmp_path, generator="causal", n_templates=50,
+                             beam_width=4, generator_steps=4, seeds=(13,), progress=False,
+                             template_screening="score", template_objective="discriminative",
+                             instruction_templates=1)
+    beam = CausalGenerator(tiny_causal.model, tiny_causal.tokenizer, beam_width=4, max_steps=4,
+                           device=tiny_causal.device, objective="discriminative")
+    writer = InstructionGenerator.from_model(tiny_causal.model, tiny_causal.tokenizer, device=tiny_causal.device,
+                                             n_prompts=1, seed=13)
+    expected = round_robin_by_format([*beam.generate(task, train, label_words=task.label_words),
+                                      *writer.generate(task, train, label_words=task.label_words)])
+    found = generate_templates(options, task, train, tiny_causal, say=lambda *_: None)
+    assert [g["template"] for g in found] == [g.template for g in expected]
+    likelihood = generate_templates(replace(options, template_objective="likelihood", instruction_templates=0),
+                                    task, train, tiny_causal, say=lambda *_: None)
+    assert [g["template"] for g in likelihood] != [g["template"] for g in found]
+
+
 def test_screening_reorders_templates_by_zero_shot_dev(monkeypatch):
     """Best dev metric first, ties in generation order, with the metric each template got."""
     from types import SimpleNamespace

@@ -53,6 +53,12 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--template-screening", choices=["zero_shot", "score"],
                         help="generated templates kept: best zero-shot dev metric among all generated (default) "
                              "or best generation score")
+    parser.add_argument("--template-objective", choices=["likelihood", "discriminative"],
+                        help="causal generator's beam objective: likelihood of the filled template (LM-BFF, default) "
+                             "or discriminative (the gold label word's margin over the other classes)")
+    parser.add_argument("--instruction-templates", type=int,
+                        help="also ask a causal backbone to write templates, in N prompts of labelled examples "
+                             "(APE style; default 0: off)")
     parser.add_argument("--n-mappings", type=int, help=f"searched label-word mappings (default {d.n_mappings})")
     parser.add_argument("--label-k", type=int, help=f"candidate words per class in label search (default {d.label_k}; LM-BFF 100)")
     parser.add_argument("--template-file", dest="template_files", action="append", help="file of templates, one per line")

@@ -59,6 +59,10 @@ class SearchOptions:
     # Which generated templates become candidates: the n_templates best by zero-shot dev metric among
     # all the beam returned ("zero_shot"), or the best by generation score ("score", LM-BFF's order).
     template_screening: str = "zero_shot"
+    # The causal generator's beam objective: LM-BFF's "likelihood" of the filled template, or
+    # "discriminative" (the gold label word's margin over the other classes' words, with a fluency prior).
+    template_objective: str = "likelihood"
+    instruction_templates: int = 0  # > 0: also ask a causal backbone to write templates, in this many prompts
     n_mappings: int = 2
     label_k: int = 20
     template_files: tuple[str, ...] = ()
@@ -115,6 +119,9 @@ class SearchOptions:
             need(bool(getattr(self, name).strip()), name, "a non-empty string")
         need(self.strategy in ("halving", "exhaustive"), "strategy", "'halving' or 'exhaustive'")
         need(self.template_screening in ("zero_shot", "score"), "template_screening", "'zero_shot' or 'score'")
+        need(self.template_objective in ("likelihood", "discriminative"), "template_objective",
+             "'likelihood' or 'discriminative'")
+        need(self.instruction_templates >= 0, "instruction_templates", "an integer >= 0")
         need(all(m in DEMO_MODES for m in self.demonstrations) and bool(self.demonstrations), "demonstrations",
              f"a non-empty list of {DEMO_MODES}")
         need(len(set(self.demonstrations)) == len(self.demonstrations), "demonstrations", "distinct modes")

@@ -34,7 +34,7 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
                        say=print) -> list[dict]:
     """Auto-T: a T5 generator when one is available, else the backbone as a causal generator."""
     from ..data import load_split
-    from ..auto_template import CausalGenerator, T5Generator
+    from ..auto_template import CausalGenerator, InstructionGenerator, T5Generator
 
     if options.generator == "none":
         say("template generator: none (--generator none)")
@@ -52,12 +52,18 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
         say(f"template generator: the backbone {options.model} as a causal generator"
             + (" (no T5 model available offline)" if options.generator == "auto" else ""))
         generator = CausalGenerator(backbone.model, backbone.tokenizer, beam_width=options.beam_width,
-                                    device=backbone.device, max_steps=options.generator_steps or 10)
+                                    device=backbone.device, max_steps=options.generator_steps or 10,
+                                    objective=options.template_objective)
     else:
         say("template generator: none (no T5 model available and the backbone is not a causal LM)")
         return []
-    found = round_robin_by_format(generator.generate(task, train, label_words=task.label_words,
-                                                     progress=options.progress))
+    found = generator.generate(task, train, label_words=task.label_words, progress=options.progress)
+    if options.instruction_templates and backbone.kind == "causal":
+        say(f"instruction templates: asking {options.model} in {options.instruction_templates} prompt(s)")
+        writer = InstructionGenerator.from_model(backbone.model, backbone.tokenizer, device=backbone.device,
+                                                 n_prompts=options.instruction_templates, seed=options.seeds[0])
+        found = [*found, *writer.generate(task, train, label_words=task.label_words, progress=options.progress)]
+    found = round_robin_by_format(found)
     if options.template_screening == "score" or len(found) <= options.n_templates:
         return [g.to_dict() for g in found[:options.n_templates]]
     dev = load_split(task, "dev", data_dir=options.data_dir, k=options.k, seed=options.seeds[0])
@@ -93,6 +99,11 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
                "steps": options.generator_steps,
                "selection": ("round robin over formats" if options.template_screening == "score"
                              else f"zero-shot dev {options.seeds[0]}")}
+        # Only non-default sources enter the key, so caches made before these options existed stay valid.
+        if options.template_objective != "likelihood":
+            key["objective"] = options.template_objective
+        if options.instruction_templates:
+            key["instruction_prompts"] = options.instruction_templates
         generated = cached_json(out / "generated_templates.json", key,
                                 lambda: generate_templates(options, task, train, backbone, say), warn=say)
         for item in generated:
