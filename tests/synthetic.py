@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -26,7 +27,12 @@ class SyntheticEvaluator(LazyEvaluator):
     noise. Deterministic, cheap and picklable; for dry runs of a search plan, benchmarks of the
     executors and tests. `sleep_s` imitates training time; `call_log` (a file) gets one JSON
     line per state load and per finished call (and per failed one, event "fail"). A candidate whose
-    template contains one of `fail_templates` raises `fail_with` (a UserError with "UserError")."""
+    template contains one of `fail_templates` raises `fail_with` (a UserError with "UserError").
+
+    Like the real evaluator it reports a continuous dev score (`extra["dev_score"]`, the log of the
+    unrounded dev value) and the split sizes (`extra["examples"]`). With `dev_examples` > 0 the dev
+    metric is rounded to a multiple of 1/dev_examples, as an accuracy on that many examples is, so
+    candidates tie on it while their continuous scores still differ."""
 
     noise: float = 0.02
     sleep_s: float = 0.0
@@ -34,6 +40,8 @@ class SyntheticEvaluator(LazyEvaluator):
     salt: str = ""
     fail_templates: tuple[str, ...] = ()
     fail_with: str = "ValueError"
+    dev_examples: int = 0
+    test_examples: int = 100
 
     def state_config(self) -> dict[str, Any]:
         return {"salt": self.salt}
@@ -55,10 +63,14 @@ class SyntheticEvaluator(LazyEvaluator):
             raise error(f"synthetic failure of {candidate.get('template')!r}")
         learning = 0.6 + 0.4 * steps / (steps + 10)
         noise = self.noise * (2 * _unit_hash(self.salt, cid, seed, steps) - 1)
-        dev = self.quality(candidate) * learning + noise
+        smooth = self.quality(candidate) * learning + noise
+        dev = round(smooth * self.dev_examples) / self.dev_examples if self.dev_examples else smooth
         test = dev - 0.5 * self.noise * _unit_hash("test", self.salt, cid, seed, steps)
         self._log({"event": "call", "candidate_id": cid, "seed": seed, "steps": steps})
-        return EvalOutcome(dev, test, {"dev_metrics": {"acc": dev}, "test_metrics": {"acc": test}})
+        examples = {"dev": self.dev_examples or 32, "test": self.test_examples}
+        return EvalOutcome(dev, test, {"dev_metrics": {"acc": dev}, "test_metrics": {"acc": test},
+                                       "dev_score": math.log(smooth), "dev_score_kind": "mean_gold_logprob",
+                                       "examples": examples})
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.call_log is None:

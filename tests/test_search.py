@@ -136,15 +136,29 @@ def test_best_json_follows_the_schema_and_matches_the_leaderboard(first_run):
     assert document["dev"]["mean"] == pytest.approx(statistics.fmean(r.dev_metric for r in final))
     assert document["test"]["mean"] == pytest.approx(statistics.fmean(r.test_metric for r in final))
     assert document["found_by"]["evaluations_run"] == result.n_evaluated
-    # The best candidate is the top of the final rung by mean dev metric.
+    # The best candidate is the top of the final rung by mean dev metric, ties by the continuous dev score.
     final_rung = result.rungs[-1]
-    assert best.candidate_id == min(final_rung.scores, key=lambda c: (-final_rung.scores[c], c))
+    assert best.candidate_id == min(final_rung.scores, key=lambda c: (-final_rung.scores[c],
+                                                                      -final_rung.tie_scores[c], c))
 
 
 def test_test_set_is_scored_only_at_the_full_budget(first_run):
     options, _, board, config_hash = first_run
     for row in board.rows(config_hash):
         assert (row.test_metric is not None) == (row.budget == options.max_steps), row
+
+
+def test_rows_record_the_continuous_dev_score_and_the_split_sizes(first_run):
+    options, _, board, config_hash = first_run
+    rows = board.rows(config_hash)
+    assert rows
+    for row in rows:
+        assert row.dev_score is not None and row.dev_score <= 0.0, row  # a mean log-probability
+        assert row.extra["dev_score_kind"] == "mean_gold_logprob"
+        assert row.examples("dev") == 8  # write_toy_lmbff's dev size
+        assert row.examples("test") == (6 if row.budget == options.max_steps else None)
+    header = board.to_table(config_hash=config_hash).splitlines()[0]
+    assert "dev (8) mean" in header and "test (6) mean" in header
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,7 +175,10 @@ def test_halving_promotes_exactly_ceil_n_over_eta_best_candidates(first_run):
         scores = {cid: statistics.fmean(r.dev_metric for r in at_rung if r.candidate_id == cid)
                   for cid in {r.candidate_id for r in at_rung}}
         assert scores == pytest.approx(rung_result.scores)
-        expected = sorted(scores, key=lambda c: (-scores[c], c))[:math.ceil(len(scores) / options.eta)]
+        # Ties of the dev metric go to the higher mean continuous dev score (then the id).
+        ties = {cid: statistics.fmean(r.dev_score for r in at_rung if r.candidate_id == cid) for cid in scores}
+        assert ties == rung_result.tie_scores
+        expected = sorted(scores, key=lambda c: (-scores[c], -ties[c], c))[:math.ceil(len(scores) / options.eta)]
         assert rung_result.survivors == expected
         promoted = {r.candidate_id for r in rows if r.budget == next_rung.rung.steps}
         assert promoted == set(expected) and next_rung.rung.n_candidates == len(expected)

@@ -1,15 +1,23 @@
 """Evaluation by prompt-based fine-tuning. `PromptEvaluator` is the picklable evaluation function
 the study calls (in this process, joblib workers or Dask workers): it loads the backbone once per
 process and restores the pretrained weights before every evaluation.
+
+Besides the metrics, each evaluation records a continuous dev score (`dev_score`: the mean
+log-probability of the gold class; minus the mean squared error for regression), which breaks ties
+of the dev metric in the race, and how many dev/test examples each metric was computed on, so a
+32-example dev accuracy is reported as what it is.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from ..tasks import Example, TaskSpec, get_task
 from ..training import PromptClassifier, TrainConfig
+from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES
 from .settings import EvaluatorSettings
 from .trial import EvalOutcome, LazyEvaluator
 
@@ -97,13 +105,41 @@ class PromptEvaluator(LazyEvaluator):
             result = classifier.fit(train, dev, config, test=test, progress=False)
             dev_result, test_result, ran, best_step = result.dev, result.test, result.steps, result.best_step
         # best_step: the checkpoint the metrics come from (0 when fine-tuning never beat the start).
-        extra = {"dev_metrics": dev_result.metrics, "steps": ran, "best_step": best_step}
+        extra = {"dev_metrics": dev_result.metrics, "steps": ran, "best_step": best_step,
+                 EXAMPLES: {"dev": len(dev)}}
+        kind, score = continuous_score(state.task, dev_result, dev)
+        if score is not None:
+            extra[DEV_SCORE], extra[DEV_SCORE_KIND] = score, kind
         if test_result is not None:
             extra["test_metrics"] = test_result.metrics
+            extra[EXAMPLES]["test"] = len(test)
         return EvalOutcome(dev_result.main, test_result.main if test_result else None, extra)
 
     def _wants_test(self, steps: int) -> bool:
         return self.settings.test_at_steps is not None and steps == self.settings.test_at_steps
+
+
+def continuous_score(task: TaskSpec, result: Any, examples: Sequence[Example]) -> tuple[str, float | None]:
+    """(kind, value) of the continuous dev score of an `EvalResult` on `examples`, higher is better.
+
+    Classification: the mean over examples of log-softmax(class scores)[gold] ("mean_gold_logprob"),
+    which separates candidates that are right equally often by how confidently. Regression: minus
+    the mean squared error of the predicted value ("neg_mse"). None when a gold label is unknown or
+    the value is not finite.
+    """
+    if not examples or any(e.label is None for e in examples):
+        return ("neg_mse" if task.is_regression else "mean_gold_logprob"), None
+    if task.is_regression:
+        predicted = np.asarray(result.predictions, dtype=np.float64)
+        gold = np.asarray([float(e.label) for e in examples], dtype=np.float64)
+        value = -float(np.mean((predicted - gold) ** 2))
+        return "neg_mse", value if np.isfinite(value) else None
+    scores = np.asarray(result.scores, dtype=np.float64)
+    top = scores.max(axis=1, keepdims=True)
+    log_probs = scores - (top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True)))
+    gold = np.asarray([task.label_index(e.label) for e in examples])
+    value = float(np.mean(log_probs[np.arange(len(examples)), gold]))
+    return "mean_gold_logprob", value if np.isfinite(value) else None
 
 
 def load_task(name: str, task_file: str | None = None) -> TaskSpec:

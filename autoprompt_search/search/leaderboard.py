@@ -322,7 +322,8 @@ class Leaderboard:
         return hashes[-1] if hashes else None
 
     def ranking(self, budget: int | None = None, config_hash: str | None = None) -> list[RankedCandidate]:
-        """Candidates best first by mean dev metric over seeds, ties broken by candidate id.
+        """Candidates best first by mean dev metric over seeds, ties broken by the mean continuous
+        dev score (rows without one rank below rows with one), then by candidate id.
 
         With a budget, only evaluations at that budget count. Without one, each candidate is
         aggregated at the largest budget it reached, and candidates that reached a larger budget

@@ -1,5 +1,11 @@
 """Identity and ranking of evaluations: canonical JSON, the hashes that name candidates and
 configurations, the `Evaluation` row, and the per-candidate aggregate that ranks them.
+
+Ranking is by the dev metric, then by a continuous dev score (the mean log-probability of the gold
+class, or minus the squared error for regression), then by candidate id. On a 32-example dev split
+accuracies tie often; the continuous score separates such ties by how confidently each candidate is
+right, where the id (a hash) would pick at random. Rows written before the score existed have none
+and rank below those that have it on a tie.
 """
 from __future__ import annotations
 
@@ -15,6 +21,11 @@ from typing import Any, Iterator, Mapping
 from ..errors import UserError
 
 _VERSIONED_PACKAGES = ("autoprompt_search", "torch", "transformers", "tokenizers", "numpy")
+
+# Keys of `Evaluation.extra` (the row's extra_json) written by the evaluator.
+DEV_SCORE = "dev_score"            # continuous dev score, higher is better
+DEV_SCORE_KIND = "dev_score_kind"  # what it is: "mean_gold_logprob" or "neg_mse"
+EXAMPLES = "examples"              # {"dev": n, "test": n}: how many examples each metric was computed on
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +101,38 @@ class Evaluation:
     def failed(self) -> bool:
         return self.state == "FAIL"
 
+    @property
+    def dev_score(self) -> float | None:
+        """The continuous dev score stored with the row; None for rows without one (older files)."""
+        return finite_or_none(self.extra.get(DEV_SCORE))
+
+    def examples(self, split: str) -> int | None:
+        """How many `split` ("dev"/"test") examples this row's metric was computed on, if recorded."""
+        sizes = self.extra.get(EXAMPLES)
+        value = sizes.get(split) if isinstance(sizes, Mapping) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A finite float, or None for anything else (missing, NaN, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def mean_score(values: list[float | None]) -> float | None:
+    """Mean of per-seed continuous scores; None when any is missing (a partial mean would not be
+    comparable). `math.fsum` makes it independent of the order the rows came in."""
+    if not values or any(v is None for v in values):
+        return None
+    return math.fsum(values) / len(values)
+
+
+def score_sort_key(value: float | None) -> float:
+    """Ascending sort key of a continuous score, best first; missing ranks last."""
+    return math.inf if value is None else -value
+
 
 @dataclass(frozen=True)
 class RankedCandidate:
@@ -102,6 +145,9 @@ class RankedCandidate:
     n_seeds: int
     mean_test: float | None
     budget: int
+    mean_dev_score: float | None = None   # mean continuous dev score over seeds; None if any row lacks it
+    dev_examples: tuple[int, ...] = ()    # distinct dev split sizes the dev metric was computed on
+    test_examples: tuple[int, ...] = ()   # likewise for the test metric
 
     def __iter__(self) -> Iterator[Any]:
         # Lets callers unpack (candidate, mean dev, std dev, n seeds, mean test).
@@ -113,9 +159,10 @@ def _metric_sort_key(value: float) -> float:
     return -math.inf if value is None or math.isnan(value) else value
 
 
-def rank_key(entry: RankedCandidate) -> tuple[float, str]:
-    """Sort key, best first: higher mean dev metric, then candidate id (deterministic ties)."""
-    return (-_metric_sort_key(entry.mean_dev), entry.candidate_id)
+def rank_key(entry: RankedCandidate) -> tuple[float, float, str]:
+    """Sort key, best first: higher mean dev metric, then higher continuous dev score (missing
+    last), then candidate id (only when both tie, so the order is still deterministic)."""
+    return (-_metric_sort_key(entry.mean_dev), score_sort_key(entry.mean_dev_score), entry.candidate_id)
 
 
 def aggregate(evaluations: list[Evaluation]) -> RankedCandidate:
@@ -123,6 +170,7 @@ def aggregate(evaluations: list[Evaluation]) -> RankedCandidate:
     devs = [e.dev_metric for e in evaluations]
     tests = [e.test_metric for e in evaluations if e.test_metric is not None]
     first = evaluations[0]
+    ordered = sorted(evaluations, key=lambda e: e.seed)
     return RankedCandidate(
         candidate=first.candidate,
         candidate_id=first.candidate_id,
@@ -132,7 +180,14 @@ def aggregate(evaluations: list[Evaluation]) -> RankedCandidate:
         n_seeds=len({e.seed for e in evaluations}),
         mean_test=statistics.fmean(tests) if tests else None,
         budget=first.budget,
+        mean_dev_score=mean_score([e.dev_score for e in ordered]),
+        dev_examples=_sizes(evaluations, "dev"),
+        test_examples=_sizes([e for e in evaluations if e.test_metric is not None], "test"),
     )
+
+
+def _sizes(evaluations: list[Evaluation], split: str) -> tuple[int, ...]:
+    return tuple(sorted({n for e in evaluations if (n := e.examples(split)) is not None}))
 
 
 def describe_candidate(candidate: Mapping[str, Any]) -> str:

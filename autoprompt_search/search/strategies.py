@@ -1,5 +1,9 @@
 """Strategies: what to evaluate. A strategy (`SuccessiveHalving`, `Exhaustive`) only plans rungs
 and picks the survivors of each; it never runs or stores an evaluation.
+
+Survivors are picked by the rung's dev metric, ties by a continuous dev score (mean gold-class
+log-probability): a zero-shot rung on 32 dev examples ties often, and the candidate id (a hash) is
+no evidence. The id decides only when both tie (or no score exists), so selection stays deterministic.
 """
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 from ..errors import UserError
+from .records import score_sort_key
 
 FIRST_RUNG_MODES = ("zero_shot", "short")
 
@@ -34,15 +39,23 @@ class Strategy(Protocol):
     def plan(self, n_candidates: int) -> list[Rung]:
         """All rungs for this many candidates; the last one gives the final ranking."""
 
-    def select(self, rung: Rung, scores: Mapping[str, float]) -> list[str]:
-        """Candidate ids (from `scores`: mean dev metric per candidate) that go to the next rung."""
+    def select(self, rung: Rung, scores: Mapping[str, float],
+               tie_scores: Mapping[str, float | None] | None = None) -> list[str]:
+        """Candidate ids (from `scores`: mean dev metric per candidate) that go to the next rung;
+        `tie_scores` (continuous dev score per candidate, None when unknown) orders ties."""
 
 
-def top_candidates(scores: Mapping[str, float], keep: int) -> list[str]:
-    """The `keep` best ids by score; NaN ranks last and ties go to the smaller candidate id."""
-    def key(cid: str) -> tuple[float, str]:
+def top_candidates(scores: Mapping[str, float], keep: int,
+                   tie_scores: Mapping[str, float | None] | None = None) -> list[str]:
+    """The `keep` best ids by score; NaN ranks last. Ties go to the higher `tie_scores` value
+    (missing ranks lowest), then to the smaller candidate id."""
+    tie_scores = tie_scores or {}
+
+    def key(cid: str) -> tuple[float, float, str]:
         score = scores[cid]
-        return (math.inf if score is None or math.isnan(score) else -score, cid)
+        tie = tie_scores.get(cid)
+        tie = None if tie is None or math.isnan(tie) else tie
+        return (math.inf if score is None or math.isnan(score) else -score, score_sort_key(tie), cid)
 
     return sorted(scores, key=key)[:keep]
 
@@ -71,8 +84,9 @@ class Exhaustive:
     def plan(self, n_candidates: int) -> list[Rung]:
         return [Rung(0, self.steps, self.seeds, n_candidates)] if n_candidates else []
 
-    def select(self, rung: Rung, scores: Mapping[str, float]) -> list[str]:
-        return top_candidates(scores, len(scores))
+    def select(self, rung: Rung, scores: Mapping[str, float],
+               tie_scores: Mapping[str, float | None] | None = None) -> list[str]:
+        return top_candidates(scores, len(scores), tie_scores)
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,7 @@ class SuccessiveHalving:
 
     Rung 0 runs every candidate on the first `min_seeds` seeds, either zero-shot (steps = 0,
     `first_rung="zero_shot"`) or with a short fine-tune of `min_steps` (`first_rung="short"`).
-    Each later rung keeps exactly ceil(n / eta) candidates (ties by candidate id), multiplies the
+    Each later rung keeps exactly ceil(n / eta) candidates (ties by the continuous dev score, then id), multiplies the
     steps by eta (the first fine-tuning rung after zero-shot uses `min_steps`), capped at
     `max_steps`, and multiplies the number of seeds by eta. The last rung is always `max_steps`
     on all seeds; when one candidate is left the plan jumps straight to it.
@@ -140,8 +154,9 @@ class SuccessiveHalving:
             n_active = math.ceil(n_active / self.eta)
         return rungs
 
-    def select(self, rung: Rung, scores: Mapping[str, float]) -> list[str]:
-        return top_candidates(scores, math.ceil(len(scores) / self.eta))
+    def select(self, rung: Rung, scores: Mapping[str, float],
+               tie_scores: Mapping[str, float | None] | None = None) -> list[str]:
+        return top_candidates(scores, math.ceil(len(scores) / self.eta), tie_scores)
 
 
 def describe_plan(rungs: Sequence[Rung]) -> str:

@@ -1,6 +1,9 @@
 """The resumable search loop: `run_search` and `Study` tie a strategy, an executor and the
 leaderboard together, and `SearchResult` holds the rungs' scores and the final ranking.
 
+Survivors and the final ranking are ordered by the mean dev metric, then by the mean continuous
+dev score (`Evaluation.dev_score`; see records.py), then by candidate id.
+
 Kept apart in the spirit of Optuna:
 
 * a *strategy* (`SuccessiveHalving`, `Exhaustive`) only plans rungs and picks survivors;
@@ -33,7 +36,8 @@ from ..errors import UserError
 from .claims import Claims, ClaimSettings, now_iso
 from .executors import Executor, SerialExecutor
 from .leaderboard import Leaderboard
-from .records import Evaluation, RankedCandidate, aggregate, canonical_json, candidate_id, rank_key, sha256_of
+from .records import (Evaluation, RankedCandidate, aggregate, canonical_json, candidate_id, mean_score, rank_key,
+                      sha256_of)
 from .strategies import Rung, Strategy, top_candidates
 from .trial import EvaluateFn, Job, JobResult, run_job
 
@@ -46,6 +50,8 @@ class RungResult:
     scores: dict[str, float]           # candidate id -> mean dev metric over the rung's seeds
     survivors: list[str]               # ids promoted to the next rung (all ids at the last rung)
     failed: dict[str, str] = field(default_factory=dict)  # candidate id -> error (no score, not promoted)
+    # candidate id -> mean continuous dev score over the rung's seeds (None if a row lacks it): breaks ties
+    tie_scores: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,12 +246,14 @@ def _race(pool, plan, strategy, evaluate, leaderboard, config_hash, executor, pr
         final = {key: row for key, row in outcome.done.items() if key[0] not in failed}
         scores = {cid: statistics.fmean(final[(cid, seed)].dev_metric for seed in rung.seeds)
                   for cid in healthy}
+        tie_scores = {cid: mean_score([final[(cid, seed)].dev_score for seed in rung.seeds])
+                      for cid in healthy}
         is_last = position == len(plan) - 1
         if is_last or not scores:
-            survivors = top_candidates(scores, len(scores))
+            survivors = top_candidates(scores, len(scores), tie_scores)
         else:
-            survivors = strategy.select(rung, scores)
-        rung_results.append(RungResult(rung, scores, list(survivors), failed))
+            survivors = strategy.select(rung, scores, tie_scores)
+        rung_results.append(RungResult(rung, scores, list(survivors), failed, tie_scores))
         active = list(survivors)
     ranking = _final_ranking(final)
     return SearchResult(plan, rung_results, ranking, n_evaluated, n_reused, failures)

@@ -30,7 +30,9 @@ class EvalOutcome:
 
     Recognised keys of `extra` go to their own leaderboard columns: "dev_metrics" and
     "test_metrics" (dicts of all metrics), "steps" (steps actually run, e.g. with early
-    stopping). Everything else is stored as JSON as it is.
+    stopping). Everything else is stored as JSON as it is; the evaluator puts there "dev_score"
+    (a continuous dev score, higher is better, that breaks ties of the dev metric), "dev_score_kind"
+    and "examples" ({"dev": n, "test": n}: the split sizes the metrics were computed on).
     """
 
     dev_metric: float
