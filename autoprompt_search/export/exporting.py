@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..prompts import SCHEMA_VERSION, read_document, save_fine_tuned, write_document
-from ..search import EvaluatorSettings, Leaderboard, demonstration_section_for, fine_tuned_classifier, stored_config
+from ..search import EvaluatorSettings, Leaderboard, stored_config
 
 
 def open_leaderboard(out: str) -> Leaderboard:
@@ -23,6 +23,9 @@ def export_best(out: str, *, fine_tune: bool, output: str | None = None) -> dict
     With `fine_tune`, the backbone is fine-tuned with the best prompt on the first seed's split and saved
     beside the JSON.
     """
+    # Here, not at the top: they load torch, which `leaderboard` (a user of open_leaderboard) never needs.
+    from ..search import demonstration_section_for, fine_tuned_classifier
+
     folder = Path(out)
     best = folder / "best.json"
     if not best.is_file():
