@@ -38,14 +38,19 @@ class LabelSearchResult:
     words: dict[int, str] = field(default_factory=dict)
     template: str | None = None
     num_examples: int = 0
+    # How candidates were ranked ("logprob" or "pmi") and scored ("first_token" at the label position,
+    # or "whole_word": the classifier's class score of the whole word). A negative id in `candidates`
+    # is a word given as text, not one vocabulary token.
+    ranking: str = "logprob"
+    scoring: str = "first_token"
 
     @classmethod
     def build(cls, *, task: str, labels: Sequence[str], metric: str, k: int, candidates: list[list[int]],
               assignments: list[Assignment], id_to_word: Callable[[int], str], template: str | None = None,
-              num_examples: int = 0) -> "LabelSearchResult":
+              num_examples: int = 0, ranking: str = "logprob", scoring: str = "first_token") -> "LabelSearchResult":
         tokens = sorted({t for words in candidates for t in words})
         return cls(task, tuple(labels), metric, k, candidates, assignments,
-                   {t: id_to_word(t) for t in tokens}, template, num_examples)
+                   {t: id_to_word(t) for t in tokens}, template, num_examples, ranking, scoring)
 
     def label_words(self, assignment: Assignment) -> dict[str, str]:
         return assignment.label_words(self.labels, self.words.__getitem__)
@@ -62,7 +67,12 @@ class LabelSearchResult:
         return result
 
     def to_json(self) -> dict:
+        # The options enter the record only when not LM-BFF's, so older records read the same.
+        options = {name: value for name, value, default in (("ranking", self.ranking, "logprob"),
+                                                            ("scoring", self.scoring, "first_token"))
+                   if value != default}
         return {
+            **options,
             "task": self.task,
             "template": self.template,
             "metric": self.metric,
@@ -88,4 +98,5 @@ class LabelSearchResult:
         assignments = [Assignment(tuple(a["word_ids"]), float(a["score"]), tuple(a["ranks"]), a["correct"])
                        for a in data["assignments"]]
         return cls(data["task"], labels, data["metric"], data["k"], candidates, assignments, words,
-                   data.get("template"), data.get("num_examples", 0))
+                   data.get("template"), data.get("num_examples", 0), data.get("ranking", "logprob"),
+                   data.get("scoring", "first_token"))

@@ -19,6 +19,10 @@ def build_labels_parser(sub) -> None:
     parser.add_argument("-n", "--n-mappings", type=int, default=10, help="mappings to keep (LM-BFF: 100)")
     parser.add_argument("--seed-words", help="JSON label -> word; with --neighbours keeps only their nearest tokens")
     parser.add_argument("--neighbours", type=int, help="nearest-neighbour filter size (LM-BFF's TREC setting)")
+    parser.add_argument("--label-ranking", choices=["logprob", "pmi"], default="logprob",
+                        help="rank candidates by summed log-probability (LM-BFF) or class-conditional PMI")
+    parser.add_argument("--whole-words", action="store_true",
+                        help="causal backbones: re-score candidates as whole words with the classifier's class score")
     parser.add_argument("--output", help="write the ranked mappings as JSON here")
     parser.set_defaults(func=run_labels)
 
@@ -44,14 +48,16 @@ def run_labels(args) -> int:
     check_model_arguments(args)
     backbone = load_backbone(args.model, device=args.device, max_length=args.max_length)
     result = search_label_words(backbone, task, template, train, k=args.label_k, n=args.n_mappings,
-                                seed_words=seed_words, neighbours=args.neighbours)
+                                seed_words=seed_words, neighbours=args.neighbours, ranking=args.label_ranking,
+                                whole_words=args.whole_words)
     records = []
     for rank, assignment in enumerate(result.assignments, start=1):
-        words = assignment.label_words(task.labels, backbone.token_to_word)
+        words = result.label_words(assignment)
         records.append({"rank": rank, "label_words": words, "train_" + result.metric: assignment.score})
         print(f"{rank:3d}  {result.metric} {assignment.score:.4f}  {json.dumps(words, ensure_ascii=False)}")
     if args.output:
         Path(args.output).write_text(json.dumps({"task": task.name, "model": args.model, "template": template.to_lmbff(),
+                                                 "ranking": args.label_ranking, "whole_words": args.whole_words,
                                                  "mappings": records}, indent=2, ensure_ascii=False), encoding="utf-8")
         print(f"wrote {args.output}")
     return 0

@@ -61,6 +61,12 @@ def build_search_parser(sub) -> None:
                              "(APE style; default 0: off)")
     parser.add_argument("--n-mappings", type=int, help=f"searched label-word mappings (default {d.n_mappings})")
     parser.add_argument("--label-k", type=int, help=f"candidate words per class in label search (default {d.label_k}; LM-BFF 100)")
+    parser.add_argument("--label-ranking", choices=["logprob", "pmi"],
+                        help="rank candidate label words by summed log-probability (default, LM-BFF) or by "
+                             "class-conditional PMI (likelier for one class than for all examples)")
+    parser.add_argument("--label-whole-words", action="store_true", default=None,
+                        help="causal backbones: re-score candidate label words as whole words with the "
+                             "classifier's own class score before assigning them")
     parser.add_argument("--template-file", dest="template_files", action="append", help="file of templates, one per line")
     parser.add_argument("--mapping-file", dest="mapping_files", action="append", help="file of label-word mappings, one per line")
     parser.add_argument("--demonstrations", nargs="+", choices=["off", "random", "filtered"],

@@ -65,6 +65,11 @@ class SearchOptions:
     instruction_templates: int = 0  # > 0: also ask a causal backbone to write templates, in this many prompts
     n_mappings: int = 2
     label_k: int = 20
+    # How the label search ranks candidate words: LM-BFF's summed "logprob", or class-conditional "pmi"
+    # (words likelier for one class than for all examples, not words likely everywhere).
+    label_ranking: str = "logprob"
+    # Causal backbones: re-score the candidates as whole words with the classifier's own class score.
+    label_whole_words: bool = False
     template_files: tuple[str, ...] = ()
     mapping_files: tuple[str, ...] = ()
     demonstrations: tuple[str, ...] = ("off",)
@@ -135,6 +140,7 @@ class SearchOptions:
         need(self.n_mappings >= 0, "n_mappings", "an integer >= 0")
         need(self.beam_width >= 1, "beam_width", "an integer >= 1")
         need(self.label_k >= 1, "label_k", "an integer >= 1")
+        need(self.label_ranking in ("logprob", "pmi"), "label_ranking", "'logprob' or 'pmi'")
         need(self.generator_steps is None or self.generator_steps >= 1, "generator_steps", "an integer >= 1")
         need(self.min_steps >= 1, "min_steps", "an integer >= 1")
         need(self.max_steps >= self.min_steps, "max_steps", f"an integer >= min_steps ({self.min_steps})")

@@ -73,11 +73,13 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
 
 
 def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone) -> list[dict]:
-    """Auto-L with the manual template: the top assignments by zero-shot training accuracy."""
+    """Auto-L with the manual template: the top assignments by zero-shot training accuracy, candidates
+    ranked by `options.label_ranking` (and scored as whole words with `options.label_whole_words`)."""
     from ..auto_label import search_label_words
 
     result = search_label_words(backbone, task, Template.parse(task.template), train, k=options.label_k,
-                                n=options.n_mappings, progress=options.progress, max_length=options.max_length)
+                                n=options.n_mappings, progress=options.progress, max_length=options.max_length,
+                                ranking=options.label_ranking, whole_words=options.label_whole_words)
     names = {int(k): v for k, v in result.words.items()}
     return [{"label_words": a.label_words(task.labels, lambda i: names.get(i) or backbone.token_to_word(i)),
              "train_score": a.score} for a in result.assignments]
@@ -121,6 +123,11 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
     if options.n_mappings:
         key = {"task": task.name, "model": options.model, "k": options.k, "seed": options.seeds[0],
                "label_k": options.label_k, "n": options.n_mappings}
+        # As above: only non-default settings enter the key, so older label-word caches stay valid.
+        if options.label_ranking != "logprob":
+            key["ranking"] = options.label_ranking
+        if options.label_whole_words:
+            key["whole_words"] = True
         mappings = cached_json(out / "label_words.json", key, lambda: search_mappings(options, task, train, backbone),
                                warn=say)
         verbalizers += [Verbalizer.from_mapping(task, m["label_words"], source="label search") for m in mappings]
