@@ -408,3 +408,19 @@ def test_mapping_file_names_the_bad_line(tmp_path):
         load_mapping_lines(path, get_task("SST-2"))
     path.write_text("{'0':'terrible','1':'great'}\t0.8\n{\"0\": \"bad\", \"1\": \"good\"}\n")
     assert [v.words for v in load_mapping_lines(path, get_task("SST-2"))] == [("terrible", "great"), ("bad", "good")]
+
+
+def test_labelx_is_the_word_of_the_ith_demonstration_and_label_the_word_of_class_i(tiny_causal):
+    """LM-BFF's two label variables: *labelx_0* follows the demonstrations' order, *label_0* is class 0's word."""
+    from autoprompt_search.prompts import Verbalizer
+    from autoprompt_search.tasks import Example, get_task
+
+    task = get_task("sst2")
+    verbalizer = Verbalizer.for_task(task)  # 0: terrible, 1: great
+    template = Template.parse("*cls**sent_0*_It_was*mask*._first_shown:*labelx_0*._class_zero:*label_0*.*sep+*")
+    demos = [(Example(("a fine film",), "1"), 1), (Example(("a dull film",), "0"), 0)]
+    encoded = tiny_causal.encode(Example(("the query",)), template, verbalizer, demos, max_length=200)
+    assert "first shown: great." in encoded.text and "class zero: terrible." in encoded.text
+    assert "first shown: terrible." not in encoded.text
+    swapped = tiny_causal.encode(Example(("the query",)), template, verbalizer, demos[::-1], max_length=200)
+    assert "first shown: terrible." in swapped.text

@@ -105,9 +105,11 @@ class Backbone:
     # -- prompt construction ------------------------------------------------------------------
     def blocks(self, example: Example, template: Template, verbalizer: Verbalizer,
                demonstrations: Sequence[tuple[Example, int]] = ()) -> list[Block]:
-        query = Block(template, tuple(example.texts), demo_label_words=verbalizer.words)
+        # LM-BFF: *label_i* is class i's word, *labelx_i* the word of the i-th demonstration in this prompt.
+        shown = tuple(verbalizer.words[label] for _, label in demonstrations)
+        query = Block(template, tuple(example.texts), demo_label_words=verbalizer.words, demonstration_words=shown)
         demos = [Block(template, tuple(demo.texts), label_word=verbalizer.words[label], is_demonstration=True,
-                       demo_label_words=verbalizer.words)
+                       demo_label_words=verbalizer.words, demonstration_words=shown)
                  for demo, label in demonstrations]
         return self.order_blocks(query, demos)
 

@@ -21,7 +21,8 @@ class Block:
     texts: tuple[str, ...]
     label_word: str | None = None
     is_demonstration: bool = False
-    demo_label_words: tuple[str, ...] = ()  # for *label_i* / *labelx_i* variables
+    demo_label_words: tuple[str, ...] = ()  # *label_i*: the label word of class i
+    demonstration_words: tuple[str, ...] = ()  # *labelx_i*: the label word of the prompt's i-th demonstration
 
 
 @dataclass
@@ -98,10 +99,11 @@ def _block_pieces(block: Block, block_index: int, tokenizer, sentences: list[lis
             else:
                 pieces.append(_Piece("", block_index, word=block.label_word))
         elif part.kind in ("label", "labelx"):
-            if part.index >= len(block.demo_label_words):
-                raise UserError(f"template uses *{part.variable_name()}* but only "
-                                f"{len(block.demo_label_words)} label words were given")
-            pieces.append(_Piece("", block_index, word=block.demo_label_words[part.index]))
+            words = block.demo_label_words if part.kind == "label" else block.demonstration_words
+            if part.index >= len(words):
+                given = "label words were given" if part.kind == "label" else "demonstrations are in the prompt"
+                raise UserError(f"template uses *{part.variable_name()}* but only {len(words)} {given}")
+            pieces.append(_Piece("", block_index, word=words[part.index]))
         elif part.kind == "sent":
             if part.index >= len(block.texts):
                 raise UserError(
