@@ -27,7 +27,7 @@ _EXPORTS = {
     'plots': ('MAX_LABELLED_SURVIVORS', 'CandidateCurve', 'rung_curves', 'plot_leaderboard'),
     'candidates': ('DEMO_MODES', 'make_candidate', 'candidate_grid'),
     'settings': ('EvaluatorSettings',),
-    'evaluator': ('PromptEvaluator', 'load_task', 'fine_tuned_classifier'),
+    'evaluator': ('PromptEvaluator', 'fine_tuned_classifier'),
     'options': ('SearchOptions', 'make_strategy', 'search_executor'),
     'sources': ('generate_templates', 'search_mappings', 'build_candidates'),
     'pipeline': ('demonstration_section_for', 'run_pipeline'),

@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..tasks import Example, TaskSpec, get_task
+from ..data import load_task
+from ..tasks import Example, TaskSpec
 from ..training import PromptClassifier, TrainConfig
 from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES
 from .settings import EvaluatorSettings
@@ -44,7 +45,7 @@ class PromptEvaluator(LazyEvaluator):
         from ..models import load_backbone, quiet_transformers
 
         quiet_transformers()
-        task = load_task(self.settings.task, self.settings.task_file)
+        task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
         pristine = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
@@ -140,14 +141,6 @@ def continuous_score(task: TaskSpec, result: Any, examples: Sequence[Example]) -
     gold = np.asarray([task.label_index(e.label) for e in examples])
     value = float(np.mean(log_probs[np.arange(len(examples)), gold]))
     return "mean_gold_logprob", value if np.isfinite(value) else None
-
-
-def load_task(name: str, task_file: str | None = None) -> TaskSpec:
-    if task_file:
-        from ..data import load_task_spec
-
-        return load_task_spec(task_file)
-    return get_task(name)
 
 
 def fine_tuned_classifier(settings: EvaluatorSettings, candidate: Mapping[str, Any], seed: int,

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .configs import data_fingerprint, remember_config
-from .evaluator import EvaluatorSettings, PromptEvaluator, load_task
+from ..data import load_task
+from .evaluator import EvaluatorSettings, PromptEvaluator
 from .leaderboard import Leaderboard
 from .options import SearchOptions, make_strategy, search_executor
 from .plots import plot_leaderboard
@@ -29,7 +30,7 @@ def demonstration_section_for(settings: EvaluatorSettings, candidate: Mapping[st
     mode = candidate.get("demonstrations", "off")
     pool = ()
     if mode != "off":
-        task = load_task(settings.task, settings.task_file)
+        task = load_task(settings.task_file or settings.task)
         pool = load_split(task, "train", data_dir=settings.data_dir, k=settings.k, seed=seed)
     return demonstration_section(mode, {"filter_rate": settings.demo_filter_rate,
                                         "inference_samples": settings.demo_inference_samples,
@@ -42,10 +43,9 @@ def run_pipeline(options: SearchOptions, say=print):
     leaderboard.sqlite, candidates.json, progress.png and best.json."""
     from ..prompts import build_document, write_document
 
-    options.check_inputs()  # every input file and setting, before any model loads
+    task = options.check_inputs()  # every input file and setting, before any model loads or folder is made
     executor = search_executor(options)
     settings = options.settings()
-    task = load_task(options.task, settings.task_file)  # a misspelt task fails before any folder is made
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     evaluator = PromptEvaluator(settings)
