@@ -207,6 +207,25 @@ def summarise(shape: Shape, rows: list[dict], args) -> str:
             f"{brute} | {brute_mean / search_mean:,.0f}x | {best:.3f} | {exact} |")
 
 
+def previous_runs(path: str) -> list[str]:
+    """Lines quoting an earlier results JSON: per shape, its search time (CPU where recorded) and nodes."""
+    import json
+
+    earlier = json.loads(Path(path).read_text())
+    lines = ["", f"Earlier run for comparison ({path} as it was before this run; command "
+                 f"`{earlier.get('command')}`, {earlier.get('environment', {}).get('date')}):"]
+    for shape, entry in earlier["shapes"].items():
+        runs = [r for r in entry["runs"] if not r.get("degenerate")]
+        if runs:
+            wall, _ = mean_std([r["search_seconds"] for r in runs])
+            cpu, _ = mean_std([r.get("search_cpu_seconds") for r in runs])
+            nodes = np.mean([r["nodes_expanded"] for r in runs])
+            cpu_text = "" if np.isnan(cpu) else f" (CPU {cpu:.2f} s)"
+            lines.append(f"- {shape}: {wall:.2f} s per search{cpu_text}, {nodes:,.0f} nodes expanded, "
+                         f"best train acc {np.mean([r['top_scores'][0] for r in runs]):.3f}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -225,6 +244,9 @@ def main() -> None:
     parser.add_argument("--name", default="label_search_exactness",
                         help="results/NAME.md and .json (with --model M: NAME_M)")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--previous", default=None,
+                        help="a results JSON of an earlier run (e.g. of the previous implementation): its search "
+                             "times and node counts are quoted under the table for comparison")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -260,6 +282,9 @@ def main() -> None:
         "Exactness: identical assignments, order and scores; on the full TREC/SST-5 problems also no sampled "
         "assignment ranks above the n-th best found without being in the top n.",
     ]
+    if args.previous:
+        notes += previous_runs(args.previous)
+        data["previous"] = args.previous
     name = args.name + (f"_{args.model.replace('/', '_')}" if args.model else "")
     save(name, "\n".join(table + notes), data)
 

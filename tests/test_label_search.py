@@ -134,6 +134,89 @@ def test_child_bounds_are_never_below_the_best_completion(seed):
         assert bound >= max(completions, default=-1)
 
 
+def node_state(search, ranks):
+    """The bitsets the search holds at the node that fixes `ranks` for the first classes: per fixed
+    group, its examples still right; per open class, per candidate, the examples beating the fixed words."""
+    fixed = []
+    for g, rank in enumerate(ranks):
+        bits = search.everyone[g].copy()
+        for c, other in enumerate(ranks):
+            if c != g:
+                bits &= search.beats[g][c][other, rank]
+        fixed.append(bits)
+    open_sets = [None] * len(ranks)
+    for u in range(len(ranks), search.num_classes):
+        bits = np.broadcast_to(search.everyone[u], (len(search.candidates[u]), search.group_words[u])).copy()
+        for c, other in enumerate(ranks):
+            bits &= search.beats[u][c][other]
+        open_sets.append(bits)
+    return fixed, open_sets
+
+
+def overlapping_node_problems(seed: int, num_classes: int, decimals: int, per_class: int):
+    """A frequency problem (heavily shared candidates, ties when rounded) and a random valid prefix
+    fixing all but the last three classes."""
+    from autoprompt_search.auto_label.branch_and_bound import _AccuracyBranchAndBound
+
+    logprobs, labels, candidates = frequency_problem(num_classes, 4, num_classes * per_class, 9, seed, decimals)
+    rng = np.random.default_rng(seed)
+    ranks: tuple[int, ...] = ()
+    for c in range(num_classes - 3):
+        taken = {candidates[g][r] for g, r in enumerate(ranks)}
+        ranks += (int(rng.choice([r for r, t in enumerate(candidates[c]) if t not in taken])),)
+    search = _AccuracyBranchAndBound(logprobs.numpy(), labels.numpy(), candidates)
+    return logprobs, labels, candidates, search, ranks
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), num_classes=st.integers(3, 5), decimals=st.integers(0, 1),
+       per_class=st.integers(1, 70))
+def test_triangle_bounds_are_never_below_the_best_completion(seed, num_classes, decimals, per_class):
+    """With three classes open, the pairwise-relaxation bound of every word of the next class is at
+    least the best score of the completions that give it that word (validity), on heavily
+    overlapping candidates, with fixed classes before it and groups of more than 64 examples."""
+    from autoprompt_search.auto_label.last_classes import triangle_bounds, triangle_potentials
+
+    logprobs, labels, candidates, search, ranks = overlapping_node_problems(seed, num_classes, decimals, per_class)
+    fixed, open_sets = node_state(search, ranks)
+    used = {candidates[g][r] for g, r in enumerate(ranks)}
+    m = len(ranks)
+    bounds = triangle_bounds(triangle_potentials(search, ranks, fixed, open_sets, used), m)
+    every = brute_force_top_assignments(logprobs, labels, candidates, 10 ** 6)
+    for b, bound in enumerate(bounds.tolist()):
+        completions = [a.correct for a in every if a.ranks[:m + 1] == ranks + (b,)]
+        if completions:
+            assert bound >= max(completions)
+        elif candidates[m][b] in used:
+            assert bound < 0  # a word of a fixed class: excluded
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), num_classes=st.integers(3, 5), decimals=st.integers(0, 1),
+       per_class=st.integers(1, 70))
+def test_last_two_classes_are_scored_exactly(seed, num_classes, decimals, per_class):
+    """With two classes open, the table holds the plain score of every completion, -1 where the two
+    words are the same or one of them is taken by a fixed class."""
+    from autoprompt_search.auto_label.last_classes import exact_pair_scores
+
+    logprobs, labels, candidates, search, ranks = overlapping_node_problems(seed, num_classes, decimals, per_class)
+    rng = np.random.default_rng(seed + 1)
+    taken = {candidates[g][r] for g, r in enumerate(ranks)}
+    free = [r for r, t in enumerate(candidates[len(ranks)]) if t not in taken]
+    ranks += (int(rng.choice(free)),)
+    fixed, open_sets = node_state(search, ranks)
+    used = {candidates[g][r] for g, r in enumerate(ranks)}
+    table = exact_pair_scores(search, ranks, fixed, open_sets, used)
+    u, v = len(ranks), len(ranks) + 1
+    for a, b in itertools.product(range(len(candidates[u])), range(len(candidates[v]))):
+        words = [candidates[c][r] for c, r in enumerate(ranks)] + [candidates[u][a], candidates[v][b]]
+        if len(set(words)) < len(words):
+            assert table[a, b] == -1
+        else:
+            plain = score_assignments(logprobs, labels, candidates, [ranks + (a, b)])[0]
+            assert table[a, b] == round(plain * len(labels))
+
+
 def test_groups_of_more_than_64_examples():
     """Bitsets of several words per group (the count sums over words)."""
     logprobs, labels, candidates = frequency_problem(3, 4, 150, 8, seed=3, decimals=0)

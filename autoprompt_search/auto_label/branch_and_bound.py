@@ -6,6 +6,7 @@ import heapq
 import numpy as np
 from tqdm.auto import tqdm
 
+from .last_classes import exact_pair_scores, triangle_bounds, triangle_potentials
 from .results import Assignment
 
 _BITS = 64
@@ -43,6 +44,12 @@ class _AccuracyBranchAndBound:
     opponents are replaced by their weakest candidate, distinctness is ignored), so the bound is
     admissible; for a complete assignment it equals the score.
 
+    That bound ignores the conflicts between unassigned classes, which dominate when the classes'
+    candidate lists overlap (real log-probs: the same frequent words top every class). So once three
+    classes are left, the children are bounded by the pairwise relaxation of `last_classes` instead,
+    and once two are left, every completion is scored exactly in one table (stats: `bounded` counts
+    both child bounds and exactly scored completions).
+
     Search: depth-first, children in order of decreasing bound, keeping the best n found so far in a
     heap. A node is pruned when even its best conceivable result -- score = bound, ranks = its prefix
     followed by zeros -- would rank below the current n-th best under (score desc, ranks asc). That
@@ -56,6 +63,7 @@ class _AccuracyBranchAndBound:
         self.token_ids = [np.asarray(c, dtype=np.int64) for c in candidates]
         groups = [np.nonzero(labels == g)[0] for g in range(self.num_classes)]
         self.group_words = [max(1, -(-len(rows) // _BITS)) for rows in groups]
+        self.group_sizes = [len(rows) for rows in groups]
         self.beats = [[None] * self.num_classes for _ in range(self.num_classes)]
         self.beats_min = [[None] * self.num_classes for _ in range(self.num_classes)]
         for g, rows in enumerate(groups):
@@ -70,6 +78,16 @@ class _AccuracyBranchAndBound:
                 lowest = other.min(axis=1)
                 self.beats_min[g][c] = _pack_bits(own.T > lowest[None, :], self.group_words[g])
         everyone = [_pack_bits(np.ones(len(rows), dtype=bool), w) for rows, w in zip(groups, self.group_words)]
+        # beaten_by[g][c][a]: examples of group g where g's candidate a beats each candidate of c, [k_c, W_g].
+        self.beaten_by = [[None if table is None else np.ascontiguousarray(table.transpose(1, 0, 2)) for table in row]
+                          for row in self.beats]
+        self.rows_of_token = [{} for _ in candidates]  # per class: token -> its candidate rank
+        for c, words in enumerate(candidates):
+            for rank, token in enumerate(words):
+                self.rows_of_token[c].setdefault(int(token), rank)
+        # distinct_pairs[c][d][a, b]: candidate a of c and candidate b of d are different words.
+        self.open_pair_tables: dict = {}  # built on first use by last_classes
+        self.distinct_pairs = [[ids_c[:, None] != ids_d[None, :] for ids_d in self.token_ids] for ids_c in self.token_ids]
         self.everyone = everyone
         # beats_rest[m][g][a]: examples where g's candidate a beats the lowest candidate of every class
         # >= m other than g.
@@ -130,6 +148,12 @@ class _AccuracyBranchAndBound:
 
     def _search(self, m: int, ranks: tuple[int, ...], used: set[int], fixed: list[np.ndarray],
                 open_sets: list[np.ndarray | None], progress=None) -> None:
+        if self.num_classes - m == 2:
+            self._complete_last_two(ranks, used, fixed, open_sets)
+            return
+        if self.num_classes - m == 3:
+            self._search_last_three(ranks, used, fixed, open_sets, progress)
+            return
         free, bounds, child_fixed, child_open = self._children(m, ranks, used, fixed, open_sets)
         self.expanded += 1
         if free.size == 0:
@@ -149,6 +173,37 @@ class _AccuracyBranchAndBound:
             self._search(m + 1, prefix, used | {self.candidates[m][b]},
                          [bits[j] for bits in child_fixed], next_open)
             if progress is not None:
+                progress.update(1)
+
+    def _complete_last_two(self, ranks, used, fixed, open_sets) -> None:
+        """Offer every completion of the last two classes, in key order, while one can still enter."""
+        scores = exact_pair_scores(self, ranks, fixed, open_sets, used)
+        self.expanded += 1
+        self.bounded += scores.size
+        floor = self._worst_key()[0] if len(self.heap) >= self.n else 0
+        first, second = np.nonzero(scores >= floor)
+        values = scores[first, second]
+        for j in np.lexsort((second, first, -values)):
+            prefix = ranks + (int(first[j]), int(second[j]))
+            if self._prunable(int(values[j]), prefix):
+                break  # key order and a rising threshold: no later completion can enter either
+            self._offer(int(values[j]), prefix)
+
+    def _search_last_three(self, ranks, used, fixed, open_sets, progress=None) -> None:
+        """Three classes open: the children's bounds come from the pairwise relaxation (last_classes)."""
+        m = len(ranks)
+        bounds = triangle_bounds(triangle_potentials(self, ranks, fixed, open_sets, used), m)
+        self.expanded += 1
+        self.bounded += bounds.size
+        for b in np.lexsort((np.arange(bounds.size), -bounds)):
+            b, bound = int(b), int(bounds[b])
+            prefix = ranks + (b,)
+            if bound < 0 or self._prunable(bound, prefix):
+                break
+            child_fixed = [fixed[g] & self.beats[g][m][b, ranks[g]] for g in range(m)] + [open_sets[m][b]]
+            child_open = [None] * (m + 1) + [open_sets[g] & self.beats[g][m][b] for g in (m + 1, m + 2)]
+            self._complete_last_two(prefix, used | {self.candidates[m][b]}, child_fixed, child_open)
+            if progress is not None and m == 0:
                 progress.update(1)
 
     def run(self, n: int, progress: bool = False) -> list[Assignment]:
