@@ -5,9 +5,15 @@ Items may be a lazy iterable, and every executor pulls them only as it has room 
 one at a time; joblib: its pre-dispatch queue; Dask: one per worker thread). The search claims an
 evaluation when its item is pulled, so a process never holds claims on work it is not running and
 concurrent searches on one folder share the work at the grain of single evaluations.
+
+Parallel workers on one machine share its cores: each evaluation runs with at most
+`cores // concurrent evaluations` torch threads (`ThreadLimited`), so that jobs x threads never exceeds
+the cores (over-subscribed threads slow every job down). The serial executor keeps torch's default.
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeVar
 
@@ -20,6 +26,55 @@ R = TypeVar("R")
 class Executor(Protocol):
     def map_unordered(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """Apply `function` to every item, yielding each result as soon as it is ready."""
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform says, else the CPU count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_job(n_jobs: int, cores: int | None = None) -> int:
+    """Torch threads for each of `n_jobs` concurrent evaluations (n_jobs < 1: one per core)."""
+    cores = cores or available_cores()
+    jobs = cores if n_jobs < 1 else n_jobs
+    return max(1, cores // jobs)
+
+
+def _concurrent_here(n_jobs: int) -> int:
+    """Evaluations running at once in this worker's machine: the Dask worker's thread count when this
+    is a Dask worker, else `n_jobs`."""
+    if "distributed" in sys.modules:
+        try:
+            from distributed import get_worker
+
+            worker = get_worker()
+            return getattr(getattr(worker, "state", worker), "nthreads", n_jobs)
+        except (ImportError, ValueError, AttributeError):
+            pass
+    return n_jobs
+
+
+@dataclass
+class ThreadLimited:
+    """`function`, run in a worker process with `threads_per_job` torch threads. Picklable."""
+
+    function: Callable
+    n_jobs: int
+
+    def __call__(self, item):
+        threads = threads_per_job(_concurrent_here(self.n_jobs))
+        if "torch" in sys.modules:
+            import torch
+
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        else:  # read by torch when the evaluation first imports it
+            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[name] = str(threads)
+        return self.function(item)
 
 
 @dataclass
@@ -42,7 +97,8 @@ def _joblib_generator(function: Callable[[T], R], items: Iterable[T], n_jobs: in
     with joblib.parallel_config(backend=backend, n_jobs=n_jobs, **backend_params):
         parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1,
                                    pre_dispatch="2*n_jobs")
-    yield from parallel(joblib.delayed(function)(item) for item in items)
+    limited = ThreadLimited(function, n_jobs) if n_jobs != 1 else function  # n_jobs=1 runs in this process
+    yield from parallel(joblib.delayed(limited)(item) for item in items)
 
 
 @dataclass
@@ -65,10 +121,11 @@ def _dask_generator(client, function: Callable[[T], R], items: Iterable[T], in_f
 
     iterator = iter(items)
     futures = []
+    limited = ThreadLimited(function, in_flight)
 
     def submit_next():
         for item in iterator:
-            futures.append(client.submit(function, item, pure=False))
+            futures.append(client.submit(limited, item, pure=False))
             return futures[-1]
         return None
 

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass
 
 from ..errors import UserError
 
+TUNING_MODES = ("full", "lora")
+PRECISIONS = ("fp32", "bf16", "auto")
+
 
 @dataclass
 class TrainConfig:
@@ -26,6 +29,15 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     # Score dev before the first step too, so that fine-tuning that only hurts returns the model it started from.
     eval_at_start: bool = True
+    # "full" trains every weight; "lora" trains only LoRA adapters on the attention/MLP projections
+    # (training/tuning.py), with scale lora_alpha / lora_rank.
+    tuning: str = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    # "bf16": bf16 autocast of the forward passes (training and scoring); "auto": bf16 only where the
+    # hardware computes it natively (training/precision.py), else fp32.
+    precision: str = "fp32"
 
     @classmethod
     def paper(cls, **overrides) -> "TrainConfig":
@@ -44,7 +56,8 @@ class TrainConfig:
     def validate(self, source: str = "training config") -> None:
         """Each field's type and range: a config read from a file with `lr = "1e-5"` or a NaN fails
         here in one line naming the field, not deep inside the optimizer."""
-        integer = {"steps": 0, "batch_size": 1, "eval_every": 1, "max_length": 8, "eval_batch_size": 1, "seed": None}
+        integer = {"steps": 0, "batch_size": 1, "eval_every": 1, "max_length": 8, "eval_batch_size": 1, "seed": None,
+                   "lora_rank": 1}
         for name, low in integer.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
@@ -53,7 +66,15 @@ class TrainConfig:
         ranges = {"lr": (lambda v: v > 0, "a finite number > 0"),
                   "weight_decay": (lambda v: v >= 0, "a finite number >= 0"),
                   "warmup_ratio": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-                  "max_grad_norm": (lambda v: v > 0, "a finite number > 0")}
+                  "max_grad_norm": (lambda v: v > 0, "a finite number > 0"),
+                  "lora_alpha": (lambda v: v > 0, "a finite number > 0"),
+                  "lora_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)")}
+        if self.precision not in PRECISIONS:
+            raise UserError(f"{source}: field 'precision' has an invalid value {self.precision!r}; expected one of "
+                            f"{', '.join(repr(p) for p in PRECISIONS)}")
+        if self.tuning not in TUNING_MODES:
+            raise UserError(f"{source}: field 'tuning' has an invalid value {self.tuning!r}; expected one of "
+                            f"{', '.join(repr(m) for m in TUNING_MODES)}")
         if not isinstance(self.eval_at_start, bool):
             raise UserError(f"{source}: field 'eval_at_start' has an invalid value {self.eval_at_start!r}; "
                             "expected true or false")

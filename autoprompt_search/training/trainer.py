@@ -22,7 +22,9 @@ from transformers import get_linear_schedule_with_warmup
 from ..demonstrations import inference_rng
 from ..errors import UserError
 from .config import TrainConfig
+from .encodings import encoding_cache
 from .metrics import compute_metrics
+from .precision import precision_context
 from ..tasks import Example, TaskSpec
 from ..prompts import Prompt
 
@@ -85,8 +87,21 @@ def predictions_from_scores(task: TaskSpec, scores: np.ndarray) -> list:
     return [task.labels[i] for i in scores.argmax(1)]
 
 
-def _encode(backbone, example, prompt: Prompt | None, demos, max_length):
+def _encode(backbone, example, prompt: Prompt | None, demos, max_length, *, cached: bool = True):
+    """The encoded prompt, from the backbone's bounded cache when the same inputs were encoded before
+    (the dev set is encoded once per run, not at every evaluation)."""
+    if not cached:
+        return _encode_uncached(backbone, example, prompt, demos, max_length)
     if prompt is None:  # classification head
+        key = (None, example, max_length)
+    else:
+        key = (prompt.template, prompt.verbalizer, prompt.sentence_limits, prompt.max_length or max_length, example,
+               tuple(demos))
+    return encoding_cache(backbone).get(key, lambda: _encode_uncached(backbone, example, prompt, demos, max_length))
+
+
+def _encode_uncached(backbone, example, prompt: Prompt | None, demos, max_length):
+    if prompt is None:
         return backbone.encode(example, max_length=max_length)
     if prompt.sentence_limits is not None:
         example, demos = prompt.sentence_limits.apply(backbone.tokenizer, prompt.template, example, demos)
@@ -97,9 +112,10 @@ def _encode(backbone, example, prompt: Prompt | None, demos, max_length):
 @torch.no_grad()
 def evaluate(backbone, task: TaskSpec, prompt: Prompt | None, examples: Sequence[Example], *,
              batch_size: int = 32, max_length: int | None = None, seed: int = 0, desc: str = "eval",
-             progress: bool = False, calibration: np.ndarray | None = None) -> EvalResult:
+             progress: bool = False, calibration: np.ndarray | None = None, precision: str = "fp32") -> EvalResult:
     """Score every example; with demonstrations, average the class scores (log-softmax) over
-    `prompt.inference_samples` demonstration sets drawn deterministically from `seed`."""
+    `prompt.inference_samples` demonstration sets drawn deterministically from `seed`. `precision`:
+    "fp32", or "bf16" / "auto" for bf16 autocast of the forward passes (scores come back in fp32)."""
     if not examples:
         raise UserError(f"no examples to evaluate for {task.name}")
     was_training = backbone.model.training
@@ -121,7 +137,8 @@ def evaluate(backbone, task: TaskSpec, prompt: Prompt | None, examples: Sequence
         batches = range(0, len(order), batch_size)
         for offset in tqdm(batches, desc=desc, leave=False, disable=not progress):
             chunk = order[offset:offset + batch_size]
-            scores = _scores(backbone, [encoded[i] for i in chunk], prompt.verbalizer if prompt else None)
+            with precision_context(precision, backbone.device):
+                scores = _scores(backbone, [encoded[i] for i in chunk], prompt.verbalizer if prompt else None)
             scores = torch.log_softmax(scores.float(), -1) if samples > 1 else scores.float()
             total[chunk] += scores.cpu().numpy()
     scores = total / samples
@@ -146,22 +163,40 @@ def content_free_calibration(backbone, task: TaskSpec, prompt: Prompt, *, max_le
     return torch.log_softmax(scores.float(), -1).cpu().numpy()[0]
 
 
-def _snapshot(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def _snapshot(model, initial_state: dict | None = None) -> dict:
+    """A copy of what training can change: the trainable parameters (frozen weights, e.g. the base
+    model under LoRA, cannot change). With `initial_state` (the weights the model holds now, by
+    state-dict name), its tensors are taken as they are, so the step-0 checkpoint costs no copy."""
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if initial_state is not None and all(name in initial_state for name in trainable):
+        # A tensor sharing the parameter's memory would follow training, so it is copied after all.
+        return {name: initial_state[name] if initial_state[name].data_ptr() != p.data_ptr() else p.detach().clone()
+                for name, p in trainable.items()}
+    return {name: p.detach().clone() for name, p in trainable.items()}
+
+
+@torch.no_grad()
+def _restore(model, snapshot: dict) -> None:
+    parameters = dict(model.named_parameters())
+    for name, value in snapshot.items():
+        parameters[name].copy_(value)
 
 
 def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[Example],
               dev: Sequence[Example] | None, config: TrainConfig, *, test: Sequence[Example] | None = None,
-              progress: bool = True, desc: str = "fine-tune") -> TrainResult:
+              progress: bool = True, desc: str = "fine-tune", initial_state: dict | None = None) -> TrainResult:
     """Fine-tune `backbone` in place (prompt-based when `prompt` is given, else through its
     classification head) and return dev/test results of the best checkpoint on dev, the untrained
-    model included (`config.eval_at_start`): `best_step` says which step the results came from."""
+    model included (`config.eval_at_start`): `best_step` says which step the results came from.
+    `initial_state`: a state dict equal to the model's weights now (a caller that keeps the pretrained
+    weights anyway passes them), so that the step-0 checkpoint is not copied again; never modified."""
     config.validate()
     if not train:
         raise UserError(f"no training examples for {task.name}")
     set_seed(config.seed)
     rng = random.Random(config.seed)
     model = backbone.model
+    precision = config.precision
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     # Linear warmup from 0, then linear decay to 0 (warmup precedes the decay, as in LM-BFF's trainer).
@@ -172,14 +207,15 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
     losses: list[float] = []
     history: list[tuple[int, float]] = []
     best_score, best_step, best_state, best_result = -math.inf, 0, None, None
-    eval_kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length, seed=config.seed)
+    eval_kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length, seed=config.seed,
+                       precision=precision)
     if dev and config.steps == 0:
         best_step = 0
     start = time.perf_counter()
     if dev and config.steps and config.eval_at_start:
         result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
         history.append((0, result.main))
-        best_score, best_step, best_result, best_state = result.main, 0, result, _snapshot(model)
+        best_score, best_step, best_result, best_state = result.main, 0, result, _snapshot(model, initial_state)
     train_seconds = 0.0
     backbone.train(True)
     for step in tqdm(range(1, config.steps + 1), desc=desc, leave=False, disable=not progress):
@@ -194,8 +230,10 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
             demos = ()
             if prompt is not None and prompt.demonstrations is not None:
                 demos = prompt.demonstrations(example, i, rng)  # fresh demonstrations every time
-            encoded.append(_encode(backbone, example, prompt, demos, config.max_length))
-        scores = _scores(backbone, encoded, prompt.verbalizer if prompt else None)
+            # Fresh demonstrations make every training prompt new: caching them would only evict the dev set.
+            encoded.append(_encode(backbone, example, prompt, demos, config.max_length, cached=not demos))
+        with precision_context(precision, backbone.device):
+            scores = _scores(backbone, encoded, prompt.verbalizer if prompt else None)
         loss = prompt_loss(task, scores, _gold_targets(task, examples, scores.device))
         loss.backward()
         if config.max_grad_norm:
@@ -211,11 +249,14 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
             history.append((step, result.main))
             if result.main > best_score:  # ties keep the earlier (less trained) checkpoint
                 best_score, best_step, best_result = result.main, step, result
+                best_state = None  # freed before the new copy is made
                 best_state = _snapshot(model) if step != config.steps else None
             backbone.train(True)
     backbone.train(False)
+    del optimizer, scheduler  # the optimizer state (twice the trainable weights) is not needed for testing
     if best_state is not None:
-        model.load_state_dict(best_state)
+        _restore(model, best_state)
+        best_state = None
     # Evaluation is deterministic, so the best checkpoint's dev result is the one already computed.
     dev_result = best_result
     if dev and dev_result is None:
