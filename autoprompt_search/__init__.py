@@ -29,7 +29,8 @@ _EXPORTS = {
     "Template": "prompts", "Verbalizer": "prompts", "Prompt": "prompts",
     "load_backbone": "models",
     # training: the prompt classifier
-    "PromptClassifier": "training", "TrainConfig": "training", "TrainResult": "training", "EvalResult": "training",
+    "PromptClassifier": "training", "EnsembleClassifier": "training", "load_prompt": "training",
+    "TrainConfig": "training", "TrainResult": "training", "EvalResult": "training",
     "fine_tune": "training", "evaluate": "training",
     # the search and its leaderboard
     "SearchOptions": "search", "SearchResult": "search", "Study": "search", "Leaderboard": "search",

@@ -231,7 +231,7 @@ def test_exported_prompt_with_demonstrations_carries_its_training_pool(exported_
 
     document = read_document(exported_with_demonstrations).document
     section = document["demonstrations"]
-    assert document["schema_version"] == 2 and section["mode"] in ("random", "filtered")
+    assert document["schema_version"] == 3 and section["mode"] in ("random", "filtered")
     assert section["seed"] == SEEDS[0] and section["inference_samples"] == 2
     train = load_split("SST-2", "train", data_dir=toy_data, seed=SEEDS[0])
     assert [(tuple(item["texts"]), item["label"]) for item in section["pool"]] == [(e.texts, e.label) for e in train]
@@ -288,14 +288,15 @@ def test_export_restores_the_pool_of_a_prompt_written_without_it(exported_with_d
     folder = shutil.copytree(exported_with_demonstrations.parent, tmp_path / "out")
     best = folder / "best.json"
     complete = json.loads(best.read_text())
-    old = {**complete, "schema_version": 1,
+    old = {**{k: v for k, v in complete.items() if k != "kind"}, "schema_version": 1,
            "demonstrations": {k: v for k, v in complete["demonstrations"].items() if k not in ("pool", "seed")}}
     best.write_text(json.dumps(old))
     with pytest.raises(UserError, match="demonstrations.pool is missing"):
         PromptClassifier.from_pretrained(best, device=TEST_DEVICE)
     assert main(["export", "--out", str(folder)]) == 0
     restored = json.loads(best.read_text())
-    assert restored["schema_version"] == 2 and restored["demonstrations"] == complete["demonstrations"]
+    assert restored["schema_version"] == 3 and restored["demonstrations"] == complete["demonstrations"]
+    assert restored["kind"] == "prompt"
     assert restored["fine_tuned_model"] == complete["fine_tuned_model"]
 
 

@@ -283,7 +283,7 @@ def test_processes_opening_a_version_1_database_at_once_migrate_it_once(tmp_path
     for process in processes:
         process.start()
     assert join_all(processes) == [0] * 4
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
     assert [r.state for r in Leaderboard(path).rows()] == ["COMPLETE"] * 3
 
 

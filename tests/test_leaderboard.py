@@ -289,7 +289,7 @@ def test_a_version_1_database_is_migrated_and_its_rows_reused(tmp_path):
     path = tmp_path / "old.sqlite"
     ids = write_version_1_database(path, [make_candidate(i) for i in range(3)])
     board = Leaderboard(path)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert [(r.candidate_id, r.state, r.error) for r in board.rows()] == [(i, "COMPLETE", None) for i in ids]
     assert board.ranking()[0].candidate_id == ids[-1]
     assert not record(board, 0, 13, 0.99)  # already stored: resume reuses it

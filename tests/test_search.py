@@ -54,11 +54,11 @@ def write_mapping_file(path: Path, mappings=MAPPINGS) -> Path:
 
 
 def search_options(model: Path, data: Path, out: Path, **overrides) -> SearchOptions:
-    """Small, fast search settings: no generation, no label search, lr high enough that a few steps
-    change the predictions of the tiny model."""
+    """Small, fast search settings: no generation, no label search, no ensemble (test_ensemble.py turns it
+    on), lr high enough that a few steps change the predictions of the tiny model."""
     values = dict(task="sst2", model=str(model), data_dir=str(data), generator="none", n_templates=0,
                   n_mappings=0, seeds=SEEDS, out=str(out), min_steps=2, max_steps=4, eta=2.0, lr=1e-3,
-                  batch_size=4, max_length=48, device=TEST_DEVICE, progress=False)
+                  batch_size=4, max_length=48, device=TEST_DEVICE, progress=False, ensemble_size=0)
     values.update(overrides)
     return SearchOptions(**values)
 
@@ -68,7 +68,7 @@ def search_cli_args(model: Path, data: Path, out: Path, *extra: str) -> list[str
     return ["--task", "sst2", "--model", str(model), "--data-dir", str(data), "--out", str(out),
             "--generator", "none", "--n-templates", "0", "--n-mappings", "0", "--seeds", *map(str, SEEDS),
             "--min-steps", "2", "--max-steps", "4", "--eta", "2", "--lr", "1e-3", "--batch-size", "4",
-            "--max-length", "48", "--device", TEST_DEVICE, "--quiet", *extra]
+            "--max-length", "48", "--device", TEST_DEVICE, "--quiet", "--ensemble-size", "0", *extra]
 
 
 def metric_rows(board: Leaderboard, config_hash: str | None = None) -> list[tuple]:

@@ -4,12 +4,14 @@ from .candidates import RANKINGS, binarise_at_median, class_pmi, candidate_words
 from .exact import METRICS, top_assignments, score_assignments, brute_force_top_assignments
 from .search import zero_shot_label_logprobs, input_independent, search_label_words
 from .whole_words import whole_word_scores
+from .word_lists import class_word_lists
 
 __all__ = [
     'METRICS',
     'RANKINGS',
     'class_pmi',
     'whole_word_scores',
+    'class_word_lists',
     'Assignment',
     'LabelSearchResult',
     'binarise_at_median',

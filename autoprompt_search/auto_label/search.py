@@ -85,7 +85,8 @@ def _targets(task: TaskSpec, examples: Sequence[Example]) -> tuple[torch.Tensor,
 def _seed_word_ids(backbone, task: TaskSpec, seed_words) -> list[int]:
     verbalizer = seed_words if isinstance(seed_words, Verbalizer) else Verbalizer.from_mapping(
         task, seed_words, source="seed words")
-    return single_token_ids(backbone.tokenizer, verbalizer)
+    first_words = Verbalizer(verbalizer.labels, verbalizer.words)  # one seed per class: its first word
+    return single_token_ids(backbone.tokenizer, first_words)
 
 
 def _pmi_pool(ranking: str, k: int, pool: int | None) -> int | None:

@@ -1,5 +1,6 @@
-"""Which generated templates become candidates: zero-shot screening on dev, and LM-BFF's
-per-format order by generation score."""
+"""Which generated templates become candidates: zero-shot screening (on dev, or on the training
+examples so that the race's dev split is not also the screen's), and LM-BFF's per-format order by
+generation score."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,19 +10,23 @@ from ..tasks import Example, TaskSpec
 from ..training import evaluate
 
 
-def screen_by_zero_shot(backbone, task: TaskSpec, generated: Sequence, dev: Sequence[Example], n: int, *,
-                        seed: int = 0, max_length: int = 128, progress: bool = False) -> list[dict]:
-    """The `n` generated templates with the best zero-shot dev metric under the manual label words
-    (ties: the earlier in `generated`). Cheap next to fine-tuning, and the generation score alone
-    prefers the shortest spans: on SST-2 with SmolLM2 its top template has nothing around the mask."""
+def screen_by_zero_shot(backbone, task: TaskSpec, generated: Sequence, examples: Sequence[Example], n: int, *,
+                        seed: int = 0, max_length: int = 128, progress: bool = False,
+                        split: str = "dev") -> list[dict]:
+    """The `n` generated templates with the best zero-shot metric on `examples` (the `split` named
+    in each entry: "zero_shot_dev" or "zero_shot_train", and "screening_split") under the task's
+    label words (ties: the earlier in `generated`). Cheap next to fine-tuning, and the generation
+    score alone prefers the shortest spans: on SST-2 with SmolLM2 its top template has nothing
+    around the mask."""
     from tqdm.auto import tqdm
 
     verbalizer = Verbalizer.for_task(task)
     scored = []
-    for rank, item in enumerate(tqdm(generated, desc="zero-shot screening", disable=not progress)):
-        result = evaluate(backbone, task, Prompt(Template.parse(item.template), verbalizer), dev, seed=seed,
+    for rank, item in enumerate(tqdm(generated, desc=f"zero-shot screening on {split}", disable=not progress)):
+        result = evaluate(backbone, task, Prompt(Template.parse(item.template), verbalizer), examples, seed=seed,
                           max_length=max_length)
-        scored.append((-result.main, rank, {**item.to_dict(), "zero_shot_dev": result.main}))
+        scored.append((-result.main, rank, {**item.to_dict(), f"zero_shot_{split}": result.main,
+                                            "screening_split": split}))
     return [entry for _, _, entry in sorted(scored, key=lambda t: t[:2])[:n]]
 
 

@@ -31,7 +31,8 @@ def run_generate(args) -> int:
     quiet_transformers()
     task = resolve_task(args.task)
     if args.mapping:
-        task = replace(task, label_words=read_verbalizer(args, task).to_mapping())
+        verbalizer = read_verbalizer(args, task)  # templates are generated around each class's first word
+        task = replace(task, label_words=dict(zip(verbalizer.labels, verbalizer.words)))
     train = load_split(task, "train", data_dir=args.data_dir, k=args.k, seed=args.seed)
     for flag, value in (("--beam-width", args.beam_width), ("-n/--n-templates", args.n_templates)):
         if value < 1:

@@ -8,7 +8,7 @@ from ..errors import UserError
 
 
 def build_predict_parser(sub) -> None:
-    parser = sub.add_parser("predict", help="classify texts with an exported prompt")
+    parser = sub.add_parser("predict", help="classify texts with an exported prompt (or ensemble of prompts)")
     parser.add_argument("--prompt", required=True, help="the exported prompt JSON")
     parser.add_argument("--input", default="-", help="text file, one example per line (pairs: tab-separated); - for stdin")
     parser.add_argument("--device", default=None)
@@ -20,7 +20,7 @@ def build_predict_parser(sub) -> None:
 def run_predict(args) -> int:
     from ..models import quiet_transformers
     from ..export import read_inputs
-    from ..training import PromptClassifier
+    from ..training import load_prompt
 
     from ..prompts import read_document
     from ..search import SearchOptions
@@ -31,11 +31,12 @@ def run_predict(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size: got {args.batch_size}, expected an integer >= 1")
     loaded = read_document(args.prompt)  # the whole document checked before the model loads
-    loaded.verbalizer(), loaded.template()
+    for member in loaded.members():  # one prompt, or each prompt of an ensemble
+        member.verbalizer(), member.template()
     examples = read_inputs(sys.stdin if args.input == "-" else args.input, loaded.task().num_sentences,
                            source="stdin" if args.input == "-" else args.input)
     quiet_transformers()
-    classifier = PromptClassifier.from_pretrained(args.prompt, device=args.device)
+    classifier = load_prompt(args.prompt, device=args.device)  # a PromptClassifier or an EnsembleClassifier
     for example, (label, probabilities) in zip(examples, classifier.predict(examples, batch_size=args.batch_size)):
         if args.format == "jsonl":
             print(json.dumps({"text": list(example.texts), "label": label, "probabilities": probabilities},

@@ -42,7 +42,7 @@ def run_render(args) -> int:
             print(f"    text    {encoded.text}")
             print(f"    tokens  {tokenizer.convert_ids_to_tokens(encoded.input_ids)}")
             if encoded.continuations:
-                for word, continuation in zip(verbalizer.words, encoded.continuations):
+                for word, continuation in zip(verbalizer.all_words, encoded.continuations):
                     print(f"    + {word!r:>14} -> {tokenizer.convert_ids_to_tokens(continuation)}")
         print()
     return 0

@@ -53,6 +53,9 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--template-screening", choices=["zero_shot", "score"],
                         help="generated templates kept: best zero-shot dev metric among all generated (default) "
                              "or best generation score")
+    parser.add_argument("--screening-split", choices=["dev", "train"],
+                        help="examples the zero-shot screening scores generated templates on: dev (default, the "
+                             "split the race ranks on) or the seed's training examples")
     parser.add_argument("--template-objective", choices=["likelihood", "discriminative"],
                         help="causal generator's beam objective: likelihood of the filled template (LM-BFF, default) "
                              "or discriminative (the gold label word's margin over the other classes)")
@@ -67,6 +70,9 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--label-whole-words", action="store_true", default=None,
                         help="causal backbones: re-score candidate label words as whole words with the "
                              "classifier's own class score before assigning them")
+    parser.add_argument("--label-words-per-class", type=int,
+                        help="N > 1: also try one candidate with up to N searched label words per class, their "
+                             "scores combined by log-sum-exp (default 1; needs --n-mappings > 0)")
     parser.add_argument("--template-file", dest="template_files", action="append", help="file of templates, one per line")
     parser.add_argument("--mapping-file", dest="mapping_files", action="append", help="file of label-word mappings, one per line")
     parser.add_argument("--demonstrations", nargs="+", choices=["off", "random", "filtered"],
@@ -83,6 +89,18 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--lr", type=float, help=f"learning rate (default {d.lr}; paper 1e-5)")
     parser.add_argument("--batch-size", type=int, help=f"training batch size (default {d.batch_size})")
     parser.add_argument("--max-length", type=int, help=f"maximum prompt length (default {d.max_length})")
+    parser.add_argument("--tuning", choices=["full", "lora"],
+                        help="fine-tune every weight (full, default) or only LoRA adapters on the attention/MLP "
+                             "projections (lora; usually wants a higher --lr than full, 1e-4 to 1e-3)")
+    parser.add_argument("--lora-rank", type=int, help=f"rank of the LoRA adapters (default {d.lora_rank})")
+    parser.add_argument("--lora-alpha", type=float,
+                        help=f"LoRA scale numerator: updates are scaled by alpha / rank (default {d.lora_alpha:g})")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                        help="fp32 (default), bf16 autocast of training and scoring, or auto: bf16 where the "
+                             "hardware computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX)")
+    parser.add_argument("--ensemble-size", type=int,
+                        help=f"average the class probabilities of the top N candidates as one more final candidate "
+                             f"(default {d.ensemble_size}; 0: no ensemble)")
     parser.add_argument("--jobs", type=int, help="parallel evaluations (default 1)")
     parser.add_argument("--backend", choices=["loky", "dask", "ray", "serial"], help="parallel backend (default loky)")
     parser.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --backend dask)")

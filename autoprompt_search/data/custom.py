@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..textfiles import read_text
-from ..tasks import METRICS, Example, TaskSpec, get_task, register_task, task_names
+from ..tasks import (METRICS, Example, TaskSpec, generic_template, get_task, label_words_from_names,
+                     register_task, task_names)
 from ..prompts import Template, Verbalizer
 from .folders import SPLITS
 from .readers import _Row, _parse_label, _read_jsonl_records, _read_table_records
@@ -145,12 +146,24 @@ def _as_lmbff_syntax(template, text: str) -> str:
         return text
 
 
+def _label_words_or_derived(spec: dict, labels: list[str], label_names: list[str]) -> tuple[object, str]:
+    """The task file's label words, else words read from the label names ("label_names"), else the
+    labels themselves as placeholders that the search replaces with searched words ("search")."""
+    if spec.get("label_words") is not None:
+        return spec["label_words"], "manual"
+    derived = label_words_from_names(labels, label_names)
+    if derived is not None:
+        return derived, "label_names"
+    return {label: label for label in labels}, "search"
+
+
 def load_task_spec(path: str | Path) -> TaskSpec:
     """Read a custom task file (JSON), register the task and its data files, and return its TaskSpec.
 
     Fields: name, data {train, dev, test} (csv/tsv with header, or jsonl; relative to the JSON file),
-    text_columns (1 or 2), label_column, labels, template (LM-BFF or readable syntax),
-    label_words {label: word}, metric (optional, default "acc"), regression_range (metric "pearson"),
+    text_columns (1 or 2), label_column, labels, template (LM-BFF or readable syntax; optional: a
+    generic template), label_words {label: word} (optional: read from label_names or the labels, else
+    found by the search), metric (optional, default "acc"), regression_range (metric "pearson"),
     label_names (optional).
     """
     path = Path(path).expanduser().resolve()
@@ -168,24 +181,27 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     labels = _string_list(spec, path, "labels", min_items=2, max_items=2 if regression_range else None)
     if metric == "f1" and len(labels) != 2:
         raise _field_error(path, "labels", 'metric "f1" is binary: expected 2 labels (the second is positive)')
-    template_text = _required_string(spec, path, "template")
+    template_source = "manual" if spec.get("template") is not None else "generic"
+    template_text = (_required_string(spec, path, "template") if template_source == "manual"
+                     else generic_template(len(text_columns)))
     try:
         template = Template.parse(template_text)
         template.validate(num_sentences=len(text_columns), num_labels=len(labels))
     except UserError as error:
         raise _field_error(path, "template", str(error)) from None
     template_text = _as_lmbff_syntax(template, template_text)
-    label_words = spec.get("label_words")
+    label_names = spec.get("label_names", [])
+    if label_names:
+        label_names = _string_list(spec, path, "label_names", min_items=len(labels), max_items=len(labels))
+    label_words, label_words_source = _label_words_or_derived(spec, labels, label_names)
     if (not isinstance(label_words, dict) or set(map(str, label_words)) != set(labels)
             or not all(isinstance(w, str) and w.strip() for w in label_words.values())):
         raise _field_error(path, "label_words", f"expected an object mapping each label {labels} to a non-empty "
                                                 f"word, got {label_words!r}")
-    label_names = spec.get("label_names", [])
-    if label_names:
-        label_names = _string_list(spec, path, "label_names", min_items=len(labels), max_items=len(labels))
     task = TaskSpec(name=name, labels=tuple(labels), num_sentences=len(text_columns), metric=metric,
                     template=template_text, label_words={str(k): v.strip() for k, v in label_words.items()},
-                    regression_range=regression_range, label_names=tuple(label_names))
+                    regression_range=regression_range, label_names=tuple(label_names),
+                    template_source=template_source, label_words_source=label_words_source)
     Verbalizer.for_task(task, source=f"{path}: field 'label_words'")  # distinct words, before registering
     register_task(task)
     _CUSTOM_SOURCES[task.name] = CustomTaskSource(task, files, tuple(text_columns), label_column, path)

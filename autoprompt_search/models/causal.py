@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..prompts import Verbalizer, render_blocks, word_in_context
 from .base import Backbone, Batch, Encoded, pad_sequences, vocabulary_logits
+from .combine import combine_word_scores
 
 
 class CausalLMBackbone(Backbone):
@@ -35,7 +36,7 @@ class CausalLMBackbone(Backbone):
             prefix_ids = [self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None
                           else self.tokenizer.eos_token_id]
         continuations = [self._continuation(prefix, word_in_context(word, prefix) + rendered.suffix, prefix_ids)
-                         for word in verbalizer.words]
+                         for word in verbalizer.all_words]
         return Encoded(prefix_ids, len(prefix_ids), continuations, text=rendered.prefix + "{label}" + rendered.suffix)
 
     def collate(self, items):
@@ -60,10 +61,10 @@ class CausalLMBackbone(Backbone):
     def _longest_word(self, verbalizer: Verbalizer) -> str:
         """The label word with the most tokens, which sizes the slot when truncating (once per verbalizer)."""
         cache = self.__dict__.setdefault("_longest_words", {})
-        if verbalizer.words not in cache:
-            cache[verbalizer.words] = max(
-                verbalizer.words, key=lambda w: len(self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]))
-        return cache[verbalizer.words]
+        words = verbalizer.all_words
+        if words not in cache:
+            cache[words] = max(words, key=lambda w: len(self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]))
+        return cache[words]
 
     def _run_prefix(self, batch: Batch):
         positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -81,7 +82,12 @@ class CausalLMBackbone(Backbone):
         return self._vocab_logprobs(last_hidden)
 
     def class_scores(self, batch: Batch, verbalizer: Verbalizer | None = None) -> torch.Tensor:
-        """Sum of log P(continuation token | everything before it) over each class's continuation."""
+        """Sum of log P(continuation token | everything before it) over each class's continuation; a
+        class with several label words combines its words' sums (`verbalizer.combine`)."""
+        return combine_word_scores(self._continuation_scores(batch), verbalizer)
+
+    def _continuation_scores(self, batch: Batch) -> torch.Tensor:
+        """[B, W]: the log-likelihood of each encoded continuation (one per label word)."""
         batch = batch.to(self.device)
         last_hidden, cache, last_position = self._run_prefix(batch)
         first_logprobs = self._vocab_logprobs(last_hidden)  # [B, V], shared by all classes

@@ -12,6 +12,7 @@ from ..errors import UserError
 from ..prompts import Verbalizer, render_blocks, single_token_ids
 from .base import (Backbone, Batch, Encoded, features_before_output_layer, final_logit_softcap, output_projection,
                    pad_sequences, vocabulary_logits)
+from .combine import combine_word_scores
 
 
 class MaskedLMBackbone(Backbone):
@@ -21,12 +22,13 @@ class MaskedLMBackbone(Backbone):
         super().__init__(model, tokenizer, **kwargs)
         if tokenizer.mask_token_id is None:
             raise UserError(f"model {self.name!r} has no mask token; it is not a masked LM")
-        self._word_id_cache: dict[tuple[str, ...], list[int]] = {}
+        self._word_id_cache: dict[tuple[tuple[str, ...], ...], list[int]] = {}
 
     def label_word_ids(self, verbalizer: Verbalizer) -> list[int]:
-        if verbalizer.words not in self._word_id_cache:
-            self._word_id_cache[verbalizer.words] = single_token_ids(self.tokenizer, verbalizer)
-        return self._word_id_cache[verbalizer.words]
+        """The token id of every label word (`verbalizer.all_words`: one per class unless a class has several)."""
+        if verbalizer.word_lists not in self._word_id_cache:
+            self._word_id_cache[verbalizer.word_lists] = single_token_ids(self.tokenizer, verbalizer)
+        return self._word_id_cache[verbalizer.word_lists]
 
     def encode(self, example, template, verbalizer, demonstrations=(), max_length=None) -> Encoded:
         self.label_word_ids(verbalizer)  # fail early on multi-token words
@@ -58,7 +60,7 @@ class MaskedLMBackbone(Backbone):
     def class_scores(self, batch: Batch, verbalizer: Verbalizer | None = None) -> torch.Tensor:
         if verbalizer is None:
             raise ValueError("a masked LM needs the verbalizer to score classes")
-        return self.class_scores_for(batch, self.label_word_ids(verbalizer))
+        return combine_word_scores(self.class_scores_for(batch, self.label_word_ids(verbalizer)), verbalizer)
 
     def label_position_logprobs(self, batch: Batch) -> torch.Tensor:
         return F.log_softmax(vocabulary_logits(self.model, self._mask_features(batch)).float(), dim=-1)

@@ -1,13 +1,15 @@
 """The exported prompt: a versioned JSON document, and the fine-tuned model saved beside it.
 
-Schema (version 2), every field always present:
+Schema (version 3), every field always present:
 
     schema            "autoprompt_search.prompt"
-    schema_version    2
+    schema_version    3
+    kind              "prompt" (one prompt, the fields below) or "ensemble" (see below)
     task              {"name", "labels", "num_sentences", "metric", "regression_range"}
     backbone          model name or folder the prompt was found with
     template          {"lmbff": LM-BFF syntax, "readable": readable syntax}
-    label_words       {label: word}
+    label_words       {label: word}, or with several words per class {label: word or [words], "_combine":
+                      "logsumexp" | "mean"} (see verbalizer.py)
     demonstrations    {"mode": "off"|"random"|"filtered", "filter_rate", "inference_samples", "encoder",
                        "lengths": overrides of the task's LM-BFF lengths, "max_length": the run's length
                        without demonstrations, "seed": the seed inference sets are drawn with,
@@ -19,7 +21,14 @@ Schema (version 2), every field always present:
     fine_tuned_model  folder (relative to the JSON file) with the fine-tuned weights, or null (zero-shot)
     created           ISO-8601 time
 
-Version 1 had no demonstration pool; it is read for prompts without demonstrations.
+An ensemble ("kind": "ensemble", written since version 3) has the same fields except that template,
+label_words, demonstrations and fine_tuned_model are null at the top and given per member instead:
+
+    members           [{"candidate_id", "template", "label_words", "demonstrations", "fine_tuned_model"}, ...]
+                      (two or more); the ensemble's class probabilities are the mean of the members'
+
+Version 2 had no "kind" (always one prompt); version 1 also had no demonstration pool, so it is read
+for prompts without demonstrations.
 """
 from __future__ import annotations
 
@@ -37,10 +46,11 @@ from .template import Template
 from .verbalizer import Verbalizer
 
 SCHEMA = "autoprompt_search.prompt"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 REQUIRED = ("schema", "schema_version", "task", "backbone", "template", "label_words", "demonstrations",
             "dev", "test", "found_by", "fine_tuned_model", "created")
+MEMBER_FIELDS = ("candidate_id", "template", "label_words", "demonstrations", "fine_tuned_model")
 
 
 def metric_summary(metric: str, per_seed: Mapping[int, float | None]) -> dict[str, Any] | None:
@@ -70,6 +80,7 @@ def build_document(task: TaskSpec, backbone: str, candidate: Mapping[str, Any], 
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
+        "kind": "prompt",
         "task": {"name": task.name, "labels": list(task.labels), "num_sentences": task.num_sentences,
                  "metric": task.metric, "regression_range": list(task.regression_range) if task.regression_range else None},
         "backbone": backbone,
@@ -82,6 +93,20 @@ def build_document(task: TaskSpec, backbone: str, candidate: Mapping[str, Any], 
         "fine_tuned_model": fine_tuned_model,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def build_ensemble_document(member_documents: Sequence[Mapping[str, Any]], *, dev: Mapping[int, float],
+                            test: Mapping[int, float | None] | None = None,
+                            found_by: Mapping[str, Any] | None = None) -> dict:
+    """An ensemble of the prompts in `member_documents` (each from `build_document`, with its candidate id
+    in found_by["candidate_id"]); task and backbone come from the first."""
+    first = member_documents[0]
+    members = [{**{key: member[key] for key in MEMBER_FIELDS[1:]},
+                "candidate_id": member["found_by"].get("candidate_id")} for member in member_documents]
+    return {**first, "kind": "ensemble", "members": members, **{key: None for key in MEMBER_FIELDS[1:]},
+            "dev": metric_summary(first["task"]["metric"], dev),
+            "test": metric_summary(first["task"]["metric"], test or {}),
+            "found_by": dict(found_by or {}), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def write_document(document: Mapping[str, Any], path: str | Path) -> Path:
@@ -98,15 +123,32 @@ class LoadedPrompt:
         folder = self.document.get("fine_tuned_model")
         return str((self.path.parent / folder).resolve()) if folder else self.document["backbone"]
 
+    @property
+    def kind(self) -> str:
+        return self.document.get("kind", "prompt")
+
+    def members(self) -> list["LoadedPrompt"]:
+        """The prompts of an ensemble, each as a one-prompt document (paths relative to the same file);
+        [self] for one prompt."""
+        if self.kind != "ensemble":
+            return [self]
+        header = {key: value for key, value in self.document.items() if key != "members"}
+        return [LoadedPrompt({**header, **member, "kind": "prompt"}, self.path) for member in self.document["members"]]
+
     def task(self) -> TaskSpec:
         from ..tasks import get_task
+
+        if self.kind == "ensemble":
+            return self.members()[0].task()
 
         spec = self.document["task"]
         try:
             task = get_task(spec["name"])
         except UserError:
+            first_words = Verbalizer.from_labels(spec["labels"], self.document["label_words"], task_name=spec["name"],
+                                                 source=f"{self.path}: label_words").words  # a task has one word per class
             task = TaskSpec(spec["name"], tuple(spec["labels"]), spec["num_sentences"], spec["metric"],
-                            self.document["template"]["lmbff"], dict(self.document["label_words"]),
+                            self.document["template"]["lmbff"], dict(zip(spec["labels"], first_words)),
                             tuple(spec["regression_range"]) if spec.get("regression_range") else None)
         if list(task.labels) != list(spec["labels"]):
             raise UserError(f"{self.path}: task.labels {spec['labels']} do not match the registered task "
@@ -163,8 +205,29 @@ def read_document(path: str | Path) -> LoadedPrompt:
     missing = [key for key in REQUIRED if key not in document]
     if missing:
         raise UserError(f"{path}: missing field(s) {missing}")
-    _check_document(document, path)
+    if document.get("kind", "prompt") == "ensemble":
+        _check_members(document, path)
+    elif document.get("kind", "prompt") == "prompt":
+        _check_document(document, path)
+    else:
+        raise UserError(f"{path}: field 'kind': expected \"prompt\" or \"ensemble\", got {document['kind']!r}")
     return LoadedPrompt(document, path)
+
+
+def _check_members(document: dict, path: Path) -> None:
+    """An ensemble's members, each checked as a one-prompt document; an error names the member."""
+    members = document.get("members")
+    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, dict) for m in members):
+        raise UserError(f"{path}: field 'members': expected a list of two or more prompts "
+                        f"{{{', '.join(MEMBER_FIELDS)}}}, got {members!r:.200}")
+    for position, member in enumerate(members):
+        missing = [key for key in MEMBER_FIELDS[1:] if key not in member]
+        if missing:
+            raise UserError(f"{path}: members[{position}]: missing field(s) {missing}")
+        try:
+            _check_document({**document, **member}, path)
+        except UserError as error:
+            raise UserError(str(error).replace(f"{path}: ", f"{path}: members[{position}]: ", 1)) from None
 
 
 def _check_document(document: dict, path: Path) -> None:
@@ -193,6 +256,7 @@ def _check_document(document: dict, path: Path) -> None:
     except UserError as error:
         raise UserError(f"{path}: field 'template.lmbff': {error}") from None
     need(isinstance(document["label_words"], dict), "label_words", "an object label -> word", document["label_words"])
+    Verbalizer.from_labels(labels, document["label_words"], task_name=task["name"], source=f"{path}: field 'label_words'")
     section = document["demonstrations"]
     need(isinstance(section, dict) and section.get("mode", "off") in ("off", "random", "filtered"),
          "demonstrations", '{"mode": "off" | "random" | "filtered", ...}', section)

@@ -1,66 +1,139 @@
-"""Verbalizers: the label word of each class, and how they become token ids."""
+"""Verbalizers: the label word(s) of each class, and how they become token ids.
+
+A class may have several label words (as in AMuLaP and OpenPrompt): the mapping gives it a list,
+`{"positive": ["great", "good"], "negative": "terrible"}`, and its score combines its words' scores
+by `combine` ("logsumexp", the default, or "mean"), written in the mapping under the reserved key
+`"_combine"` (a task label of that name keeps its meaning as a label). A one-word list is the same
+verbalizer as the string, and a verbalizer with one word per class writes exactly the `{label: word}`
+mapping it always did, so candidate ids of one-word mappings do not change.
+"""
 from __future__ import annotations
 
 import ast
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import UserError
 from ..textfiles import read_text
 from ..tasks import TaskSpec
 from .rendering import word_in_context
 
+COMBINE_KEY = "_combine"
+COMBINES = ("logsumexp", "mean")
+
 
 @dataclass(frozen=True)
 class Verbalizer:
-    """Class index -> label word, in the task's label order."""
+    """Class index -> label word(s), in the task's label order. `words` holds each class's first word
+    (what a demonstration shows); `word_lists` every word of each class (one-word lists when not given)."""
 
     labels: tuple[str, ...]
     words: tuple[str, ...]
+    word_lists: tuple[tuple[str, ...], ...] = ()
+    combine: str = "logsumexp"
+
+    def __post_init__(self):
+        lists = tuple(tuple(words) for words in self.word_lists) or tuple((word,) for word in self.words)
+        if len(lists) != len(self.words) or any(not ws or ws[0] != w for ws, w in zip(lists, self.words)):
+            raise ValueError(f"word_lists {lists} do not start with the words {self.words}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        object.__setattr__(self, "word_lists", lists)
+        if not self.is_multiword:  # one word per class: every combine scores the same
+            object.__setattr__(self, "combine", "logsumexp")
+
+    @classmethod
+    def from_word_lists(cls, labels: Sequence[str], word_lists: Sequence[Sequence[str]],
+                        combine: str = "logsumexp") -> "Verbalizer":
+        lists = tuple(tuple(words) for words in word_lists)
+        return cls(tuple(labels), tuple(words[0] for words in lists), lists, combine)
+
+    @property
+    def is_multiword(self) -> bool:
+        return any(len(words) > 1 for words in self.word_lists)
+
+    @property
+    def all_words(self) -> tuple[str, ...]:
+        """Every label word, class by class: the columns a backbone scores before `combine`."""
+        return tuple(word for words in self.word_lists for word in words)
 
     @classmethod
     def from_mapping(cls, task: TaskSpec, mapping: dict | str, *, source: str = "mapping") -> "Verbalizer":
         """Accept a dict, a JSON object, or LM-BFF's Python-literal mapping string such as
-        "{'0':'terrible','1':'great'}" (parsed with ast.literal_eval, never evaluated)."""
+        "{'0':'terrible','1':'great'}" (parsed with ast.literal_eval, never evaluated). A label maps to
+        a word or a list of words."""
+        return cls.from_labels(task.labels, mapping, task_name=task.name, source=source)
+
+    @classmethod
+    def from_labels(cls, labels: Sequence[str], mapping: dict | str, *, task_name: str = "the task",
+                    source: str = "mapping") -> "Verbalizer":
         if isinstance(mapping, str):
             mapping = parse_mapping_text(mapping, source=source)
         if not isinstance(mapping, dict):
             raise UserError(f"{source}: expected an object mapping each label to a word, got {type(mapping).__name__}")
         mapping = {str(k): v for k, v in mapping.items()}
-        missing = [label for label in task.labels if label not in mapping]
-        unknown = [key for key in mapping if key not in task.labels]
+        labels = tuple(labels)
+        combine = mapping.pop(COMBINE_KEY, "logsumexp") if COMBINE_KEY not in labels else "logsumexp"
+        if combine not in COMBINES:
+            raise UserError(f"{source}: {COMBINE_KEY!r}: expected 'logsumexp' or 'mean' (how a class's label "
+                            f"words' scores combine), got {combine!r}")
+        missing = [label for label in labels if label not in mapping]
+        unknown = [key for key in mapping if key not in labels]
         if missing or unknown:
             raise UserError(
-                f"{source}: label words must cover exactly the labels {list(task.labels)} of {task.name}; "
+                f"{source}: label words must cover exactly the labels {list(labels)} of {task_name}; "
                 f"missing {missing}, unknown {unknown}"
             )
-        words = []
-        for label in task.labels:
-            word = mapping[label]
-            if not isinstance(word, str) or not word.strip():
-                raise UserError(f"{source}: the word for label {label!r} must be a non-empty string, got {word!r}")
-            words.append(word.strip())
+        lists = [_class_words(label, mapping[label], source) for label in labels]
         first: dict[str, str] = {}
-        for label, word in zip(task.labels, words):
-            if word in first:
-                raise UserError(f"{source}: two classes share a label word: labels {first[word]!r} and {label!r} both use {word!r}; "
-                                f"each class needs its own word: change the word of label {label!r} in {source}")
-            first[word] = label
-        return cls(labels=tuple(task.labels), words=tuple(words))
+        for label, words in zip(labels, lists):
+            for word in words:
+                if word in first:
+                    raise UserError(f"{source}: two classes share a label word: labels {first[word]!r} and {label!r} both use {word!r}; "
+                                    f"each class needs its own word: change the word of label {label!r} in {source}")
+                first[word] = label
+        return cls.from_word_lists(labels, lists, combine)
 
     @classmethod
     def for_task(cls, task: TaskSpec, *, source: str | None = None) -> "Verbalizer":
         return cls.from_mapping(task, task.label_words, source=source or f"task {task.name}'s label_words")
 
-    def to_mapping(self) -> dict[str, str]:
-        return dict(zip(self.labels, self.words))
+    def to_mapping(self) -> dict:
+        """`{label: word}`; with several words per class, a class's list (a string when it has one word)
+        and the `"_combine"` key."""
+        if not self.is_multiword:
+            return dict(zip(self.labels, self.words))
+        mapping = {label: words[0] if len(words) == 1 else list(words)
+                   for label, words in zip(self.labels, self.word_lists)}
+        return {**mapping, COMBINE_KEY: self.combine}
 
     def to_json(self) -> str:
         return json.dumps(self.to_mapping(), ensure_ascii=False)
 
     def __len__(self) -> int:
         return len(self.words)
+
+
+def _class_words(label: str, value, source: str) -> tuple[str, ...]:
+    """One class's label words: a string is a one-word list."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"{source}: the word for label {label!r} must be a non-empty string (or a list of "
+                            f"them), got {value!r}")
+        return (value.strip(),)
+    if not value:
+        raise UserError(f"{source}: label {label!r} has an empty list of words; give at least one word")
+    words = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise UserError(f"{source}: label {label!r}: each word in its list must be a non-empty string, "
+                            f"got {item!r} in {list(value)!r}")
+        if item.strip() in words:
+            raise UserError(f"{source}: label {label!r} lists the word {item.strip()!r} twice")
+        words.append(item.strip())
+    return tuple(words)
 
 
 def parse_mapping_text(text: str, *, source: str = "mapping") -> dict:
@@ -113,10 +186,12 @@ def mapping_entries(path, task: TaskSpec) -> list[tuple[str, Verbalizer]]:
 
 
 def single_token_ids(tokenizer, verbalizer: Verbalizer, *, context: str = "x") -> list[int]:
-    """Token id of each label word as it appears after a space (LM-BFF: ' ' + word). Masked LMs
-    predict one token at the mask, so a word that is more than one token is an error."""
+    """Token id of each label word as it appears after a space (LM-BFF: ' ' + word), in the order of
+    `verbalizer.all_words` (one per class unless a class has several words). Masked LMs predict one
+    token at the mask, so a word that is more than one token is an error."""
     ids = []
-    for label, word in zip(verbalizer.labels, verbalizer.words):
+    word_labels = [(label, word) for label, words in zip(verbalizer.labels, verbalizer.word_lists) for word in words]
+    for label, word in word_labels:
         spaced = word_in_context(word, context)
         tokens = tokenizer(spaced, add_special_tokens=False)["input_ids"]
         unknown = getattr(tokenizer, "unk_token_id", None)

@@ -30,7 +30,9 @@ _EXPORTS = {
     'evaluator': ('PromptEvaluator', 'fine_tuned_classifier'),
     'options': ('SearchOptions', 'make_strategy', 'search_executor'),
     'sources': ('generate_templates', 'search_mappings', 'build_candidates'),
-    'pipeline': ('demonstration_section_for', 'run_pipeline'),
+    'pipeline': ('demonstration_section_for', 'prompt_document', 'run_pipeline'),
+    'predictions': ('SplitPredictions', 'load_predictions'),
+    'ensemble': ('ENSEMBLE', 'ensemble_candidate', 'is_ensemble', 'build_ensemble', 'ensemble_rows', 'race_order'),
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

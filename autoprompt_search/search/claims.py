@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Literal
 
 from .leaderboard import Leaderboard
+from .predictions import store_predictions
 from .records import Evaluation
 from .schema import COMPLETE, FAIL
 from .trial import Job
@@ -124,6 +125,8 @@ class Claims:
         key = (evaluation.config_hash, evaluation.candidate_id, int(evaluation.seed), int(evaluation.budget))
         with self.leaderboard.transaction() as connection:
             stored = self.leaderboard.record_evaluation(evaluation)
+            if stored and evaluation.predictions:
+                store_predictions(connection, evaluation)
             connection.execute("DELETE FROM claims WHERE config_hash = ? AND candidate_id = ? AND seed = ? "
                                "AND budget = ? AND owner = ?", (*key, self.owner))
         if stored:

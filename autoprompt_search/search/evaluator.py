@@ -17,8 +17,9 @@ import numpy as np
 
 from ..data import load_task
 from ..tasks import Example, TaskSpec
-from ..training import PromptClassifier, TrainConfig
-from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES
+from ..training import PromptClassifier, TrainConfig, release_freed_memory
+from .predictions import predictions_payload
+from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, PREDICTIONS
 from .settings import EvaluatorSettings
 from .trial import EvalOutcome, LazyEvaluator
 
@@ -26,7 +27,7 @@ from .trial import EvalOutcome, LazyEvaluator
 @dataclass
 class _State:
     backbone: Any
-    pristine: dict
+    pristine: dict | None  # None under LoRA: the base weights never change, so there is nothing to restore
     task: TaskSpec
     splits: dict = field(default_factory=dict)
     samplers: dict = field(default_factory=dict)
@@ -39,7 +40,7 @@ class PromptEvaluator(LazyEvaluator):
     def state_config(self) -> dict[str, Any]:
         s = self.settings
         return {"model": s.model, "device": s.device, "max_length": s.train.get("max_length", 128),
-                "task": s.task, "task_file": s.task_file}
+                "task": s.task, "task_file": s.task_file, "tuning": self._tuning()}
 
     def load_state(self) -> _State:
         from ..models import load_backbone, quiet_transformers
@@ -48,8 +49,23 @@ class PromptEvaluator(LazyEvaluator):
         task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
-        pristine = {k: v.detach().clone() for k, v in backbone.model.state_dict().items()}
+        pristine = (None if self._tuning() == "lora"
+                    else {k: v.detach().clone() for k, v in backbone.model.state_dict().items()})
         return _State(backbone, pristine, task)
+
+    def _tuning(self) -> str:
+        return self.settings.train.get("tuning", "full")
+
+    def restore(self, state: _State) -> None:
+        """Undo the previous evaluation's fine-tuning: load the pretrained weights, or under LoRA zero
+        the adapters' B (the adapted model then computes the base model's function; `fit` re-draws A)."""
+        if state.pristine is not None:
+            state.backbone.model.load_state_dict(state.pristine)
+            return
+        from ..training import has_adapters, reset_adapters
+
+        if has_adapters(state.backbone.model):
+            reset_adapters(state.backbone.model, seed=0)
 
     def split(self, state: _State, split: str, seed: int) -> list[Example]:
         from ..data import limit_examples, load_split
@@ -90,7 +106,8 @@ class PromptEvaluator(LazyEvaluator):
             source="candidate label_words")
 
     def evaluate_with(self, state: _State, candidate: Mapping[str, Any], seed: int, steps: int) -> EvalOutcome:
-        state.backbone.model.load_state_dict(state.pristine)
+        release_freed_memory()  # what the previous evaluation freed, so the resident set does not creep up
+        self.restore(state)
         train, dev = self.split(state, "train", seed), self.split(state, "dev", seed)
         test = self.split(state, "test", seed) if self._wants_test(steps) else None
         classifier = self.classifier_for(state, candidate, seed)
@@ -99,11 +116,13 @@ class PromptEvaluator(LazyEvaluator):
         if steps == 0:
             if classifier.sampler is not None:  # filtered mode: embed every query in one pass, as training does
                 classifier.sampler.prepare_queries([*train, *dev, *(test or [])])
-            dev_result = classifier.evaluate(dev, batch_size=config.eval_batch_size)
-            test_result = classifier.evaluate(test, batch_size=config.eval_batch_size) if test else None
+            dev_result = classifier.evaluate(dev, batch_size=config.eval_batch_size, precision=config.precision)
+            test_result = (classifier.evaluate(test, batch_size=config.eval_batch_size, precision=config.precision)
+                           if test else None)
             ran = best_step = 0
         else:
-            result = classifier.fit(train, dev, config, test=test, progress=False)
+            # The pristine weights it was just restored to: the step-0 checkpoint needs no copy of its own.
+            result = classifier.fit(train, dev, config, test=test, progress=False, initial_state=state.pristine)
             dev_result, test_result, ran, best_step = result.dev, result.test, result.steps, result.best_step
         # best_step: the checkpoint the metrics come from (0 when fine-tuning never beat the start).
         extra = {"dev_metrics": dev_result.metrics, "steps": ran, "best_step": best_step,
@@ -114,6 +133,10 @@ class PromptEvaluator(LazyEvaluator):
         if test_result is not None:
             extra["test_metrics"] = test_result.metrics
             extra[EXAMPLES]["test"] = len(test)
+        # Per-example class scores, stored beside the row, so an ensemble is scored without training again.
+        extra[PREDICTIONS] = {split: predictions_payload([e.label for e in examples], result.scores)
+                              for split, examples, result in (("dev", dev, dev_result), ("test", test, test_result))
+                              if result is not None}
         return EvalOutcome(dev_result.main, test_result.main if test_result else None, extra)
 
     def _wants_test(self, steps: int) -> bool:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UserError
-from ..training import TrainConfig
+from ..training import PRECISIONS, TUNING_MODES, TrainConfig
 from .candidates import DEMO_MODES
 from .settings import EvaluatorSettings
 from .executors import make_executor
+from .prompt_origin import check_derived_prompt
 from .strategies import Exhaustive, SuccessiveHalving
 
 
@@ -59,6 +60,9 @@ class SearchOptions:
     # Which generated templates become candidates: the n_templates best by zero-shot dev metric among
     # all the beam returned ("zero_shot"), or the best by generation score ("score", LM-BFF's order).
     template_screening: str = "zero_shot"
+    # Which examples the zero-shot screening scores on: "dev" (the split the race ranks on) or "train"
+    # (seed's training examples, so the dev split is not used twice).
+    screening_split: str = "dev"
     # The causal generator's beam objective: LM-BFF's "likelihood" of the filled template, or
     # "discriminative" (the gold label word's margin over the other classes' words, with a fluency prior).
     template_objective: str = "likelihood"
@@ -70,6 +74,9 @@ class SearchOptions:
     label_ranking: str = "logprob"
     # Causal backbones: re-score the candidates as whole words with the classifier's own class score.
     label_whole_words: bool = False
+    # > 1: also one candidate whose classes have up to this many label words each, taken from the label
+    # search (top assignments, then the ranked candidates), their scores combined by log-sum-exp.
+    label_words_per_class: int = 1
     template_files: tuple[str, ...] = ()
     mapping_files: tuple[str, ...] = ()
     demonstrations: tuple[str, ...] = ("off",)
@@ -83,6 +90,12 @@ class SearchOptions:
     lr: float = TrainConfig.lr
     batch_size: int = TrainConfig.batch_size
     max_length: int = TrainConfig.max_length
+    # "lora": train only LoRA adapters of this rank (and alpha) on the attention/MLP projections.
+    tuning: str = TrainConfig.tuning
+    lora_rank: int = TrainConfig.lora_rank
+    lora_alpha: float = TrainConfig.lora_alpha
+    # bf16 autocast of training and scoring ("bf16"), fp32, or "auto": bf16 where the hardware has it natively.
+    precision: str = TrainConfig.precision
     jobs: int = 1
     backend: str = "loky"  # loky | dask | ray (with --jobs > 1 or a scheduler)
     scheduler: str | None = None
@@ -91,6 +104,9 @@ class SearchOptions:
     test_limit: int | None = None
     progress: bool = True
     retry_failed: bool = False  # evaluations recorded as failed are skipped on resume unless this is set
+    # The top-m candidates' averaged class probabilities as one more final candidate (0: no ensemble).
+    # Not part of the configuration hash: changing it reuses every stored evaluation.
+    ensemble_size: int = 3
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "search options",
@@ -124,6 +140,7 @@ class SearchOptions:
             need(bool(getattr(self, name).strip()), name, "a non-empty string")
         need(self.strategy in ("halving", "exhaustive"), "strategy", "'halving' or 'exhaustive'")
         need(self.template_screening in ("zero_shot", "score"), "template_screening", "'zero_shot' or 'score'")
+        need(self.screening_split in ("dev", "train"), "screening_split", "'dev' or 'train'")
         need(self.template_objective in ("likelihood", "discriminative"), "template_objective",
              "'likelihood' or 'discriminative'")
         need(self.instruction_templates >= 0, "instruction_templates", "an integer >= 0")
@@ -141,14 +158,22 @@ class SearchOptions:
         need(self.beam_width >= 1, "beam_width", "an integer >= 1")
         need(self.label_k >= 1, "label_k", "an integer >= 1")
         need(self.label_ranking in ("logprob", "pmi"), "label_ranking", "'logprob' or 'pmi'")
+        need(self.label_words_per_class >= 1, "label_words_per_class", "an integer >= 1")
+        need(self.label_words_per_class == 1 or self.n_mappings > 0, "label_words_per_class",
+             "1 when n_mappings is 0 (the words come from the label search)")
         need(self.generator_steps is None or self.generator_steps >= 1, "generator_steps", "an integer >= 1")
         need(self.min_steps >= 1, "min_steps", "an integer >= 1")
         need(self.max_steps >= self.min_steps, "max_steps", f"an integer >= min_steps ({self.min_steps})")
         need(math.isfinite(self.eta) and self.eta > 1, "eta", "a finite number > 1 (the halving rate)")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
+        need(self.tuning in TUNING_MODES, "tuning", " or ".join(repr(m) for m in TUNING_MODES))
+        need(self.precision in PRECISIONS, "precision", ", ".join(repr(p) for p in PRECISIONS))
+        need(self.lora_rank >= 1, "lora_rank", "an integer >= 1")
+        need(math.isfinite(self.lora_alpha) and self.lora_alpha > 0, "lora_alpha", "a finite number > 0")
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.max_length >= 8, "max_length", "an integer >= 8 (tokens)")
         need(self.jobs >= 1, "jobs", "an integer >= 1")
+        need(self.ensemble_size == 0 or self.ensemble_size >= 2, "ensemble_size", "0 (no ensemble) or an integer >= 2")
         need(self.backend in ("loky", "dask", "ray", "serial"), "backend", "loky, dask, ray or serial")
         need(self.test_limit is None or self.test_limit >= 1, "test_limit", "an integer >= 1")
         need(self.scheduler is None or bool(self.scheduler.strip()), "scheduler", "an address such as tcp://host:8786")
@@ -171,7 +196,8 @@ class SearchOptions:
         return _check_search_inputs(self, _namer(source, origins))
 
     def settings(self) -> EvaluatorSettings:
-        train = TrainConfig(steps=self.max_steps, lr=self.lr, batch_size=self.batch_size,
+        train = TrainConfig(steps=self.max_steps, lr=self.lr, batch_size=self.batch_size, tuning=self.tuning,
+                            lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, precision=self.precision,
                             max_length=self.max_length, eval_every=max(1, min(TrainConfig.eval_every, self.min_steps)))
         task_file = self.task if self.task.endswith(".json") else None
         return EvaluatorSettings(task=self.task, model=self.model, data_dir=self.data_dir, k=self.k,
@@ -269,7 +295,9 @@ def _check_search_inputs(options: SearchOptions, where):
             except UserError as error:
                 raise UserError(f"{origin}: {error}" + (f" (--demonstrations {mode})" if
                                                         "demonstration" in str(error) else "")) from None
-    verbalizers = [(f"task {task.name}'s label words", Verbalizer.for_task(task))]
+    task = _derived_prompt_checked(options, task, where)
+    verbalizers = [(f"task {task.name}'s label words", Verbalizer.for_task(task))
+                   ] if task.label_words_source != "search" else []
     for path in options.mapping_files:
         verbalizers += mapping_entries(path, task)
     _check_label_words(options, verbalizers)
@@ -312,6 +340,18 @@ def _check_out_folder(out: Path, where: str) -> None:
     board = out / "leaderboard.sqlite"
     if board.exists() and not os.access(board, os.W_OK):
         raise UserError(f"{where}: {board} is read-only; the search records every evaluation there")
+
+
+def _derived_prompt_checked(options: SearchOptions, task, where):
+    """A task without hand-written label words: words from label names that are not one token of the
+    backbone (a masked LM scores one token, the template generators place one) fall back to searched
+    words, which need the label search (see `prompt_origin`). Reads only the tokenizer."""
+    tokenizer = None
+    if task.label_words_source == "label_names":
+        from ..models import load_tokenizer_only
+
+        tokenizer = load_tokenizer_only(options.model)
+    return check_derived_prompt(task, options.n_mappings, where("n_mappings"), tokenizer)
 
 
 def _check_label_words(options: SearchOptions, verbalizers) -> None:

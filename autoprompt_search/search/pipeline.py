@@ -13,7 +13,9 @@ from .evaluator import EvaluatorSettings, PromptEvaluator
 from .leaderboard import Leaderboard
 from .options import SearchOptions, make_strategy, search_executor
 from .plots import plot_leaderboard
-from .records import describe_candidate
+from .prompt_origin import describe_start, with_origins
+from .ensemble import ENSEMBLE, build_ensemble, is_ensemble, with_ensemble
+from .records import candidate_id, describe_candidate
 from .sidefiles import write_json_atomic
 from .sources import build_candidates
 from .strategies import describe_plan
@@ -38,12 +40,29 @@ def demonstration_section_for(settings: EvaluatorSettings, candidate: Mapping[st
                                         "max_length": settings.train.get("max_length", 128)}, pool, seed)
 
 
+def prompt_document(settings: EvaluatorSettings, task, model: str, candidate: Mapping[str, Any], *, seed: int,
+                    dev: Mapping[int, float], test: Mapping[int, float | None] | None = None,
+                    found_by: Mapping[str, Any] | None = None) -> dict:
+    """The exported document of a candidate: one prompt, or an ensemble whose members each carry their
+    template, label words and demonstrations (drawn from `seed`'s training split)."""
+    from ..prompts import build_document, build_ensemble_document
+
+    if is_ensemble(candidate):
+        members = [prompt_document(settings, task, model, member, seed=seed, dev={},
+                                   found_by={"candidate_id": candidate_id(member)}) for member in candidate[ENSEMBLE]]
+        return build_ensemble_document(members, dev=dev, test=test, found_by=found_by)
+    return build_document(task, model, candidate, dev=dev, test=test, found_by=found_by,
+                          demonstrations=demonstration_section_for(settings, candidate, seed))
+
+
 def run_pipeline(options: SearchOptions, say=print):
     """Generate candidates, evaluate them with the chosen strategy, and leave in `options.out`:
     leaderboard.sqlite, candidates.json, progress.png and best.json."""
-    from ..prompts import build_document, write_document
+    from ..prompts import write_document
 
     task = options.check_inputs()  # every input file and setting, before any model loads or folder is made
+    if describe_start(task):
+        say(describe_start(task))
     executor = search_executor(options)
     settings = options.settings()
     out = Path(options.out)
@@ -51,8 +70,8 @@ def run_pipeline(options: SearchOptions, say=print):
     evaluator = PromptEvaluator(settings)
     state = process_local(evaluator.state_key(), evaluator.load_state)  # shared with serial evaluations
     candidates, sources = build_candidates(options, task, state.backbone, say)
-    state.backbone.model.load_state_dict(state.pristine)
-    write_json_atomic(out / "candidates.json", candidates)
+    evaluator.restore(state)
+    write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
     strategy = make_strategy(options)
     say(f"{len(candidates)} candidates; plan:\n{describe_plan(strategy.plan(len(candidates)))}")
     # The cache folder lives in `out`; leaving it out of the hash lets a moved output folder resume.
@@ -68,23 +87,31 @@ def run_pipeline(options: SearchOptions, say=print):
     if result.failures:
         say(f"{result.n_failed} evaluation(s) failed and left the race (FAIL rows in the leaderboard); "
             f"a rerun skips them unless given --retry-failed")
+    ensemble = build_ensemble(study, result, candidates, task, options.ensemble_size, progress=options.progress, say=say)
+    if options.ensemble_size and ensemble.ranked is None:
+        say(f"no ensemble: {ensemble.reason}")
+    result.ranking, result.n_evaluated = with_ensemble(result.ranking, ensemble), result.n_evaluated + ensemble.n_evaluated
     plot_leaderboard(leaderboard, out / "progress.png", config_hash=study.config_hash)
     say(leaderboard.to_table(config_hash=study.config_hash))
     best = result.best
     if best is not None:
         rows = [r for r in leaderboard.rows(study.config_hash)
                 if r.candidate_id == best.candidate_id and r.budget == options.max_steps]
-        document = build_document(
-            task, options.model, best.candidate, dev={r.seed: r.dev_metric for r in rows},
+        document = prompt_document(
+            settings, task, options.model, best.candidate, seed=options.seeds[0], dev={r.seed: r.dev_metric for r in rows},
             test={r.seed: r.test_metric for r in rows},
             found_by={"strategy": options.strategy, "steps": options.max_steps, "seeds": list(options.seeds),
                       "config_hash": study.config_hash, "leaderboard": str(out / "leaderboard.sqlite"),
                       "candidate_id": best.candidate_id,
-                      "sources": sources.get(best.candidate["template"], ["file"]),
-                      "evaluations_run": result.n_evaluated, "evaluations_reused": result.n_reused},
-            demonstrations=demonstration_section_for(settings, best.candidate, options.seeds[0]))
+                      "sources": sources.get(best.candidate.get("template"), ["file"]),
+                      **sources.origin(best.candidate),
+                      "evaluations_run": result.n_evaluated, "evaluations_reused": result.n_reused})
         write_document(document, out / "best.json")
         say(f"best: {describe_candidate(best.candidate)}  dev {best.mean_dev:.4f}"
             + (f"  test {best.mean_test:.4f}" if best.mean_test is not None else ""))
+        origin = sources.origin(best.candidate)
+        if origin:
+            say(f"best template from: {', '.join(origin['template_source'])}; "
+                f"label words from: {origin['label_words_source']}")
         say(f"wrote {out / 'best.json'}, {out / 'progress.png'}, {out / 'leaderboard.sqlite'}")
     return result

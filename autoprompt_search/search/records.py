@@ -23,6 +23,7 @@ from ..errors import UserError
 _VERSIONED_PACKAGES = ("autoprompt_search", "torch", "transformers", "tokenizers", "numpy")
 
 # Keys of `Evaluation.extra` (the row's extra_json) written by the evaluator.
+PREDICTIONS = "predictions"        # per-example labels and class scores; moved to their own table, not stored here
 DEV_SCORE = "dev_score"            # continuous dev score, higher is better
 DEV_SCORE_KIND = "dev_score_kind"  # what it is: "mean_gold_logprob" or "neg_mse"
 EXAMPLES = "examples"              # {"dev": n, "test": n}: how many examples each metric was computed on
@@ -96,6 +97,9 @@ class Evaluation:
     # are empty and the row only says "do not try this again" (unless the search is told to retry).
     state: str = "COMPLETE"
     error: str | None = None
+    # Per-example predictions {split: {"labels": [...], "scores": [[...]]}} of a result just computed, on
+    # their way to the leaderboard's predictions table (not part of the row; None on rows read back).
+    predictions: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def failed(self) -> bool:
@@ -191,13 +195,19 @@ def _sizes(evaluations: list[Evaluation], split: str) -> tuple[int, ...]:
 
 
 def describe_candidate(candidate: Mapping[str, Any]) -> str:
-    """One-line summary: template, label words and any other fields, in that order."""
+    """One-line summary: template, label words and any other fields, in that order; an ensemble
+    (`{"ensemble": [members]}`) as its size and its members' ids."""
+    members = candidate.get("ensemble")
+    if isinstance(members, list):
+        return f"ensemble of {len(members)}: " + " + ".join(
+            candidate_id(m)[:10] if isinstance(m, Mapping) else "?" for m in members)
     parts = []
     if "template" in candidate:
         parts.append(str(candidate["template"]))
     words = candidate.get("label_words")
     if isinstance(words, Mapping):
-        parts.append(" ".join(f"{label}:{word}" for label, word in words.items()))
+        parts.append(" ".join(f"{label}:{'|'.join(map(str, word)) if isinstance(word, list) else word}"
+                              for label, word in words.items()))  # several words per class: a|b
     elif words is not None:
         parts.append(canonical_json(words))
     rest = {k: v for k, v in candidate.items() if k not in ("template", "label_words")}

@@ -2,8 +2,11 @@
 
 Version 1 had only `evaluations`. Version 2 adds the evaluation's state (COMPLETE or FAIL) and error, the
 `claims` table (which process computes which evaluation, until when) and the `configs` table (every search
-configuration and the fingerprint of the data it ran on). A version-1 file is migrated in place when it is
-opened, inside one write transaction, so an old output folder resumes; a newer file is refused with one line.
+configuration and the fingerprint of the data it ran on). Version 3 adds `predictions`: per evaluation and
+split, the gold labels and the per-example class scores, from which an ensemble of candidates is scored
+without training again. An older file is migrated in place when it is opened, inside one write
+transaction, so an old output folder resumes (its rows have no predictions); a newer file is refused with
+one line.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 COMPLETE = "COMPLETE"
 FAIL = "FAIL"
 
@@ -62,6 +65,21 @@ CREATE TABLE IF NOT EXISTS configs (
 )
 """
 
+# Added by version 3 (also part of a new file). One row per evaluation and split ("dev", "test"):
+# labels_json the gold labels, scores_json the [N, C] log-space class scores, in example order.
+_VERSION_3_TABLES = """
+CREATE TABLE IF NOT EXISTS predictions (
+    config_hash TEXT NOT NULL,
+    candidate_id TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    budget INTEGER NOT NULL,
+    split TEXT NOT NULL,
+    labels_json TEXT NOT NULL,
+    scores_json TEXT NOT NULL,
+    PRIMARY KEY (config_hash, candidate_id, seed, budget, split)
+)
+"""
+
 _MIGRATE_1_TO_2 = """
 ALTER TABLE evaluations ADD COLUMN state TEXT NOT NULL DEFAULT 'COMPLETE';
 ALTER TABLE evaluations ADD COLUMN error TEXT
@@ -73,7 +91,7 @@ EVALUATION_COLUMNS = (
     "versions_json", "created_at", "state", "error",
 )
 _VERSION_1_COLUMNS = EVALUATION_COLUMNS[:-2]
-_OWN_TABLES = {"evaluations", "claims", "configs"}
+_OWN_TABLES = {"evaluations", "claims", "configs", "predictions"}
 
 
 def _statements(script: str):
@@ -130,10 +148,12 @@ def create_or_migrate(connection: sqlite3.Connection, path: Path) -> None:
         if version == 0 and "evaluations" not in _tables(connection):
             for statement in _statements(_EVALUATIONS) + _statements(_VERSION_2_TABLES):
                 connection.execute(statement)
-        else:  # version 1 (or an unversioned version-1 table)
+        elif version <= 1:  # version 1 (or an unversioned version-1 table)
             _check_columns(connection, path, _VERSION_1_COLUMNS)
             for statement in _statements(_MIGRATE_1_TO_2) + _statements(_VERSION_2_TABLES):
                 connection.execute(statement)
+        for statement in _statements(_VERSION_3_TABLES):
+            connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
     except BaseException:

@@ -5,6 +5,7 @@ file recomputed with a warning), reused when made with the same settings.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +16,7 @@ from ..prompts import Template, Verbalizer
 from ..tasks import Example, TaskSpec
 from .candidates import candidate_grid
 from .options import SearchOptions
+from .prompt_origin import CandidateSources, task_word_source
 from .sidefiles import cached_json
 
 
@@ -66,27 +68,41 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
     found = round_robin_by_format(found)
     if options.template_screening == "score" or len(found) <= options.n_templates:
         return [g.to_dict() for g in found[:options.n_templates]]
-    dev = load_split(task, "dev", data_dir=options.data_dir, k=options.k, seed=options.seeds[0])
-    say(f"screening {len(found)} generated templates by zero-shot dev {task.metric} (seed {options.seeds[0]})")
-    return screen_by_zero_shot(backbone, task, found, dev, options.n_templates, seed=options.seeds[0],
-                               max_length=options.max_length, progress=options.progress)
+    split = options.screening_split
+    examples = train if split == "train" else load_split(task, "dev", data_dir=options.data_dir, k=options.k,
+                                                         seed=options.seeds[0])
+    say(f"screening {len(found)} generated templates by zero-shot {split} {task.metric} (seed {options.seeds[0]})")
+    return screen_by_zero_shot(backbone, task, found, examples, options.n_templates, seed=options.seeds[0],
+                               max_length=options.max_length, progress=options.progress, split=split)
 
 
 def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone) -> list[dict]:
     """Auto-L with the manual template: the top assignments by zero-shot training accuracy, candidates
-    ranked by `options.label_ranking` (and scored as whole words with `options.label_whole_words`)."""
-    from ..auto_label import search_label_words
+    ranked by `options.label_ranking` (and scored as whole words with `options.label_whole_words`); with
+    `options.label_words_per_class` > 1, one more mapping with that many words per class (`class_word_lists`)."""
+    from ..auto_label import class_word_lists, search_label_words
 
     result = search_label_words(backbone, task, Template.parse(task.template), train, k=options.label_k,
                                 n=options.n_mappings, progress=options.progress, max_length=options.max_length,
                                 ranking=options.label_ranking, whole_words=options.label_whole_words)
     names = {int(k): v for k, v in result.words.items()}
-    return [{"label_words": a.label_words(task.labels, lambda i: names.get(i) or backbone.token_to_word(i)),
-             "train_score": a.score} for a in result.assignments]
+
+    def word_of(token: int) -> str:
+        return names.get(token) or backbone.token_to_word(token)
+
+    mappings = [{"label_words": a.label_words(task.labels, word_of), "train_score": a.score}
+                for a in result.assignments]
+    if options.label_words_per_class > 1:
+        lists = class_word_lists(result, options.label_words_per_class, word_of)
+        if all(lists):  # a class left without a word of its own: no multi-word mapping
+            mappings.append({"label_words": Verbalizer.from_word_lists(task.labels, lists).to_mapping(),
+                             "words_per_class": options.label_words_per_class})
+    return mappings
 
 
 def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print) -> tuple[list[dict], dict]:
-    """Template x mapping x demonstration candidates from every source, and where each came from."""
+    """Template x mapping x demonstration candidates from every source, and where each template and
+    mapping came from (`CandidateSources`)."""
     from ..data import load_split
     from ..prompts import load_template_lines
     from ..prompts import load_mapping_lines
@@ -94,23 +110,29 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
     out = Path(options.out)
     train = load_split(task, "train", data_dir=options.data_dir, k=options.k, seed=options.seeds[0])
     templates = [Template.parse(task.template)]
-    sources: dict[str, list[str]] = {templates[0].to_lmbff(): ["manual"]}
+    sources = CandidateSources({templates[0].to_lmbff(): [task.template_source]})
     if options.n_templates:
         key = {"task": task.name, "model": options.model, "generator": options.generator, "k": options.k,
                "seed": options.seeds[0], "beam_width": options.beam_width, "n": options.n_templates,
                "steps": options.generator_steps,
                "selection": ("round robin over formats" if options.template_screening == "score"
-                             else f"zero-shot dev {options.seeds[0]}")}
+                             else f"zero-shot {options.screening_split} {options.seeds[0]}")}
+        # Without hand-written words, templates are generated (and screened) around derived or searched ones.
+        words_task = task if task.label_words_source != "search" else _with_searched_words(
+            options, task, train, backbone, say)
+        if not task.has_manual_prompt:
+            key["label_words"] = words_task.label_words
         # Only non-default sources enter the key, so caches made before these options existed stay valid.
         if options.template_objective != "likelihood":
             key["objective"] = options.template_objective
         if options.instruction_templates:
             key["instruction_prompts"] = options.instruction_templates
         generated = cached_json(out / "generated_templates.json", key,
-                                lambda: generate_templates(options, task, train, backbone, say), warn=say)
+                                lambda: generate_templates(options, words_task, train, backbone, say), warn=say)
         for item in generated:
             templates.append(Template.parse(item["template"]))
-            screened = f", zero-shot dev {item['zero_shot_dev']:.3f}" if "zero_shot_dev" in item else ""
+            split = item.get("screening_split", "dev")
+            screened = f", zero-shot {split} {item[f'zero_shot_{split}']:.3f}" if f"zero_shot_{split}" in item else ""
             sources.setdefault(templates[-1].to_lmbff(), []).append(f"generated ({item['score']:.2f}{screened})")
     for template in templates:
         template.validate(num_sentences=task.num_sentences)
@@ -119,22 +141,52 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
             _validate_from_file(template, path, task)
             templates.append(template)
             sources.setdefault(template.to_lmbff(), []).append(f"file {path}")
-    verbalizers = [Verbalizer.for_task(task)]
+    # Placeholder words (labels that are no words) are not a candidate: the searched words replace them.
+    verbalizers = [Verbalizer.for_task(task)] if task.label_words_source != "search" else []
+    if verbalizers:
+        sources.add_label_words(task.label_words, task_word_source(task))
     if options.n_mappings:
-        key = {"task": task.name, "model": options.model, "k": options.k, "seed": options.seeds[0],
-               "label_k": options.label_k, "n": options.n_mappings}
-        # As above: only non-default settings enter the key, so older label-word caches stay valid.
-        if options.label_ranking != "logprob":
-            key["ranking"] = options.label_ranking
-        if options.label_whole_words:
-            key["whole_words"] = True
-        mappings = cached_json(out / "label_words.json", key, lambda: search_mappings(options, task, train, backbone),
-                               warn=say)
+        mappings = _searched_mappings(options, task, train, backbone, say)
         verbalizers += [Verbalizer.from_mapping(task, m["label_words"], source="label search") for m in mappings]
+        for m in mappings:
+            sources.add_label_words(m["label_words"], "label search" + (
+                f" (train {m['train_score']:.3f})" if "train_score" in m else ""))
     for path in options.mapping_files:
-        verbalizers += load_mapping_lines(path, task)
+        found = load_mapping_lines(path, task)
+        verbalizers += found
+        for verbalizer in found:
+            sources.add_label_words(verbalizer.to_mapping(), f"file {path}")
     candidates = candidate_grid(templates, verbalizers, options.demonstrations)
     return candidates, sources
+
+
+def _searched_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone, say) -> list[dict]:
+    """Auto-L's mappings, cached in label_words.json."""
+    key = {"task": task.name, "model": options.model, "k": options.k, "seed": options.seeds[0],
+           "label_k": options.label_k, "n": options.n_mappings}
+    # As for templates: only non-default settings enter the key, so older label-word caches stay valid.
+    if options.label_ranking != "logprob":
+        key["ranking"] = options.label_ranking
+    if options.label_whole_words:
+        key["whole_words"] = True
+    if options.label_words_per_class > 1:
+        key["words_per_class"] = options.label_words_per_class
+    if not task.has_manual_prompt:
+        key["template"] = task.template
+    return cached_json(Path(options.out) / "label_words.json", key,
+                       lambda: search_mappings(options, task, train, backbone), warn=say)
+
+
+def _with_searched_words(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone, say) -> TaskSpec:
+    """The task with the label search's best words in place of its placeholders (for generating and
+    screening templates around them)."""
+    mappings = _searched_mappings(options, task, train, backbone, say)
+    if not mappings:
+        raise UserError(f"the label search found no label words for task {task.name}, which has none of its own; "
+                        "add label_words to the task file or raise --label-k")
+    best = mappings[0]["label_words"]
+    say(f"task {task.name} has no label words: templates are generated around the searched words {best}")
+    return dataclasses.replace(task, label_words=dict(best))
 
 
 def _validate_from_file(template: Template, path: str, task: TaskSpec) -> None:

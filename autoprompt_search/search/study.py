@@ -36,8 +36,8 @@ from ..errors import UserError
 from .claims import Claims, ClaimSettings, now_iso
 from .executors import Executor, SerialExecutor
 from .leaderboard import Leaderboard
-from .records import (Evaluation, RankedCandidate, aggregate, canonical_json, candidate_id, mean_score, rank_key,
-                      sha256_of)
+from .records import (PREDICTIONS, Evaluation, RankedCandidate, aggregate, canonical_json, candidate_id, mean_score,
+                      rank_key, sha256_of)
 from .strategies import Rung, Strategy, top_candidates
 from .trial import EvaluateFn, Job, JobResult, run_job
 
@@ -100,6 +100,7 @@ def _evaluation_from_result(result: JobResult, config_hash: str) -> Evaluation:
     test_metrics = extra.pop("test_metrics", {} if result.outcome.test_metric is None
                              else {"metric": result.outcome.test_metric})
     steps = int(extra.pop("steps", result.job.steps))
+    predictions = extra.pop(PREDICTIONS, None)
     return Evaluation(
         config_hash=config_hash,
         candidate_id=result.job.candidate_id,
@@ -115,6 +116,7 @@ def _evaluation_from_result(result: JobResult, config_hash: str) -> Evaluation:
         steps=steps,
         wall_time_s=result.wall_time_s,
         versions=result.versions,
+        predictions=predictions,
     )
 
 

@@ -32,7 +32,8 @@ class EvalOutcome:
     "test_metrics" (dicts of all metrics), "steps" (steps actually run, e.g. with early
     stopping). Everything else is stored as JSON as it is; the evaluator puts there "dev_score"
     (a continuous dev score, higher is better, that breaks ties of the dev metric), "dev_score_kind"
-    and "examples" ({"dev": n, "test": n}: the split sizes the metrics were computed on).
+    and "examples" ({"dev": n, "test": n}: the split sizes the metrics were computed on), and
+    "predictions" ({split: {"labels", "scores"}}), which goes to the leaderboard's predictions table.
     """
 
     dev_metric: float

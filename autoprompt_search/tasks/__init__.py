@@ -7,6 +7,7 @@ from .registry import (
     get_task,
     register_task,
 )
+from .generic import GENERIC_TEMPLATES, generic_template, label_words_from_names, readable_label_word
 
 __all__ = [
     'Example',
@@ -15,4 +16,8 @@ __all__ = [
     'task_names',
     'get_task',
     'register_task',
+    'GENERIC_TEMPLATES',
+    'generic_template',
+    'label_words_from_names',
+    'readable_label_word',
 ]

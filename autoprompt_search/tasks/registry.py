@@ -25,6 +25,14 @@ class TaskSpec:
     label_words: dict[str, str] = field(hash=False)
     regression_range: tuple[float, float] | None = None
     label_names: tuple[str, ...] = ()
+    # Where the prompt came from: "manual" (written by a person), or derived for a task file that gave
+    # none: template "generic", label words "label_names" or "search" (placeholders the search replaces).
+    template_source: str = "manual"
+    label_words_source: str = "manual"
+
+    @property
+    def has_manual_prompt(self) -> bool:
+        return self.template_source == "manual" and self.label_words_source == "manual"
 
     @property
     def is_regression(self) -> bool:

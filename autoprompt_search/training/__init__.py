@@ -5,7 +5,10 @@ _EXPORTS = {
     'metrics': (
         'accuracy', 'f1', 'matthews_corrcoef', 'pearson', 'spearman', 'compute_metrics', 'compute_metric',
     ),
-    'config': ('TrainConfig',),
+    'config': ('TrainConfig', 'TUNING_MODES', 'PRECISIONS'),
+    'precision': ('resolve_precision', 'precision_context', 'native_bf16'),
+    'encodings': ('clear_encoding_cache',),
+    'memory': ('release_freed_memory',),
     'trainer': (
         'EvalResult', 'TrainResult', 'set_seed', 'prompt_loss', 'predictions_from_scores', 'evaluate',
         'content_free_calibration', 'fine_tune',
@@ -15,6 +18,11 @@ _EXPORTS = {
         'in_context_prompt', 'evaluate_in_context',
     ),
     'classifier': ('PromptClassifier', 'as_example'),
+    'ensemble': ('EnsembleClassifier', 'load_prompt', 'mean_probability_scores', 'ensemble_result'),
+    'tuning': (
+        'adapter_targets', 'has_adapters', 'inject_adapters', 'reset_adapters', 'remove_adapters', 'prepare_tuning',
+        'merged_adapters', 'count_parameters',
+    ),
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

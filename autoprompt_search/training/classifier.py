@@ -37,6 +37,7 @@ from ..prompts import (
 from ..tasks import Example, TaskSpec
 from .config import TrainConfig
 from .trainer import EvalResult, TrainResult, evaluate, fine_tune
+from .tuning import merged_adapters, prepare_tuning
 
 PROMPT_FILENAME = "prompt.json"
 DEFAULT_MAX_LENGTH = 128
@@ -88,6 +89,14 @@ class PromptClassifier:
         if path.is_dir():
             path = path / PROMPT_FILENAME
         loaded = read_document(path)
+        if loaded.kind == "ensemble":
+            raise UserError(f"{loaded.path}: is an ensemble of {len(loaded.members())} prompts; load it with "
+                            f"load_prompt or EnsembleClassifier.from_pretrained")
+        return cls.from_document(loaded, device=device, backbone=backbone)
+
+    @classmethod
+    def from_document(cls, loaded: LoadedPrompt, *, device=None, backbone=None) -> "PromptClassifier":
+        """From a prompt file already read (`read_document`; one prompt, or one member of an ensemble)."""
         task = loaded.task()
         section = loaded.document["demonstrations"]
         max_length = section.get("max_length", DEFAULT_MAX_LENGTH)
@@ -128,7 +137,8 @@ class PromptClassifier:
         `from_pretrained(folder)` gives back a classifier with the same scores. `document`: metadata
         (dev/test/found_by) to keep from an exported prompt."""
         folder = Path(folder)
-        save_fine_tuned(self.backbone, folder)
+        with merged_adapters(self.backbone.model):  # a LoRA-tuned backbone is saved as a plain model
+            save_fine_tuned(self.backbone, folder)
         name = backbone_name or (document or {}).get("backbone") or getattr(self.backbone, "name", None) or str(folder)
         fresh = self.to_document(name, fine_tuned_model=".")
         if document is not None:
@@ -141,12 +151,13 @@ class PromptClassifier:
     # scoring
 
     def evaluate(self, examples: Sequence[Example], *, batch_size: int = 32, progress: bool = False,
-                 desc: str = "eval") -> EvalResult:
-        """Class scores, predictions and (when the examples have labels) the task's metrics."""
+                 desc: str = "eval", precision: str = "fp32") -> EvalResult:
+        """Class scores, predictions and (when the examples have labels) the task's metrics.
+        `precision`: "fp32", "bf16" or "auto" (see TrainConfig.precision)."""
         if self.sampler is not None:
             self.sampler.prepare_queries(list(examples))  # filtered mode: embed all queries in one pass
         return evaluate(self.backbone, self.task, self.prompt, examples, batch_size=batch_size,
-                        max_length=self.max_length, seed=self.seed, progress=progress, desc=desc)
+                        max_length=self.max_length, seed=self.seed, progress=progress, desc=desc, precision=precision)
 
     def scores(self, examples: Sequence[Example], *, batch_size: int = 32) -> np.ndarray:
         """[N, C] class scores (log-space; averaged log-softmax over demonstration sets)."""
@@ -160,28 +171,39 @@ class PromptClassifier:
         """(label, {label: probability}) per input; an input is an Example, a text, or a sentence pair.
         For a regression task the label is the predicted score."""
         examples = [as_example(item, self.task) for item in texts]
-        out = []
-        for row in self.probabilities(examples, batch_size=batch_size):
-            named = {label: float(p) for label, p in zip(self.task.labels, row)}
-            if self.task.is_regression:
-                low, high = self.task.regression_range
-                out.append((low + (high - low) * float(row[1]), named))
-            else:
-                out.append((self.task.labels[int(row.argmax())], named))
-        return out
+        return labelled_predictions(self.task, self.probabilities(examples, batch_size=batch_size))
 
     # -----------------------------------------------------------------------------------------
     # training
 
     def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None, config: TrainConfig | None = None,
-            *, test: Sequence[Example] | None = None, progress: bool = True, desc: str = "fine-tune") -> TrainResult:
+            *, test: Sequence[Example] | None = None, progress: bool = True, desc: str = "fine-tune",
+            initial_state: dict | None = None) -> TrainResult:
         """Prompt-based fine-tuning of the backbone in place; keeps the best dev checkpoint. The
-        config's `seed` also seeds the demonstration sets of the dev/test evaluations."""
+        config's `seed` also seeds the demonstration sets of the dev/test evaluations. With
+        `tuning="lora"` only LoRA adapters train, re-initialised from the seed at every fit.
+        `initial_state`: a copy of the weights the backbone holds now, if the caller keeps one (see fine_tune)."""
         config = config or TrainConfig(seed=self.seed, max_length=self.max_length or DEFAULT_MAX_LENGTH)
+        config.validate()
+        prepare_tuning(self.backbone.model, config)
         if self.sampler is not None:
             self.sampler.prepare_queries([*train, *(dev or []), *(test or [])])
         return fine_tune(self.backbone, self.task, self.prompt, train, dev, config, test=test, progress=progress,
-                         desc=desc)
+                         desc=desc, initial_state=initial_state)
+
+
+def labelled_predictions(task: TaskSpec, probabilities: np.ndarray) -> list[tuple[object, dict[str, float]]]:
+    """(label, {label: probability}) per row of class probabilities; for a regression task the label
+    is the predicted score between the two poles."""
+    out = []
+    for row in probabilities:
+        named = {label: float(p) for label, p in zip(task.labels, row)}
+        if task.is_regression:
+            low, high = task.regression_range
+            out.append((low + (high - low) * float(row[1]), named))
+        else:
+            out.append((task.labels[int(row.argmax())], named))
+    return out
 
 
 def as_example(item: Example | str | Sequence[str], task: TaskSpec) -> Example:

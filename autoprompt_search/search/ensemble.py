@@ -1,0 +1,169 @@
+"""The ensemble candidate: the top-m candidates of a finished race, their class probabilities averaged.
+
+Members are the first m candidates in the order the race left them (the final ranking, then those
+eliminated at each earlier rung, later rungs first). Each member must have been fine-tuned at the final
+budget on every seed, as the search trains a finalist; successive halving leaves few finalists, so the
+members that lack it are evaluated now, through the same study (claimed, stored, resumed like any
+evaluation). The ensemble is then scored per seed from the members' stored per-example predictions
+(`predictions.py`), without training again, and stored as an ordinary leaderboard row at the final
+budget, so it is ranked, tabled and plotted with the rest, and a resumed search reuses it.
+
+Its candidate is `{"ensemble": [member candidates, best first]}`; its id is that dict's hash, like any
+candidate's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ..errors import UserError
+from ..tasks import Example, TaskSpec
+from ..training import ensemble_result
+from .evaluator import continuous_score
+from .leaderboard import Leaderboard
+from .predictions import SplitPredictions, load_predictions
+from .records import (DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, Evaluation, RankedCandidate, aggregate, candidate_id,
+                      package_versions, rank_key)
+from .strategies import Rung, top_candidates
+from .study import SearchResult, Study, run_search, unique_candidates
+
+ENSEMBLE = "ensemble"
+
+
+def ensemble_candidate(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {ENSEMBLE: [dict(member) for member in members]}
+
+
+def is_ensemble(candidate: Mapping[str, Any]) -> bool:
+    return isinstance(candidate, Mapping) and ENSEMBLE in candidate
+
+
+def race_order(result: SearchResult) -> list[str]:
+    """Candidate ids best first as the race left them: the final ranking, then each earlier rung's
+    eliminated candidates by that rung's score (later rungs first). Failed candidates are left out."""
+    order = [entry.candidate_id for entry in result.ranking]
+    for rung_result in reversed(result.rungs):
+        for cid in top_candidates(rung_result.scores, len(rung_result.scores), rung_result.tie_scores):
+            if cid not in order:
+                order.append(cid)
+    return order
+
+
+@dataclass(frozen=True)
+class FinalRung:
+    """A strategy of one rung: the given candidates at the final budget on every seed."""
+
+    index: int
+    steps: int
+    seeds: tuple[int, ...]
+
+    def plan(self, n_candidates: int) -> list[Rung]:
+        return [Rung(self.index, self.steps, self.seeds, n_candidates)] if n_candidates else []
+
+    def select(self, rung: Rung, scores, tie_scores=None) -> list[str]:
+        return top_candidates(scores, len(scores), tie_scores)
+
+
+@dataclass
+class EnsembleOutcome:
+    ranked: RankedCandidate | None         # the ensemble's aggregate over seeds; None when none was made
+    members: list[RankedCandidate]         # its members at the final budget, best first
+    n_evaluated: int = 0                   # member evaluations run now to bring them to the final budget
+    reason: str = ""                       # why there is no ensemble
+
+
+def build_ensemble(study: Study, result: SearchResult, candidates: Iterable[Mapping[str, Any]], task: TaskSpec,
+                   size: int, *, progress: bool = True, say: Callable[[str], None] = print) -> EnsembleOutcome:
+    """Bring the race's top `size` candidates to the final budget, then score and store their ensemble."""
+    if size < 2 or not result.rungs:
+        return EnsembleOutcome(None, [], reason="ensembles are off" if size < 2 else "no race was run")
+    final = result.rungs[-1].rung
+    pool = unique_candidates(candidates)
+    chosen = [cid for cid in race_order(result) if cid in pool][:size]
+    if len(chosen) < 2:
+        return EnsembleOutcome(None, [], reason=f"only {len(chosen)} candidate(s) finished the race")
+    missing = sum(1 for cid in chosen for seed in final.seeds
+                  if study.leaderboard.get(cid, seed, final.steps, study.config_hash) is None)
+    if missing:
+        say(f"ensemble: {missing} evaluation(s) bring its {len(chosen)} members to {final.steps} steps on every seed")
+    finals = run_search([pool[cid] for cid in chosen], FinalRung(final.index, final.steps, tuple(final.seeds)),
+                        study.evaluate, study.leaderboard, study.config_hash, study.executor, progress=progress,
+                        retry_failed=False, claim_settings=study.claim_settings)
+    members = sorted(finals.ranking, key=lambda entry: chosen.index(entry.candidate_id))
+    outcome = EnsembleOutcome(None, members, finals.n_evaluated)
+    if len(members) < 2:
+        outcome.reason = f"only {len(members)} member(s) finished at {final.steps} steps"
+        return outcome
+    try:
+        rows = ensemble_rows(study.leaderboard, study.config_hash, [m.candidate for m in members], task,
+                             final.seeds, final.steps, final.index)
+    except UserError as error:
+        outcome.reason = str(error)
+        return outcome
+    outcome.ranked = aggregate(rows)
+    return outcome
+
+
+def ensemble_rows(leaderboard: Leaderboard, config_hash: str, members: Sequence[Mapping[str, Any]], task: TaskSpec,
+                  seeds: Sequence[int], budget: int, rung: int) -> list[Evaluation]:
+    """The ensemble's row per seed: read back when stored, else computed from the members' stored
+    predictions and stored. Raises UserError when a member's predictions are missing or disagree."""
+    candidate = ensemble_candidate(members)
+    cid = candidate_id(candidate)
+    rows = []
+    for seed in seeds:
+        row = leaderboard.get(cid, seed, budget, config_hash)
+        if row is None:
+            row = _score_seed(leaderboard, config_hash, candidate, members, task, seed, budget, rung)
+            leaderboard.record_evaluation(row)
+            row = leaderboard.get(cid, seed, budget, config_hash) or row
+        rows.append(row)
+    return rows
+
+
+def _member_predictions(leaderboard: Leaderboard, config_hash: str, members: Sequence[Mapping[str, Any]],
+                        seed: int, budget: int) -> list[dict[str, SplitPredictions]]:
+    found = []
+    for member in members:
+        predictions = load_predictions(leaderboard, config_hash, candidate_id(member), seed, budget)
+        if "dev" not in predictions:
+            raise UserError(f"no ensemble: candidate {candidate_id(member)[:10]} has no stored predictions for seed "
+                            f"{seed} at {budget} steps (evaluated before predictions were stored; search into a "
+                            f"new output folder to get one)")
+        found.append(predictions)
+    return found
+
+
+def _score_seed(leaderboard: Leaderboard, config_hash: str, candidate: dict[str, Any],
+                members: Sequence[Mapping[str, Any]], task: TaskSpec, seed: int, budget: int, rung: int) -> Evaluation:
+    per_member = _member_predictions(leaderboard, config_hash, members, seed, budget)
+    results = {}
+    for split in ("dev", "test"):
+        if not all(split in predictions for predictions in per_member):
+            continue
+        parts = [predictions[split] for predictions in per_member]
+        if any(part.labels != parts[0].labels for part in parts):
+            raise UserError(f"no ensemble: the members' {split} predictions for seed {seed} are not over the same "
+                            f"examples")
+        results[split] = (parts[0].labels, ensemble_result(task, [part.scores for part in parts], parts[0].labels))
+    dev_labels, dev = results["dev"]
+    extra: dict[str, Any] = {"members": [candidate_id(member) for member in members], "steps": budget,
+                             EXAMPLES: {split: len(labels) for split, (labels, _) in results.items()}}
+    kind, score = continuous_score(task, dev, [Example((), label) for label in dev_labels])
+    if score is not None:
+        extra[DEV_SCORE], extra[DEV_SCORE_KIND] = score, kind
+    test = results.get("test", (None, None))[1]
+    return Evaluation(
+        config_hash=config_hash, candidate_id=candidate_id(candidate), candidate=candidate, seed=seed,
+        budget=budget, rung=rung, dev_metric=dev.main if dev.metrics else float("nan"),
+        test_metric=test.main if test is not None and test.metrics else None,
+        dev_metrics=dict(dev.metrics), test_metrics=dict(test.metrics) if test is not None else {},
+        extra=extra, steps=budget, versions=package_versions())
+
+
+def with_ensemble(ranking: Sequence[RankedCandidate], outcome: EnsembleOutcome) -> list[RankedCandidate]:
+    """The final ranking with the members brought to the final budget and the ensemble, best first."""
+    by_id = {entry.candidate_id: entry for entry in ranking}
+    for entry in [*outcome.members, *([outcome.ranked] if outcome.ranked else [])]:
+        by_id[entry.candidate_id] = entry
+    return sorted(by_id.values(), key=rank_key)

@@ -1,0 +1,147 @@
+"""Prompts from nothing: a task given only as data and label names, searched from the generic template
+and the label names, against the manual prompt fine-tuned with the same budget.
+
+    python benchmarks/bench_prompts_from_labels.py --tasks sst2 cr --work /tmp/prompts_from_labels
+
+Each task's first-seed k-shot split is written as CSV files under --work (not in the repository) with
+two custom task files: one with only data, text column, labels and label names ("from labels"), one
+with the manual template and words as well ("manual"). Both run the whole search (`run_pipeline`)
+with the same training budget and seeds; the manual one has no other candidate (fine-tuned once at
+the full budget, as is the starting prompt alone with `--start-only`). Reported per task:
+test metric of each search's pick (mean ± std over training seeds, on the same test sample), the
+ratio (the issue's target: >= 90% of the manual prompt), and where the pick's template and words came
+from. `--collect` only gathers the finished tasks under --work into results/ (for runs made in
+parallel, one task per process).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import fmt, mean_std, save  # noqa: E402
+
+from autoprompt_search.data import load_split  # noqa: E402
+from autoprompt_search.prompts import read_document  # noqa: E402
+from autoprompt_search.search import SearchOptions, run_pipeline  # noqa: E402
+from autoprompt_search.tasks import get_task  # noqa: E402
+
+
+def write_custom_tasks(task_name: str, work: Path, k: int, data_seed: int) -> dict[str, Path]:
+    task = get_task(task_name)
+    folder = work / task.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        with open(folder / f"{split}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            for example in load_split(task, split, k=k, seed=data_seed):
+                writer.writerow([example.texts[0], example.label])
+    base = {"data": {s: f"{s}.csv" for s in ("train", "dev", "test")}, "text_columns": ["text"],
+            "label_column": "label", "labels": list(task.labels), "label_names": list(task.label_names)}
+    files = {}
+    for mode, extra in (("from_labels", {}), ("manual", {"template": task.template, "label_words": task.label_words})):
+        path = folder / f"{mode}.json"
+        path.write_text(json.dumps({"name": f"{task.name}-{mode}", **base, **extra}, indent=1), encoding="utf-8")
+        files[mode] = path
+    return files
+
+
+def run_task(task_name: str, args) -> dict:
+    files = write_custom_tasks(task_name, args.work, args.k, args.data_seed)
+    report = {"task": get_task(task_name).name}
+    for mode, path in files.items():
+        out = args.work / get_task(task_name).name / f"run-{mode}"
+        searched = mode == "from_labels" and not args.start_only
+        options = SearchOptions(task=str(path), model=args.model, out=str(out), seeds=tuple(args.seeds),
+                                n_templates=args.n_templates if searched else 0,
+                                beam_width=args.beam_width, generator="auto" if searched else "none",
+                                n_mappings=args.n_mappings if searched else 0, label_k=args.label_k,
+                                screening_split=args.screening_split, min_steps=args.min_steps,
+                                max_steps=args.max_steps, test_limit=args.test_limit, device="cpu", progress=False,
+                                strategy="halving" if searched else "exhaustive")
+        started = time.time()
+        messages: list[str] = []
+        run_pipeline(options, say=lambda m: (messages.append(str(m)), print(m, flush=True)))
+        document = read_document(out / "best.json").document
+        test = [v for v in document["test"]["per_seed"].values()]
+        report[mode] = {"template": document["template"]["lmbff"], "label_words": document["label_words"],
+                        "template_source": document["found_by"].get("template_source"),
+                        "label_words_source": document["found_by"].get("label_words_source"),
+                        "dev": document["dev"]["per_seed"], "test": document["test"]["per_seed"],
+                        "test_mean_std": mean_std(test), "seconds": round(time.time() - started, 1),
+                        "evaluations": document["found_by"].get("evaluations_run"),
+                        "candidates": len(json.loads((out / "candidates.json").read_text()))}
+    manual, found = report["manual"]["test_mean_std"][0], report["from_labels"]["test_mean_std"][0]
+    report["ratio"] = found / manual if manual else None
+    (args.work / f"{report['task']}.report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report
+
+
+def markdown(reports: list[dict], args) -> str:
+    lines = ["| task | manual prompt (test) | from label names (test) | ratio | picked template (source) | "
+             "picked words (source) | candidates / evaluations / seconds |", "|---|---|---|---|---|---|---|"]
+    for r in reports:
+        m, f = r["manual"], r["from_labels"]
+        lines.append(f"| {r['task']} | {fmt(*m['test_mean_std'])} | {fmt(*f['test_mean_std'])} | "
+                     f"{r['ratio'] * 100:.1f}% | `{f['template']}` ({', '.join(f['template_source'] or [])}) | "
+                     f"{f['label_words']} ({f['label_words_source']}) | "
+                     f"{f['candidates']} / {f['evaluations']} / {f['seconds']:.0f} (manual: {m['evaluations']} / "
+                     f"{m['seconds']:.0f}) |")
+    lines.append("")
+    if args.collect:
+        lines.append("Collected from runs made one task per process: the same command with `--tasks <task> "
+                     "--no-save` in place of `--tasks ... --collect`.")
+    if args.start_only:
+        lines.append("`--start-only`: no templates generated and no words searched; 'from label names' is the "
+                     "search's starting prompt alone (generic template, words read from the label names).")
+    search = (f"each prompt fine-tuned {args.max_steps} steps" if args.start_only else
+              f"halving {args.min_steps} -> {args.max_steps} steps; {args.n_templates} generated templates (beam "
+              f"{args.beam_width}, screened zero-shot on {args.screening_split}), {args.n_mappings} searched "
+              f"mappings (label k {args.label_k})")
+    lines.append(f"Model {args.model}; the k-shot split of data seed {args.data_seed} (K={args.k}) as a custom task; "
+                 f"training seeds {args.seeds}; {search}; test: a seeded sample of {args.test_limit} examples, "
+                 "the same for both prompts.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["sst2", "cr"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/prompts_from_labels"))
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--data-seed", type=int, default=13)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21])
+    parser.add_argument("--n-templates", type=int, default=3)
+    parser.add_argument("--beam-width", type=int, default=8)
+    parser.add_argument("--n-mappings", type=int, default=2)
+    parser.add_argument("--label-k", type=int, default=10)
+    parser.add_argument("--screening-split", default="dev", choices=["dev", "train"])
+    parser.add_argument("--min-steps", type=int, default=8)
+    parser.add_argument("--max-steps", type=int, default=16)
+    parser.add_argument("--test-limit", type=int, default=500)
+    parser.add_argument("--collect", action="store_true", help="only gather finished tasks into results/")
+    parser.add_argument("--start-only", action="store_true",
+                        help="no generation or label search: the generic template with the label-name words alone")
+    parser.add_argument("--no-save", action="store_true", help="leave the reports under --work only")
+    parser.add_argument("--name", default="prompts_from_labels")
+    args = parser.parse_args()
+    args.work = args.work.resolve()
+    if not args.collect:
+        for task in args.tasks:
+            run_task(task, args)
+    if args.no_save:
+        return
+    reports = [json.loads((args.work / f"{get_task(t).name}.report.json").read_text()) for t in args.tasks]
+    save(args.name, markdown(reports, args), {"args": {k: str(v) if isinstance(v, Path) else v
+                                                       for k, v in vars(args).items()}, "tasks": reports})
+
+
+if __name__ == "__main__":
+    main()
