@@ -4,8 +4,8 @@ fine-tuned with the same final budget, per task, on the full test sets.
     OMP_NUM_THREADS=1 python benchmarks/bench_search_quality.py --model smollm2-135m \\
         --tasks SST-2 SST-5 MR CR TREC RTE MRPC CoLA --seeds 13 21 42
 
-For each task: `run_pipeline` with the default `SearchOptions` (only task, model, seeds, output folder
-and test sample changed) in runs/quality/<model>/<task>/, whose leaderboard resumes by itself; then the
+For each task: `run_pipeline` with the default `SearchOptions` (only task, model, seeds, output folder,
+test sample and `--ensemble-size`, 3 here, changed) in runs/quality/<model>/<task>/, whose leaderboard resumes by itself; then the
 manual prompt, evaluated per seed by the search's own evaluator (`PromptEvaluator`) at the final
 budget, so both sides are trained and scored by the same code. Reported per task: manual, the search's
 pick and (when the search made one) its ensemble, each as mean (std) over seeds; the picked template
@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 21, 42, 87, 100])
     parser.add_argument("--test-limit", type=int, default=None,
                         help=f"score a seeded sample of N test examples where the set is larger (N >= {LARGE_TEST})")
+    parser.add_argument("--ensemble-size", type=int, default=3, help="the search's --ensemble-size (0: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out-root", default="runs/quality")
@@ -70,7 +71,8 @@ def load_state(path: Path, args) -> dict:
 def search_options(args, task_name: str) -> SearchOptions:
     out = Path(args.out_root) / Path(args.model).name / task_name.lower()  # a folder model by its name
     return SearchOptions(task=task_name, model=args.model, seeds=tuple(args.seeds), out=str(out),
-                         data_dir=args.data_dir, test_limit=args.test_limit, progress=False)
+                         data_dir=args.data_dir, test_limit=args.test_limit, progress=False,
+                         ensemble_size=args.ensemble_size)
 
 
 def summarise_search(options: SearchOptions) -> dict:
