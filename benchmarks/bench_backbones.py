@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, environment, fmt, load_benchmark_backbone, mean_std  # noqa: E402
+from common import (RESULTS, command_line, environment, fmt, load_benchmark_backbone, mean_std,  # noqa: E402
+                    resumable_state, write_json_atomic)
 
 from autoprompt_search.data import load_split, load_task  # noqa: E402
 from autoprompt_search.demonstrations import DemonstrationConfig, DemonstrationSampler  # noqa: E402
@@ -55,15 +56,7 @@ def settings_of(args) -> dict:
 
 
 def load_state(path: Path, args) -> dict:
-    """What an earlier run with the same settings finished; a run with other settings is refused."""
-    if not path.exists():
-        return {"settings": settings_of(args), "units": {}, "commands": []}
-    state = json.loads(path.read_text(encoding="utf-8"))
-    if state["settings"] != settings_of(args):
-        changed = sorted(k for k in state["settings"].keys() | settings_of(args).keys()
-                         if state["settings"].get(k) != settings_of(args).get(k))
-        raise SystemExit(f"{path}: cannot resume, settings differ in {changed}; use another --name")
-    return state
+    return resumable_state(path, settings_of(args), {"units": {}})
 
 
 def unit_key(model: str, method: str, seed: int | None) -> str:
@@ -147,10 +140,7 @@ def markdown(state: dict, args, all_models: list[str]) -> str:
 
 def save_state(path: Path, state: dict, args, all_models: list[str]) -> None:
     state["environment"] = environment()
-    body = json.dumps(state, indent=2, default=float) + "\n"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(body, encoding="utf-8")
-    temporary.replace(path)
+    write_json_atomic(path, state)
     commands = "\n".join(f"`{c}`" for c in state["commands"])
     path.with_suffix(".md").write_text(f"Commands:\n\n{commands}\n\nEnvironment: `{json.dumps(state['environment'])}`\n\n"
                                        + markdown(state, args, all_models) + "\n", encoding="utf-8")

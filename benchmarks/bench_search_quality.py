@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, environment, mean_std  # noqa: E402
+from common import RESULTS, command_line, environment, mean_std, resumable_state, write_json_atomic  # noqa: E402
 
 from autoprompt_search.data import load_task  # noqa: E402
 from autoprompt_search.search import Leaderboard, SearchOptions, run_pipeline  # noqa: E402
@@ -60,12 +60,7 @@ def settings_of(args) -> dict:
 
 
 def load_state(path: Path, args) -> dict:
-    if not path.exists():
-        return {"settings": settings_of(args), "tasks": {}, "commands": []}
-    state = json.loads(path.read_text(encoding="utf-8"))
-    if state["settings"] != settings_of(args):
-        raise SystemExit(f"{path}: cannot resume, settings differ from {state['settings']}; use another --name")
-    return state
+    return resumable_state(path, settings_of(args), {"tasks": {}})
 
 
 def search_options(args, task_name: str) -> SearchOptions:
@@ -172,9 +167,7 @@ def markdown(state: dict, args) -> str:
 
 def save_state(path: Path, state: dict, args) -> None:
     state["environment"] = environment()
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(state, indent=2, default=float) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    write_json_atomic(path, state)
     commands = "\n".join(f"`{c}`" for c in state["commands"])
     path.with_suffix(".md").write_text(f"Commands:\n\n{commands}\n\nEnvironment: `{json.dumps(state['environment'])}`"
                                        f"\n\n{markdown(state, args)}\n", encoding="utf-8")

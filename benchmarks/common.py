@@ -86,3 +86,21 @@ def load_benchmark_backbone(model: str, threads: int | None = None, **kwargs):
     quiet_transformers()
     backbone = load_backbone(model, **kwargs)
     return backbone, copy.deepcopy(backbone.model.state_dict())
+
+
+def resumable_state(path: Path, settings: dict, empty: dict) -> dict:
+    """What an earlier run saved in `path` under the same `settings` (a fresh `empty` state when there is
+    none); a run with other settings is refused, so units of different settings never mix."""
+    if not path.exists():
+        return {"settings": settings, **empty, "commands": []}
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if state["settings"] != settings:
+        changed = sorted(k for k in state["settings"].keys() | settings.keys() if state["settings"].get(k) != settings.get(k))
+        raise SystemExit(f"{path}: cannot resume, settings differ in {changed}; use another --name")
+    return state
+
+
+def write_json_atomic(path: Path, value: dict) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=float) + "\n", encoding="utf-8")
+    temporary.replace(path)
