@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprompt_search.errors import UserError
+from autoprompt_search.auto_label.branch_and_bound import _AccuracyBranchAndBound
 from autoprompt_search.auto_label import (
     Assignment,
     LabelSearchResult,
@@ -215,6 +216,69 @@ def test_last_two_classes_are_scored_exactly(seed, num_classes, decimals, per_cl
         else:
             plain = score_assignments(logprobs, labels, candidates, [ranks + (a, b)])[0]
             assert table[a, b] == round(plain * len(labels))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), num_classes=st.integers(4, 6), decimals=st.integers(0, 1),
+       per_class=st.integers(1, 70))
+def test_batched_triangle_bounds_equal_the_per_node_ones(seed, num_classes, decimals, per_class):
+    """With four classes open, the batch of every child's triangle bounds (triangle_batch) equals the
+    per-node bound of each child (non-negative entries), and excludes exactly the words a fixed class
+    holds; overlapping lists, ties, groups over 64 examples (own words) and small ones (shared words)."""
+    from autoprompt_search.auto_label.last_classes import triangle_bounds, triangle_potentials
+    from autoprompt_search.auto_label.triangle_batch import child_triangle_bounds
+
+    logprobs, labels, candidates = frequency_problem(num_classes, 4, num_classes * per_class, 9, seed, decimals)
+    search = _AccuracyBranchAndBound(logprobs.numpy(), labels.numpy(), candidates)
+    rng = np.random.default_rng(seed)
+    ranks: tuple[int, ...] = ()
+    for c in range(num_classes - 4):
+        taken = {candidates[g][r] for g, r in enumerate(ranks)}
+        ranks += (int(rng.choice([r for r, t in enumerate(candidates[c]) if t not in taken])),)
+    m = len(ranks)
+    fixed, open_sets = node_state(search, ranks)
+    used = {candidates[g][r] for g, r in enumerate(ranks)}
+    free, _, child_fixed, child_open = search._children(m, ranks, used, fixed, open_sets)
+    batched = child_triangle_bounds(search, ranks, free, child_fixed, child_open)
+    for j, b in enumerate(free.tolist()):
+        child = ranks + (b,)
+        child_state = node_state(search, child)
+        per_node = triangle_bounds(triangle_potentials(search, child, *child_state, used | {candidates[m][b]}), m + 1)
+        assert ((batched[j] < 0) == (per_node < 0)).all()
+        assert (batched[j][per_node >= 0] == per_node[per_node >= 0]).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), num_classes=st.integers(2, 5), decimals=st.integers(0, 1),
+       per_class=st.integers(1, 8), n=st.integers(1, 80))
+def test_warm_start_floor_never_exceeds_the_true_nth_best(seed, num_classes, decimals, per_class, n):
+    """The floor the search prunes with is at most the n-th best score of brute force (0 when there are
+    fewer than n assignments), and every pair table it climbs on holds exact scores."""
+    from autoprompt_search.auto_label.warm_start import pair_scores, score_floor
+
+    logprobs, labels, candidates = frequency_problem(num_classes, 4, num_classes * per_class, 9, seed, decimals)
+    search = _AccuracyBranchAndBound(logprobs.numpy(), labels.numpy(), candidates)
+    every = brute_force_top_assignments(logprobs, labels, candidates, 10 ** 6)
+    floor = score_floor(search, n)
+    assert floor <= (every[n - 1].correct if len(every) >= n else 0)
+    if every:
+        ranks = every[-1].ranks  # the worst assignment: pair moves from it change the score
+        table = pair_scores(search, ranks, 0, num_classes - 1)
+        for a, b in itertools.product(range(len(candidates[0])), range(len(candidates[-1]))):
+            full = (a,) + ranks[1:-1] + (b,)
+            words = [candidates[c][r] for c, r in enumerate(full)]
+            expected = round(score_assignments(logprobs, labels, candidates, [full])[0] * len(labels)) \
+                if len(set(words)) == len(words) else -1
+            assert table[a, b] == expected
+
+
+def test_many_classes_with_shared_frequent_words_match_brute_force():
+    """Six classes (two levels of per-group bound above the batched triangles) drawing from the same
+    few frequent words, with rounded log-probs (ties), against brute force."""
+    logprobs, labels, candidates = frequency_problem(6, 4, 18, 8, seed=11, decimals=0)
+    for n in (1, 25, 300):
+        found = top_assignments(logprobs, labels, candidates, n)
+        assert as_tuples(found) == as_tuples(brute_force_top_assignments(logprobs, labels, candidates, n))
 
 
 def test_groups_of_more_than_64_examples():

@@ -8,6 +8,8 @@ from tqdm.auto import tqdm
 
 from .last_classes import exact_pair_scores, triangle_bounds, triangle_potentials
 from .results import Assignment
+from .triangle_batch import child_triangle_bounds
+from .warm_start import score_floor
 
 _BITS = 64
 
@@ -46,14 +48,17 @@ class _AccuracyBranchAndBound:
 
     That bound ignores the conflicts between unassigned classes, which dominate when the classes'
     candidate lists overlap (real log-probs: the same frequent words top every class). So once three
-    classes are left, the children are bounded by the pairwise relaxation of `last_classes` instead,
-    and once two are left, every completion is scored exactly in one table (stats: `bounded` counts
+    classes are left, the children are bounded by the pairwise relaxation of `last_classes` instead
+    (for all children of a four-open node at once, `triangle_batch`, which also orders and prunes those
+    children by it), and once two are left, every completion is scored exactly in one table (stats: `bounded` counts
     both child bounds and exactly scored completions).
 
     Search: depth-first, children in order of decreasing bound, keeping the best n found so far in a
     heap. A node is pruned when even its best conceivable result -- score = bound, ranks = its prefix
     followed by zeros -- would rank below the current n-th best under (score desc, ranks asc). That
-    is the order of the final answer, so nothing that belongs to the top n is ever pruned.
+    is the order of the final answer, so nothing that belongs to the top n is ever pruned. A node whose
+    bound is below `floor` (the n-th best of real assignments a local search scored first, `warm_start`)
+    is pruned as well: n assignments score at least that much.
     """
 
     def __init__(self, logprobs: np.ndarray, labels: np.ndarray, candidates: list[list[int]]):
@@ -107,7 +112,13 @@ class _AccuracyBranchAndBound:
         correct, negated, _ = self.heap[0]
         return correct, tuple(-r for r in negated)
 
+    def _threshold(self) -> int:
+        """Scores below this cannot enter the top n: the warm-start floor or the heap's n-th best."""
+        return max(self.floor, self._worst_key()[0]) if len(self.heap) >= self.n else self.floor
+
     def _prunable(self, bound: int, prefix: tuple[int, ...]) -> bool:
+        if bound < self.floor:
+            return True  # n real assignments score at least the floor (warm_start)
         if len(self.heap) < self.n:
             return False
         worst_correct, worst_ranks = self._worst_key()
@@ -154,6 +165,9 @@ class _AccuracyBranchAndBound:
         if self.num_classes - m == 3:
             self._search_last_three(ranks, used, fixed, open_sets, progress)
             return
+        if self.num_classes - m == 4:
+            self._search_four_open(ranks, used, fixed, open_sets, progress)
+            return
         free, bounds, child_fixed, child_open = self._children(m, ranks, used, fixed, open_sets)
         self.expanded += 1
         if free.size == 0:
@@ -180,7 +194,7 @@ class _AccuracyBranchAndBound:
         scores = exact_pair_scores(self, ranks, fixed, open_sets, used)
         self.expanded += 1
         self.bounded += scores.size
-        floor = self._worst_key()[0] if len(self.heap) >= self.n else 0
+        floor = self._threshold()
         first, second = np.nonzero(scores >= floor)
         values = scores[first, second]
         for j in np.lexsort((second, first, -values)):
@@ -189,12 +203,42 @@ class _AccuracyBranchAndBound:
                 break  # key order and a rising threshold: no later completion can enter either
             self._offer(int(values[j]), prefix)
 
-    def _search_last_three(self, ranks, used, fixed, open_sets, progress=None) -> None:
-        """Three classes open: the children's bounds come from the pairwise relaxation (last_classes)."""
+    def _search_four_open(self, ranks, used, fixed, open_sets, progress=None) -> None:
+        """Four classes open: every child (a word for class m) is a node with three open classes. Their
+        triangle bounds come in one batch (triangle_batch), so the children are ordered and pruned by
+        those instead of the per-group bound, which prunes almost nothing at this depth."""
         m = len(ranks)
-        bounds = triangle_bounds(triangle_potentials(self, ranks, fixed, open_sets, used), m)
+        free, bounds, child_fixed, child_open = self._children(m, ranks, used, fixed, open_sets)
         self.expanded += 1
-        self.bounded += bounds.size
+        if free.size == 0:
+            return
+        self.bounded += free.size
+        alive = np.nonzero(bounds >= self._threshold())[0]  # the per-group bound still prunes some
+        free, bounds = free[alive], bounds[alive]
+        child_fixed = [bits[alive] for bits in child_fixed]
+        child_open = [bits[alive] for bits in child_open]
+        grandchild_bounds = child_triangle_bounds(self, ranks, free, child_fixed, child_open)
+        self.bounded += grandchild_bounds.size
+        node_bounds = np.minimum(bounds, grandchild_bounds.max(axis=1, initial=-1))
+        for j in np.lexsort((free, -node_bounds)):
+            b, bound = int(free[j]), int(node_bounds[j])
+            prefix = ranks + (b,)
+            if bound < 0 or self._prunable(bound, prefix):
+                break  # key order and a rising threshold: the rest fail too
+            next_open = [None] * (m + 1) + [bits[j] for bits in child_open]
+            self._search_last_three(prefix, used | {self.candidates[m][b]}, [bits[j] for bits in child_fixed],
+                                    next_open, bounds=grandchild_bounds[j])
+            if progress is not None and m == 0:
+                progress.update(1)
+
+    def _search_last_three(self, ranks, used, fixed, open_sets, progress=None, bounds=None) -> None:
+        """Three classes open: the children's bounds come from the pairwise relaxation (last_classes),
+        or are given (computed in a batch by the parent)."""
+        m = len(ranks)
+        if bounds is None:
+            bounds = triangle_bounds(triangle_potentials(self, ranks, fixed, open_sets, used), m)
+            self.bounded += bounds.size
+        self.expanded += 1
         for b in np.lexsort((np.arange(bounds.size), -bounds)):
             b, bound = int(b), int(bounds[b])
             prefix = ranks + (b,)
@@ -209,6 +253,7 @@ class _AccuracyBranchAndBound:
     def run(self, n: int, progress: bool = False) -> list[Assignment]:
         self.n = n
         self.heap: list = []
+        self.floor = score_floor(self, n)  # no n-th best can score less (warm_start)
         self.expanded = 0  # nodes whose children were bounded
         self.bounded = 0  # child bounds computed
         open_sets = [np.broadcast_to(self.everyone[g], (len(self.candidates[g]), self.group_words[g])).copy()

@@ -1,0 +1,139 @@
+"""Step 2, accuracy: the pairwise (triangle) bound of `last_classes` for every child of a node with four
+classes open, in one batch.
+
+On real log-probs the per-group bound of `branch_and_bound` prunes almost nothing while four or more
+classes are open (SmolLM2 SST-5: ~97 of 99 children of every class-0 node survive it), so nearly every
+node with three classes open is visited and bounded by the triangle relaxation. Doing that node by node
+costs a few dozen numpy calls on [k, k] arrays per node; here the children b of class m (the last class
+fixed before the triangle) share one set of calls on [B, k, k] arrays, and the parent can order and prune
+its children by their triangle bounds before descending.
+
+The bound is the same as `triangle_potentials` + `triangle_bounds` computed at each child (tests check
+equality): phi_xy = 2 x (fixed-class examples that both open words leave right) + 3 x (open-class
+examples won in the pair), the three chains' maxima summed, divided by 12.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_BITS = 64
+_CHUNK = 1 << 21  # batch elements x k_x x k_y per pass: bounds the memory of the [B, k, k] tables
+
+
+def _packed_fixed_bits(search, ranks, child_fixed, m: int, batch: np.ndarray, c: int) -> np.ndarray:
+    """[B, k_c, words]: per child and per candidate of open class c, the examples of the fixed classes
+    (0..m, class m fixed to the child's word) still right that the candidate does not beat. Small groups
+    share a word (shifted), as in `last_classes._fixed_bits`."""
+    columns, shared, free_bits = [], None, 0
+    for g in range(m + 1):
+        rows = search.beaten_by[g][c][ranks[g]] if g < m else search.beaten_by[g][c][batch]  # [k_c, W] / [B, k_c, W]
+        part = child_fixed[g][:, None, :] & rows
+        size = search.group_sizes[g]
+        if part.shape[-1] > 1:
+            columns.append(part)
+        elif shared is not None and size <= free_bits:
+            shared |= part << np.uint64(_BITS - free_bits)
+            free_bits -= size
+        else:
+            shared = part.copy()
+            columns.append(shared)
+            free_bits = _BITS - size
+    return np.concatenate(columns, axis=2)
+
+
+def _narrow(bits: np.ndarray, width: int) -> np.ndarray:
+    """The same bits in the narrowest unsigned type that holds `width` bits: the [B, k, k] passes are
+    bound by memory traffic, and 16 examples per class fit in far less than 64 bits."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if width <= np.dtype(dtype).itemsize * 8:
+            return bits.astype(dtype)
+    return bits
+
+
+def _pair_table(search, fixed_bits, open_sets, used_rows, x: int, y: int, dtype) -> np.ndarray:
+    """phi_xy for every child: [B, k_x, k_y] of `dtype`, _excluded(dtype) where the pair shares a word
+    or uses a word of a fixed class (used_rows[c]: [B, k_c] bool)."""
+    from .last_classes import _open_pair_table
+
+    table, shift = _open_pair_table(search, x, y)
+    fixed_x, fixed_y = fixed_bits[x], fixed_bits[y]
+    if fixed_x.shape[2] == 1:
+        width = int(max(fixed_x.max(initial=0), fixed_y.max(initial=0))).bit_length()
+        fixed_x, fixed_y = _narrow(fixed_x, width), _narrow(fixed_y, width)
+    phi = np.zeros((fixed_x.shape[0], table.shape[0], table.shape[1]), dtype=dtype)
+    for word in range(fixed_x.shape[2]):
+        phi += np.bitwise_count(fixed_x[:, :, None, word] & fixed_y[:, None, :, word])
+    phi *= 2
+    if shift is None:
+        wx = open_sets[x].shape[2]
+        for w in range(table.shape[2]):
+            own = open_sets[x][:, :, None, w] if w < wx else open_sets[y][:, None, :, w - wx]
+            phi += 3 * np.bitwise_count(table[None, :, :, w] & own).astype(dtype)
+    else:
+        width = search.group_sizes[x] + search.group_sizes[y]
+        bits = _narrow(open_sets[x][:, :, None, 0], width) | _narrow(open_sets[y][:, None, :, 0] << np.uint64(shift), width)
+        bits &= _narrow(table[None, :, :, 0], width)
+        opened = np.bitwise_count(bits)
+        opened *= 3  # at most 3 x 64 < 256
+        phi += opened
+    excluded = _excluded(dtype)
+    rows, columns = _shared_words(search, x, y)
+    phi[:, rows, columns] = excluded
+    batch, row = np.nonzero(used_rows[x])
+    phi[batch, row, :] = excluded
+    batch, column = np.nonzero(used_rows[y])
+    phi[batch, :, column] = excluded
+    return phi
+
+
+def _excluded(dtype) -> int:
+    """A quarter of the type's range below zero: the [B, k, k] sums add at most two phi values (no
+    wrap), and with _phi_dtype's margin a bound with an excluded term stays negative (final sum in int64)."""
+    return -(np.iinfo(dtype).max // 4)
+
+
+def _shared_words(search, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays of the (a_x, a_y) pairs that are the same word (built once per class pair)."""
+    cache = search.open_pair_tables.setdefault("shared", {})
+    if (x, y) not in cache:
+        cache[(x, y)] = np.nonzero(~search.distinct_pairs[x][y])
+    return cache[(x, y)]
+
+
+def _phi_dtype(search) -> type:
+    """int16 when six phi values (each at most 3 N) stay well below its excluded value, else int32."""
+    return np.int16 if 18 * search.num_examples < np.iinfo(np.int16).max // 4 else np.int32
+
+
+def _used_rows(search, ranks, m: int, batch: np.ndarray, c: int) -> np.ndarray:
+    """[B, k_c]: candidates of open class c whose word a fixed class holds (the prefix's or the child's)."""
+    tokens = search.token_ids[c]
+    prefix = {int(search.token_ids[g][ranks[g]]) for g in range(m)}
+    common = np.isin(tokens, list(prefix)) if prefix else np.zeros(tokens.size, dtype=bool)
+    return common[None, :] | (tokens[None, :] == search.token_ids[m][batch][:, None])
+
+
+def child_triangle_bounds(search, ranks: tuple[int, ...], batch: np.ndarray, child_fixed, child_open) -> np.ndarray:
+    """[B, k_{m+1}]: for each child b = batch[j] of the node `ranks` (m = len(ranks) classes fixed, four
+    open), the triangle bound of each word of class m+1 given (ranks, b); negative where excluded.
+    child_fixed[g] (g <= m): [B, W_g]; child_open: the children's open sets of classes m+1..m+3, [B, k, W]."""
+    m = len(ranks)
+    u, v, w = m + 1, m + 2, m + 3
+    per_child = max(1, len(search.candidates[u]) * max(len(search.candidates[v]), len(search.candidates[w])))
+    step = max(1, _CHUNK // per_child)
+    out = []
+    for start in range(0, batch.size, step):
+        part = batch[start:start + step]
+        fixed = [bits[start:start + step] for bits in child_fixed]
+        open_sets = {c: bits[start:start + step] for c, bits in zip((u, v, w), child_open)}
+        fixed_bits = {c: _packed_fixed_bits(search, ranks, fixed, m, part, c) for c in (u, v, w)}
+        used = {c: _used_rows(search, ranks, m, part, c) for c in (u, v, w)}
+        dtype = _phi_dtype(search)
+        uv = _pair_table(search, fixed_bits, open_sets, used, u, v, dtype)
+        uw = _pair_table(search, fixed_bits, open_sets, used, u, w, dtype)
+        vw = _pair_table(search, fixed_bits, open_sets, used, v, w, dtype)
+        centred_u = uv.max(axis=2) + uw.max(axis=2)
+        centred_v = (uv + vw.max(axis=2)[:, None, :]).max(axis=2)
+        centred_w = (uw + vw.max(axis=1)[:, None, :]).max(axis=2)
+        out.append((centred_u.astype(np.int64) + centred_v + centred_w) // 12)
+    return np.concatenate(out, axis=0) if out else np.zeros((0, len(search.candidates[u])), dtype=np.int32)
