@@ -22,6 +22,9 @@ of `--test-limit` sentences, saved as results/<name>_accuracy.md:
     python benchmarks/bench_speed.py --accuracy-tasks sst2 cr --seeds 13 21 42 87 100 --precision fp32 bf16 \
         --test-limit 200
 
+With `--micro-batching` it compares training batches run whole against micro-batches of similar length
+(results/<name>.md): `python benchmarks/bench_speed.py --micro-batching --steps 6 --name speed_micro_batches`
+
 The memory part runs in a fresh process (so its peak is its own): `--evaluations` evaluations through
 `PromptEvaluator.evaluate_with`, as the search runs them, with the resident set (VmRSS) after each and
 the process peak (VmHWM).
@@ -325,6 +328,78 @@ def accuracy_runs(args) -> None:
     save(f"{args.name}_accuracy", "\n".join(lines), {"rows": rows, "args": vars(args)})
 
 
+def micro_batching_runs(args) -> None:
+    """CPU seconds of forward + backward for the same training batches run whole and as micro-batches
+    of similar length (`backward_batch` with each `--overheads` value; 'off' = one padded batch), with
+    and without random demonstrations, and the gradient's largest relative difference from 'off'."""
+    from autoprompt_search.demonstrations import DemonstrationConfig, DemonstrationSampler
+    from autoprompt_search.training import PromptClassifier
+    from autoprompt_search.training.micro_batches import padded_tokens, plan_micro_batches
+
+    task = get_task("sst2")
+    train = load_split(task, "train", k=16, seed=13)
+    backbone = load_backbone(args.model, device="cpu", max_length=128)
+    backbone.train(False)  # no dropout in SmolLM2 anyway; keeps both paths the same function
+    model = backbone.model
+    overheads = [None if o == "off" else float(o) for o in args.overheads]
+    rows = []
+    for demos in ("off", "random"):
+        sampler = None
+        if demos == "random":
+            sampler = DemonstrationSampler.from_config(train, task, DemonstrationConfig(mode="random"),
+                                                       show_progress=False)
+        classifier = PromptClassifier.build(backbone, task, task.template, task.label_words, sampler=sampler)
+        prompt, max_length = classifier.prompt, classifier.max_length
+        rng = random.Random(13)
+        batches = []
+        for _ in range(args.steps + 1):  # the first is a warm-up
+            indices = rng.sample(range(len(train)), args.batch_size)
+            examples = [train[i] for i in indices]
+            encoded = [trainer_module._encode(backbone, e, prompt,
+                                              prompt.demonstrations(e, i, rng) if prompt.demonstrations else (),
+                                              max_length, cached=False) for i, e in zip(indices, examples)]
+            batches.append((encoded, examples))
+        reference = None
+        for overhead in overheads:
+            seconds, padded, real, groups, worst = [], [], [], [], 0.0
+            for index, (encoded, examples) in enumerate(batches):
+                model.zero_grad(set_to_none=True)
+                start = clock()
+                trainer_module.backward_batch(backbone, task, prompt, encoded, examples, overhead_tokens=overhead)
+                elapsed = clock() - start
+                lengths = [trainer_module.encoded_length(item) for item in encoded]
+                plan = plan_micro_batches(lengths, overhead)
+                if index == 1:  # gradient check on the first timed batch
+                    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+                    if reference is None:
+                        reference = grads
+                    worst = float((grads - reference).norm() / reference.norm())
+                if index:
+                    seconds.append(elapsed)
+                    padded.append(padded_tokens(lengths, plan))
+                    real.append(sum(lengths))
+                    groups.append(len(plan))
+            model.zero_grad(set_to_none=True)
+            rows.append({"demonstrations": demos, "overhead_tokens": overhead, "seconds": statistics.fmean(seconds),
+                         "padded_tokens": statistics.fmean(padded), "real_tokens": statistics.fmean(real),
+                         "micro_batches": statistics.fmean(groups), "gradient_relative_difference": worst})
+            print(rows[-1], flush=True)
+    lines = [f"Model {args.model}, SST-2 k=16 seed 13, manual prompt, batch {args.batch_size}, {args.threads} "
+             f"thread(s), fp32; mean CPU seconds of forward + backward over the same {args.steps} training batches "
+             "(after a warm-up batch), per way of splitting them. 'off': one batch padded to its longest prompt; "
+             "a number: micro-batches of similar length chosen to minimise padded tokens + that many tokens per "
+             "extra micro-batch (training/micro_batches.py).", "",
+             "| demonstrations | split (overhead tokens) | micro-batches | real tokens | padded tokens | "
+             "forward+backward s | vs off | gradient rel. diff. vs off |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        base = next(r for r in rows if r["demonstrations"] == row["demonstrations"] and r["overhead_tokens"] is None)
+        split = "off" if row["overhead_tokens"] is None else f"{row['overhead_tokens']:g}"
+        lines.append(f"| {row['demonstrations']} | {split} | {row['micro_batches']:.1f} | {row['real_tokens']:.0f} | "
+                     f"{row['padded_tokens']:.0f} | {row['seconds']:.2f} | {row['seconds'] / base['seconds']:.2f}x | "
+                     f"{row['gradient_relative_difference']:.1e} |")
+    save(args.name, "\n".join(lines), {"rows": rows, "args": vars(args)})
+
+
 def report(data: dict) -> str:
     peak = data["matmul_peak_gflops"]
     lines = [f"Model {data['model']}, SST-2 k=16 seed 13, manual prompt, batch {data['batch_size']}, "
@@ -395,6 +470,10 @@ def main() -> None:
                         help="skip the end-to-end fine_tune runs (the memory sequence times whole evaluations too)")
     parser.add_argument("--memory-only", action="store_true", help="only the memory sequence (in a fresh process)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--micro-batching", action="store_true",
+                        help="instead of the phases: whole vs length-grouped micro-batches (--overheads)")
+    parser.add_argument("--overheads", nargs="+", default=["off", "0", "24", "64"],
+                        help="micro-batch overheads in tokens to compare ('off': no splitting)")
     args = parser.parse_args()
     global clock
     clock = CLOCKS[args.clock]
@@ -411,6 +490,9 @@ def main() -> None:
         args.tuning = None
     if args.accuracy_tasks:
         accuracy_runs(args)
+        return
+    if args.micro_batching:
+        micro_batching_runs(args)
         return
     if args.memory_only:
         memory = run_memory_child(args)

@@ -24,6 +24,7 @@ from ..errors import UserError
 from .config import TrainConfig
 from .encodings import encoding_cache
 from .metrics import compute_metrics
+from .micro_batches import DEFAULT_OVERHEAD_TOKENS, plan_micro_batches
 from .precision import precision_context
 from ..tasks import Example, TaskSpec
 from ..prompts import Prompt
@@ -52,6 +53,7 @@ class TrainResult:
     seconds_per_step: float = 0.0
     history: list[tuple[int, float]] = field(default_factory=list)
     learning_rates: list[float] = field(default_factory=list)  # the rate each step was taken with
+    start_dev: EvalResult | None = None  # dev result of the weights before the first step
 
 
 def set_seed(seed: int) -> None:
@@ -163,6 +165,30 @@ def content_free_calibration(backbone, task: TaskSpec, prompt: Prompt, *, max_le
     return torch.log_softmax(scores.float(), -1).cpu().numpy()[0]
 
 
+def encoded_length(item) -> int:
+    """Tokens a prompt occupies in a padded batch: its input, plus each label word's continuation
+    after the first token for causal models."""
+    return len(item.input_ids) + sum(max(0, len(c) - 1) for c in item.continuations)
+
+
+def backward_batch(backbone, task: TaskSpec, prompt: Prompt | None, encoded: Sequence, examples: Sequence[Example], *,
+                   precision: str = "fp32", overhead_tokens: float | None = DEFAULT_OVERHEAD_TOKENS) -> float:
+    """Accumulate the gradient of the batch's mean loss and return that loss. The batch runs as
+    micro-batches of similar length (`plan_micro_batches`; `overhead_tokens=None`: as one batch),
+    each contributing its summed loss / batch size, which adds up to the gradient of the mean."""
+    verbalizer = prompt.verbalizer if prompt else None
+    groups = plan_micro_batches([encoded_length(item) for item in encoded], overhead_tokens)
+    total = 0.0
+    for group in groups:
+        with precision_context(precision, backbone.device):
+            scores = _scores(backbone, [encoded[i] for i in group], verbalizer)
+        targets = _gold_targets(task, [examples[i] for i in group], scores.device)
+        loss = prompt_loss(task, scores, targets) * (len(group) / len(encoded))
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 def _snapshot(model, initial_state: dict | None = None) -> dict:
     """A copy of what training can change: the trainable parameters (frozen weights, e.g. the base
     model under LoRA, cannot change). With `initial_state` (the weights the model holds now, by
@@ -184,12 +210,15 @@ def _restore(model, snapshot: dict) -> None:
 
 def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[Example],
               dev: Sequence[Example] | None, config: TrainConfig, *, test: Sequence[Example] | None = None,
-              progress: bool = True, desc: str = "fine-tune", initial_state: dict | None = None) -> TrainResult:
+              progress: bool = True, desc: str = "fine-tune", initial_state: dict | None = None,
+              start_dev: EvalResult | None = None) -> TrainResult:
     """Fine-tune `backbone` in place (prompt-based when `prompt` is given, else through its
     classification head) and return dev/test results of the best checkpoint on dev, the untrained
     model included (`config.eval_at_start`): `best_step` says which step the results came from.
     `initial_state`: a state dict equal to the model's weights now (a caller that keeps the pretrained
-    weights anyway passes them), so that the step-0 checkpoint is not copied again; never modified."""
+    weights anyway passes them), so that the step-0 checkpoint is not copied again; never modified.
+    `start_dev`: the dev result of the weights as they are now, when the caller already has it (a
+    zero-shot evaluation of the same prompt and seed), so that step 0 is not scored again."""
     config.validate()
     if not train:
         raise UserError(f"no training examples for {task.name}")
@@ -213,7 +242,8 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
         best_step = 0
     start = time.perf_counter()
     if dev and config.steps and config.eval_at_start:
-        result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
+        result = start_dev if start_dev is not None else evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
+        start_dev = result
         history.append((0, result.main))
         best_score, best_step, best_result, best_state = result.main, 0, result, _snapshot(model, initial_state)
     train_seconds = 0.0
@@ -232,17 +262,14 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
                 demos = prompt.demonstrations(example, i, rng)  # fresh demonstrations every time
             # Fresh demonstrations make every training prompt new: caching them would only evict the dev set.
             encoded.append(_encode(backbone, example, prompt, demos, config.max_length, cached=not demos))
-        with precision_context(precision, backbone.device):
-            scores = _scores(backbone, encoded, prompt.verbalizer if prompt else None)
-        loss = prompt_loss(task, scores, _gold_targets(task, examples, scores.device))
-        loss.backward()
+        loss = backward_batch(backbone, task, prompt, encoded, examples, precision=precision)
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         learning_rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(loss)
         train_seconds += time.perf_counter() - step_start
         if dev and (step % config.eval_every == 0 or step == config.steps):
             result = evaluate(backbone, task, prompt, dev, desc="dev", **eval_kwargs)
@@ -264,4 +291,4 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
     test_result = evaluate(backbone, task, prompt, test, desc="test", progress=progress, **eval_kwargs) if test else None
     return TrainResult(dev_result, test_result, best_step if dev else config.steps, config.steps, losses,
                        time.perf_counter() - start, train_seconds / max(1, config.steps), history,
-                       learning_rates)
+                       learning_rates, start_dev)
