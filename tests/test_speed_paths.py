@@ -225,3 +225,45 @@ def test_joblib_workers_run_with_their_share_of_the_cores():
     threads = list(JoblibExecutor(n_jobs=2).map_unordered(_torch_threads, range(4)))
     assert threads and all(2 * t <= max(cores, 2) for t in threads)
     assert all(t == max(1, cores // 2) for t in threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# step-0 dev results reused from the zero-shot rung
+
+
+def test_fine_tuning_after_a_zero_shot_evaluation_does_not_score_step_0_again(tiny_causal_folder, tmp_path,
+                                                                           monkeypatch):
+    from autoprompt_search.search import PromptEvaluator
+    from autoprompt_search.training import trainer as trainer_module
+
+    from test_search import search_options, write_toy_lmbff
+
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13, 21))
+    settings = search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13, 21)).settings()
+    calls = []
+    original = trainer_module.evaluate
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: calls.append(1) or original(*a, **k))
+    candidate = {"template": SST2.template, "label_words": {"0": "awful", "1": "wonderful"}, "demonstrations": "off"}
+
+    def fine_tuned(evaluator, state, seed):
+        calls.clear()
+        outcome = evaluator.evaluate_with(state, candidate, seed, 4)
+        return outcome, len(calls)
+
+    cold_evaluator = PromptEvaluator(settings)
+    cold_state = cold_evaluator.load_state()
+    cold, cold_calls = fine_tuned(cold_evaluator, cold_state, 13)
+
+    evaluator = PromptEvaluator(settings)
+    state = evaluator.load_state()
+    zero_shot = evaluator.evaluate_with(state, candidate, 13, 0)
+    warm, warm_calls = fine_tuned(evaluator, state, 13)
+    assert warm_calls == cold_calls - 1  # step 0 came from the zero-shot evaluation
+    assert (warm.dev_metric, warm.extra) == (cold.dev_metric, cold.extra)
+    if warm.extra["best_step"] == 0:
+        assert warm.dev_metric == zero_shot.dev_metric
+    # Another seed is another dev split: nothing to reuse, and a second fine-tuning of seed 13 reuses again.
+    _, other_calls = fine_tuned(evaluator, state, 21)
+    assert other_calls == cold_calls
+    _, again_calls = fine_tuned(evaluator, state, 13)
+    assert again_calls == cold_calls - 1

@@ -9,6 +9,8 @@ of the dev metric in the race, and how many dev/test examples each metric was co
 """
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,6 +33,12 @@ class _State:
     task: TaskSpec
     splits: dict = field(default_factory=dict)
     samplers: dict = field(default_factory=dict)
+    # Dev results of the pretrained weights per (candidate, seed): a zero-shot rung computes the same
+    # result that every later fine-tuning of that candidate and seed scores at step 0.
+    start_dev: "OrderedDict[str, Any]" = field(default_factory=OrderedDict)
+
+
+START_DEV_ENTRIES = 512  # a few kB each (class scores of a dev split): bounded all the same
 
 
 class PromptEvaluator(LazyEvaluator):
@@ -113,16 +121,20 @@ class PromptEvaluator(LazyEvaluator):
         classifier = self.classifier_for(state, candidate, seed)
         config = TrainConfig.from_dict({**self.settings.train, "steps": steps, "seed": seed,
                                         "eval_every": max(1, min(self.settings.train.get("eval_every", 8), steps or 1))})
+        start_key = json.dumps([candidate, seed], sort_keys=True, default=str)
         if steps == 0:
             if classifier.sampler is not None:  # filtered mode: embed every query in one pass, as training does
                 classifier.sampler.prepare_queries([*train, *dev, *(test or [])])
             dev_result = classifier.evaluate(dev, batch_size=config.eval_batch_size, precision=config.precision)
+            _remember(state.start_dev, start_key, dev_result)
             test_result = (classifier.evaluate(test, batch_size=config.eval_batch_size, precision=config.precision)
                            if test else None)
             ran = best_step = 0
         else:
             # The pristine weights it was just restored to: the step-0 checkpoint needs no copy of its own.
-            result = classifier.fit(train, dev, config, test=test, progress=False, initial_state=state.pristine)
+            result = classifier.fit(train, dev, config, test=test, progress=False, initial_state=state.pristine,
+                                    start_dev=state.start_dev.get(start_key))
+            _remember(state.start_dev, start_key, result.start_dev)
             dev_result, test_result, ran, best_step = result.dev, result.test, result.steps, result.best_step
         # best_step: the checkpoint the metrics come from (0 when fine-tuning never beat the start).
         extra = {"dev_metrics": dev_result.metrics, "steps": ran, "best_step": best_step,
@@ -141,6 +153,15 @@ class PromptEvaluator(LazyEvaluator):
 
     def _wants_test(self, steps: int) -> bool:
         return self.settings.test_at_steps is not None and steps == self.settings.test_at_steps
+
+
+def _remember(memory: OrderedDict, key: str, result) -> None:
+    if result is None:
+        return
+    memory[key] = result
+    memory.move_to_end(key)
+    while len(memory) > START_DEV_ENTRIES:
+        memory.popitem(last=False)
 
 
 def continuous_score(task: TaskSpec, result: Any, examples: Sequence[Example]) -> tuple[str, float | None]:
