@@ -30,6 +30,7 @@ from autoprompt_search.search import (
     top_candidates,
 )
 from synthetic import SyntheticEvaluator
+from autoprompt_search.search.strategies import total_training_steps
 
 SEEDS = (13, 21, 42, 87, 100)
 
@@ -351,3 +352,17 @@ def test_failing_evaluation_propagates_and_keeps_finished_results(tmp_path):
     with pytest.raises(RuntimeError, match="out of memory"):
         run_search(pool, Exhaustive(0, (1,)), evaluate, board, "c", progress=False)
     assert {r.candidate_id for r in board.rows()} == set(ids[:2])
+
+
+def test_a_rung_that_would_leave_one_survivor_becomes_final_when_that_is_cheaper():
+    # 15 candidates, the default budget: 5 at 8 steps, then 2 at 24 would leave one to train again
+    # at 32; 2 at 32 costs fewer steps, so that rung is the final one.
+    strategy = SuccessiveHalving(min_steps=8, max_steps=32, seeds=(13, 21), eta=3)
+    rungs = strategy.plan(15)
+    assert [(r.n_candidates, r.steps, len(r.seeds)) for r in rungs] == [(15, 0, 1), (5, 8, 2), (2, 32, 2)]
+    assert total_training_steps(rungs) == 5 * 8 * 2 + 2 * 32 * 2
+    # Promoting 3 candidates at 90 steps to 500 would cost more than training the winner again: kept.
+    wide = SuccessiveHalving(min_steps=10, max_steps=500, seeds=SEEDS, eta=3).plan(81)
+    assert [r.n_candidates for r in wide] == [81, 27, 9, 3, 1]
+    # The zero-shot rung is never promoted to a full fine-tuning of every candidate.
+    assert [(r.n_candidates, r.steps) for r in strategy.plan(3)] == [(3, 0), (1, 32)]

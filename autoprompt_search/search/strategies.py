@@ -98,7 +98,8 @@ class SuccessiveHalving:
     Each later rung keeps exactly ceil(n / eta) candidates (ties by the continuous dev score, then id), multiplies the
     steps by eta (the first fine-tuning rung after zero-shot uses `min_steps`), capped at
     `max_steps`, and multiplies the number of seeds by eta. The last rung is always `max_steps`
-    on all seeds; when one candidate is left the plan jumps straight to it.
+    on all seeds; when one candidate is left the plan jumps straight to it, and a rung that would
+    leave one survivor becomes the last rung when that costs no more steps (`_cheaper_as_final`).
     """
 
     min_steps: int
@@ -145,7 +146,7 @@ class SuccessiveHalving:
         for index, steps in enumerate(schedule):
             if n_active == 0:
                 break
-            is_last = index == len(schedule) - 1 or n_active == 1
+            is_last = index == len(schedule) - 1 or n_active == 1 or self._cheaper_as_final(steps, index, n_active)
             if is_last:
                 rungs.append(Rung(index, self.max_steps, self.seeds, n_active))
                 break
@@ -153,6 +154,16 @@ class SuccessiveHalving:
             rungs.append(Rung(index, steps, self.seeds[:n_seeds], n_active))
             n_active = math.ceil(n_active / self.eta)
         return rungs
+
+    def _cheaper_as_final(self, steps: int, index: int, n_active: int) -> bool:
+        """A fine-tuning rung whose single survivor would then be trained again at the full budget
+        becomes the final rung itself when that costs no more training steps: e.g. 2 candidates at
+        24 steps then 1 at 32 (80 steps per seed) against 2 at 32 (64), every finalist with a full result."""
+        if steps == 0 or math.ceil(n_active / self.eta) != 1:
+            return False
+        n_seeds = min(len(self.seeds), int(self.min_seeds * self.eta ** index))
+        as_planned = n_active * steps * n_seeds + self.max_steps * len(self.seeds)
+        return n_active * self.max_steps * len(self.seeds) <= as_planned
 
     def select(self, rung: Rung, scores: Mapping[str, float],
                tie_scores: Mapping[str, float | None] | None = None) -> list[str]:
