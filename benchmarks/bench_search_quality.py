@@ -4,14 +4,17 @@ fine-tuned with the same final budget, per task, on the full test sets.
     OMP_NUM_THREADS=1 python benchmarks/bench_search_quality.py --model smollm2-135m \\
         --tasks SST-2 SST-5 MR CR TREC RTE MRPC CoLA --seeds 13 21 42
 
-For each task: `run_pipeline` with the default `SearchOptions` (only task, model, seeds, output folder,
-test sample and `--ensemble-size`, 3 here, changed) in runs/quality/<model>/<task>/, whose leaderboard resumes by itself; then the
+For each task and seed (`--protocol per-seed`, the default, as LM-BFF and the tool's one-seed default do: a
+search per k-shot split): `run_pipeline` with the default `SearchOptions` (only task, model, seed, output
+folder, test sample and `--ensemble-size`, 3 here, changed) in runs/quality/<model>/<task>/seed<seed>/,
+whose leaderboard resumes by itself; its pick's test metric on that seed is the search's score for the
+seed. `--protocol pooled` runs one search over all seeds instead (runs/quality/<model>/<task>/). Then the
 manual prompt, evaluated per seed by the search's own evaluator (`PromptEvaluator`) at the final
 budget, so both sides are trained and scored by the same code. Reported per task: manual, the search's
 pick and (when the search made one) its ensemble, each as mean (std) over seeds; the picked template
 and words; and the compute the search used (evaluations, training steps, wall seconds).
 
-Units of work (a task's search, a task's manual seed) are saved to results/<name>.json as they finish;
+Units of work (a task's search per seed or pooled, a task's manual seed) are saved to results/<name>.json as they finish;
 the same command continues where a stopped run left off. Until every unit is done the table says
 "partial" and lists what is missing. Targets (issue 14): the pick within 1 point of manual on every
 task and above it on at least half; the ensemble at least the best single candidate.
@@ -45,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--test-limit", type=int, default=None,
                         help=f"score a seeded sample of N test examples where the set is larger (N >= {LARGE_TEST})")
     parser.add_argument("--ensemble-size", type=int, default=3, help="the search's --ensemble-size (0: none)")
+    parser.add_argument("--protocol", choices=("per-seed", "pooled"), default="per-seed",
+                        help="a search per seed (LM-BFF; the default) or one search over all seeds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out-root", default="runs/quality")
@@ -63,11 +68,47 @@ def load_state(path: Path, args) -> dict:
     return resumable_state(path, settings_of(args), {"tasks": {}})
 
 
-def search_options(args, task_name: str) -> SearchOptions:
+def search_options(args, task_name: str, seed: int | None = None) -> SearchOptions:
+    """The search of one seed (per-seed protocol) or of all seeds (seed None: pooled)."""
     out = Path(args.out_root) / Path(args.model).name / task_name.lower()  # a folder model by its name
-    return SearchOptions(task=task_name, model=args.model, seeds=tuple(args.seeds), out=str(out),
-                         data_dir=args.data_dir, test_limit=args.test_limit, progress=False,
+    if seed is not None:
+        out = out / f"seed{seed}"
+    return SearchOptions(task=task_name, model=args.model, seeds=(seed,) if seed is not None else tuple(args.seeds),
+                         out=str(out), data_dir=args.data_dir, test_limit=args.test_limit, progress=False,
                          ensemble_size=args.ensemble_size)
+
+
+def search_units(args) -> list[int | None]:
+    return list(args.seeds) if args.protocol == "per-seed" else [None]
+
+
+def merged_search(entry: dict, args) -> dict | None:
+    """One summary per task: the pooled search's, or the per-seed searches' joined (their picks' test
+    per seed, their compute summed, the picked prompts listed per seed). None until all are done."""
+    if args.protocol == "pooled":
+        return entry.get("search")
+    searches = entry.get("searches", {})
+    if not all(str(seed) in searches for seed in args.seeds):
+        return None
+    parts = [searches[str(seed)] for seed in args.seeds]
+    merged = {"pick": {"test_per_seed": {}, "prompts": []},
+              "evaluations": sum(p["evaluations"] for p in parts), "train_steps": sum(p["train_steps"] for p in parts),
+              "wall_seconds": sum(p["wall_seconds"] for p in parts)}
+    ensembles = {}
+    for seed, part in zip(args.seeds, parts):
+        merged["pick"]["test_per_seed"][str(seed)] = part["pick"]["test_per_seed"].get(str(seed),
+                                                                                      part["pick"]["test_per_seed"].get(seed))
+        merged["pick"]["prompts"].append((seed, part["pick"]))
+        if "ensemble" in part:
+            ensembles[str(seed)] = next(iter(part["ensemble"]["test_per_seed"].values()))
+    if len(ensembles) == len(parts):
+        merged["ensemble"] = {"test_per_seed": ensembles}
+    return merged
+
+
+def prompt_text(pick: dict) -> str:
+    return (f"`{pick['template']}` {json.dumps(pick['label_words'])}"
+            + (f" demos={pick['demonstrations']}" if pick.get("demonstrations", "off") != "off" else ""))
 
 
 def summarise_search(options: SearchOptions) -> dict:
@@ -121,7 +162,9 @@ def cell(values) -> str:
 
 
 def markdown(state: dict, args) -> str:
-    lines = [f"## Default search vs manual prompt, {args.model}, seeds {args.seeds}"
+    protocol = ("one search per seed, its pick scored on that seed" if args.protocol == "per-seed"
+                else "one search over all seeds")
+    lines = [f"## Default search vs manual prompt, {args.model}, seeds {args.seeds}, {protocol}"
              + ("" if len(args.seeds) >= 5 else " (first pass: fewer than 5 seeds)"), "",
              "Test metric mean (std) over seeds; manual = the task's manual prompt fine-tuned with the "
              "search's final budget by the same evaluator.", "",
@@ -131,10 +174,13 @@ def markdown(state: dict, args) -> str:
     for task_name in args.tasks:
         entry = state["tasks"].get(task_name, {})
         manual = entry.get("manual", {})
-        search = entry.get("search")
+        search = merged_search(entry, args)
         missing += [f"{task_name} manual seed {s}" for s in args.seeds if str(s) not in manual]
-        if search is None:
+        if args.protocol == "pooled" and search is None:
             missing.append(f"{task_name} search")
+        elif args.protocol == "per-seed":
+            missing += [f"{task_name} search seed {s}" for s in args.seeds
+                        if str(s) not in entry.get("searches", {})]
         manual_tests = [manual[str(s)]["test"] for s in args.seeds if str(s) in manual]
         pick_tests = list(search["pick"]["test_per_seed"].values()) if search else []
         ensemble = (search or {}).get("ensemble")
@@ -148,9 +194,12 @@ def markdown(state: dict, args) -> str:
             done_tasks += 1
             met_floor += delta >= -1.0
             wins += delta > 0
-        prompt = (f"`{search['pick']['template']}` {json.dumps(search['pick']['label_words'])}"
-                  + (f" demos={search['pick']['demonstrations']}" if search['pick']['demonstrations'] != "off" else "")
-                  if search else "-")
+        if search is None:
+            prompt = "-"
+        elif "prompts" in search["pick"]:
+            prompt = "<br>".join(f"{seed}: {prompt_text(pick)}" for seed, pick in search["pick"]["prompts"])
+        else:
+            prompt = prompt_text(search["pick"])
         compute = (f"{search['evaluations']} | {search['train_steps']} | {search['wall_seconds']:.0f}"
                    if search else "- | - | -")
         lines.append(f"| {task_name} | {cell(manual_tests)} | {cell(pick_tests)} | "
@@ -187,13 +236,20 @@ def main() -> None:
     save_state(path, state, args)
     for task_name in args.tasks:
         entry = state["tasks"].setdefault(task_name, {"manual": {}})
+        for seed in search_units(args):
+            options = search_options(args, task_name, seed)
+            done = entry.get("search") if seed is None else entry.setdefault("searches", {}).get(str(seed))
+            if done is None:
+                start = time.perf_counter()
+                run_pipeline(options)
+                summary = summarise_search(options)
+                summary["pipeline_seconds"] = time.perf_counter() - start
+                if seed is None:
+                    entry["search"] = summary
+                else:
+                    entry["searches"][str(seed)] = summary
+                save_state(path, state, args)
         options = search_options(args, task_name)
-        if entry.get("search") is None:
-            start = time.perf_counter()
-            run_pipeline(options)
-            entry["search"] = summarise_search(options)
-            entry["search"]["pipeline_seconds"] = time.perf_counter() - start
-            save_state(path, state, args)
         for seed in args.seeds:
             if str(seed) not in entry["manual"]:
                 entry["manual"][str(seed)] = manual_unit(options, seed)
