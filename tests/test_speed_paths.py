@@ -73,6 +73,20 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch, tiny_mlm, toy_sentime
     assert precision_module.resolve_precision("fp32", "cpu") == "fp32"
 
 
+def test_auto_precision_is_resolved_into_the_search_configuration(monkeypatch):
+    """The configuration hash records what was computed: "auto" on a CPU without native bf16 is the
+    fp32 configuration (its results are reused), and with native bf16 the bf16 one."""
+    def settings(flags, precision="auto"):
+        monkeypatch.setattr(precision_module, "read_cpu_flags", lambda: flags)
+        return SearchOptions(task="SST-2", device="cpu", precision=precision).settings()
+
+    assert settings({"avx2"}).train["precision"] == "fp32"
+    assert settings({"avx2"}) == settings({"avx2"}, "fp32")
+    assert settings({"avx512_bf16"}).train["precision"] == "bf16"
+    assert settings({"avx512_bf16"}) == settings({"avx2"}, "bf16")
+    assert settings({"avx512_bf16"}, "fp32").train["precision"] == "fp32"
+
+
 def test_a_bad_precision_is_a_user_error_naming_the_field():
     with pytest.raises(UserError, match="'precision'.*'fp16'"):
         TrainConfig(precision="fp16").validate()

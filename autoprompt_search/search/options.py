@@ -199,9 +199,22 @@ class SearchOptions:
         self.validate(source, origins=origins)
         return _check_search_inputs(self, _namer(source, origins))
 
+    def resolved_precision(self) -> str:
+        """"fp32" or "bf16": "auto" resolved for the device the search will run on, so that the
+        configuration hash says what was computed (a leaderboard moved to a machine without native
+        bf16 does not mix fp32 results into bf16 ones)."""
+        if self.precision != "auto":
+            return self.precision
+        import torch
+
+        from ..training import resolve_precision
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return resolve_precision("auto", device)
+
     def settings(self) -> EvaluatorSettings:
         train = TrainConfig(steps=self.max_steps, lr=self.lr, batch_size=self.batch_size, tuning=self.tuning,
-                            lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, precision=self.precision,
+                            lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, precision=self.resolved_precision(),
                             max_length=self.max_length, eval_every=max(1, min(TrainConfig.eval_every, self.min_steps)))
         task_file = self.task if self.task.endswith(".json") else None
         return EvaluatorSettings(task=self.task, model=self.model, data_dir=self.data_dir, k=self.k,
