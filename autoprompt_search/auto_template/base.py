@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..errors import UserError
-from ..tasks import Example, TaskSpec, get_task
+from ..tasks import Example, TaskSpec, first_words, get_task
 from .beam import _Candidate, _beam_search, _select_fast, _select_reference
 from .files import GeneratedTemplate
 from .formats import (
@@ -26,8 +26,9 @@ from .formats import (
 
 
 def _label_words_of(task: TaskSpec, examples: Sequence[Example], label_words: dict | None) -> list[str]:
-    """The label word of every training example (STS-B style regression: the low/high pole by score)."""
-    words = dict(task.label_words if label_words is None else label_words)
+    """The label word of every training example (STS-B style regression: the low/high pole by score);
+    a class with several words is generated around its first."""
+    words = first_words(task.label_words if label_words is None else label_words)
     if not examples:
         raise UserError(f"task {task.name}: template generation needs at least one training example")
     out = []
@@ -50,8 +51,8 @@ def _label_words_of(task: TaskSpec, examples: Sequence[Example], label_words: di
 
 
 def _class_words_of(task: TaskSpec, label_words: dict | None) -> list[str]:
-    """Every class's label word, in class order (STS-B style regression: the two poles)."""
-    words = dict(task.label_words if label_words is None else label_words)
+    """Every class's (first) label word, in class order (STS-B style regression: the two poles)."""
+    words = first_words(task.label_words if label_words is None else label_words)
     return [str(words.get(label, "")).strip() for label in task.labels]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import UserError
 
 from .common import add_model_arguments, add_task_arguments, check_model_arguments, read_templates, resolve_task
+from .task_prompt import template_origin
 
 
 def build_labels_parser(sub) -> None:
@@ -36,6 +37,7 @@ def run_labels(args) -> int:
     quiet_transformers()
     task = resolve_task(args.task)
     template = read_templates(args, task)[0]
+    origin = template_origin(task, bool(args.template))
     template.validate(num_sentences=task.num_sentences, num_labels=task.num_classes, demonstrations=False)
     train = load_split(task, "train", data_dir=args.data_dir, k=args.k, seed=args.seed)
     seed_words = parse_mapping_text(args.seed_words, source="--seed-words") if args.seed_words else None
@@ -50,6 +52,7 @@ def run_labels(args) -> int:
     result = search_label_words(backbone, task, template, train, k=args.label_k, n=args.n_mappings,
                                 seed_words=seed_words, neighbours=args.neighbours, ranking=args.label_ranking,
                                 whole_words=args.whole_words)
+    print(f"template: {template.to_lmbff()} ({origin})")
     records = []
     for rank, assignment in enumerate(result.assignments, start=1):
         words = result.label_words(assignment)
@@ -57,6 +60,7 @@ def run_labels(args) -> int:
         print(f"{rank:3d}  {result.metric} {assignment.score:.4f}  {json.dumps(words, ensure_ascii=False)}")
     if args.output:
         Path(args.output).write_text(json.dumps({"task": task.name, "model": args.model, "template": template.to_lmbff(),
+                                                 "template_source": origin,
                                                  "ranking": args.label_ranking, "whole_words": args.whole_words,
                                                  "mappings": records}, indent=2, ensure_ascii=False), encoding="utf-8")
         print(f"wrote {args.output}")

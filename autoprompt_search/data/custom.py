@@ -146,15 +146,30 @@ def _as_lmbff_syntax(template, text: str) -> str:
         return text
 
 
-def _label_words_or_derived(spec: dict, labels: list[str], label_names: list[str]) -> tuple[object, str]:
+def _label_words_or_derived(spec: dict, path: Path, name: str, labels: list[str],
+                            label_names: list[str]) -> tuple[dict, str]:
     """The task file's label words, else words read from the label names ("label_names"), else the
     labels themselves as placeholders that the search replaces with searched words ("search")."""
     if spec.get("label_words") is not None:
-        return spec["label_words"], "manual"
+        return _task_file_label_words(spec["label_words"], path, name, labels), "manual"
     derived = label_words_from_names(labels, label_names)
     if derived is not None:
         return derived, "label_names"
     return {label: label for label in labels}, "search"
+
+
+def _task_file_label_words(value, path: Path, name: str, labels: list[str]) -> dict:
+    """`label_words`: each label to a word or a list of words (optionally "_combine": "logsumexp" or
+    "mean"), checked as any mapping is; a one-word-per-class mapping is kept as the file wrote it
+    (stripped), so its candidates keep their ids."""
+    if not isinstance(value, dict):
+        raise _field_error(path, "label_words", f"expected an object mapping each label {labels} to a word or "
+                                                f"a list of words, got {value!r}")
+    verbalizer = Verbalizer.from_labels(labels, value, task_name=name, source=f"{path}: field 'label_words'")
+    if verbalizer.is_multiword:
+        return verbalizer.to_mapping()
+    words = dict(zip(verbalizer.labels, verbalizer.words))
+    return {key: words[key] for key in value if key in words}
 
 
 def load_task_spec(path: str | Path) -> TaskSpec:
@@ -162,9 +177,9 @@ def load_task_spec(path: str | Path) -> TaskSpec:
 
     Fields: name, data {train, dev, test} (csv/tsv with header, or jsonl; relative to the JSON file),
     text_columns (1 or 2), label_column, labels, template (LM-BFF or readable syntax; optional: a
-    generic template), label_words {label: word} (optional: read from label_names or the labels, else
-    found by the search), metric (optional, default "acc"), regression_range (metric "pearson"),
-    label_names (optional).
+    generic template), label_words {label: word or [words]} (optional: read from label_names or the
+    labels, else found by the search; with lists, "_combine": "logsumexp" (default) or "mean"),
+    metric (optional, default "acc"), regression_range (metric "pearson"), label_names (optional).
     """
     path = Path(path).expanduser().resolve()
     spec = _parse_task_file(path)
@@ -193,13 +208,9 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     label_names = spec.get("label_names", [])
     if label_names:
         label_names = _string_list(spec, path, "label_names", min_items=len(labels), max_items=len(labels))
-    label_words, label_words_source = _label_words_or_derived(spec, labels, label_names)
-    if (not isinstance(label_words, dict) or set(map(str, label_words)) != set(labels)
-            or not all(isinstance(w, str) and w.strip() for w in label_words.values())):
-        raise _field_error(path, "label_words", f"expected an object mapping each label {labels} to a non-empty "
-                                                f"word, got {label_words!r}")
+    label_words, label_words_source = _label_words_or_derived(spec, path, name, labels, label_names)
     task = TaskSpec(name=name, labels=tuple(labels), num_sentences=len(text_columns), metric=metric,
-                    template=template_text, label_words={str(k): v.strip() for k, v in label_words.items()},
+                    template=template_text, label_words=label_words,
                     regression_range=regression_range, label_names=tuple(label_names),
                     template_source=template_source, label_words_source=label_words_source)
     Verbalizer.for_task(task, source=f"{path}: field 'label_words'")  # distinct words, before registering

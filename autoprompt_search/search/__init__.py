@@ -30,6 +30,7 @@ _EXPORTS = {
     'evaluator': ('PromptEvaluator', 'fine_tuned_classifier'),
     'options': ('SearchOptions', 'make_strategy', 'search_executor'),
     'sources': ('generate_templates', 'search_mappings', 'build_candidates'),
+    'prompt_origin': ('check_derived_prompt',),
     'pipeline': ('demonstration_section_for', 'prompt_document', 'run_pipeline'),
     'predictions': ('SplitPredictions', 'load_predictions'),
     'ensemble': ('ENSEMBLE', 'ensemble_candidate', 'is_ensemble', 'build_ensemble', 'ensemble_rows', 'race_order'),

@@ -144,7 +144,7 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
     # Placeholder words (labels that are no words) are not a candidate: the searched words replace them.
     verbalizers = [Verbalizer.for_task(task)] if task.label_words_source != "search" else []
     if verbalizers:
-        sources.add_label_words(task.label_words, task_word_source(task))
+        sources.add_label_words(verbalizers[0].to_mapping(), task_word_source(task))
     if options.n_mappings:
         mappings = _searched_mappings(options, task, train, backbone, say)
         verbalizers += [Verbalizer.from_mapping(task, m["label_words"], source="label search") for m in mappings]

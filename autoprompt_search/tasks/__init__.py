@@ -6,6 +6,7 @@ from .registry import (
     task_names,
     get_task,
     register_task,
+    first_words,
 )
 from .generic import GENERIC_TEMPLATES, generic_template, label_words_from_names, readable_label_word
 
@@ -16,6 +17,7 @@ __all__ = [
     'task_names',
     'get_task',
     'register_task',
+    'first_words',
     'GENERIC_TEMPLATES',
     'generic_template',
     'label_words_from_names',

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 from ..errors import UserError
 
@@ -22,7 +23,9 @@ class TaskSpec:
     num_sentences: int
     metric: str
     template: str
-    label_words: dict[str, str] = field(hash=False)
+    # {label: word}; a task file may give a class several words, {label: [words], "_combine": ...}, the
+    # mapping `Verbalizer.from_mapping` reads (see prompts/verbalizer.py).
+    label_words: dict[str, str | list[str]] = field(hash=False)
     regression_range: tuple[float, float] | None = None
     label_names: tuple[str, ...] = ()
     # Where the prompt came from: "manual" (written by a person), or derived for a task file that gave
@@ -33,6 +36,12 @@ class TaskSpec:
     @property
     def has_manual_prompt(self) -> bool:
         return self.template_source == "manual" and self.label_words_source == "manual"
+
+    @property
+    def first_label_words(self) -> dict[str, str]:
+        """Each class's first label word (label -> word, no "_combine"), for what has room for one word per class."""
+        words = first_words(self.label_words)
+        return {label: words[label] for label in self.labels}
 
     @property
     def is_regression(self) -> bool:
@@ -51,6 +60,14 @@ class TaskSpec:
                 f"unknown label {label!r} for task {self.name}; expected one of {list(self.labels)}"
             )
         return self.labels.index(key)
+
+
+def first_words(label_words: Mapping[str, str | Sequence[str]]) -> dict[str, str]:
+    """`label_words` with each list of words replaced by its first word (other entries as they are):
+    where exactly one word per class fits, such as a generated template's `<X> word <Y>`, a class
+    takes the word its list starts with, which is also the word its demonstrations show."""
+    return {label: words[0] if isinstance(words, (list, tuple)) and words else words
+            for label, words in label_words.items()}
 
 
 METRICS = ("acc", "f1", "mcc", "pearson")
