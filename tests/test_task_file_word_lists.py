@@ -212,3 +212,15 @@ def test_generate_on_a_task_file_without_a_prompt_starts_where_the_search_does(
         assert words == {"0": "awful", "1": "wonderful"} and "(each class's first word)" in shown
     else:
         assert words == {"awful": "awful", "wonderful": "wonderful"}
+
+
+def test_editing_a_task_files_words_regenerates_its_templates(tiny_causal_folder, tmp_path):
+    """Templates are generated around the label words, so the cached ones belong to the words they were
+    made with: a task file whose words change between runs gets new ones (a built-in task's cannot change)."""
+    out = tmp_path / "out"
+    for words in ({"0": "awful", "1": "wonderful"}, {"0": "dull", "1": "lovely"}):
+        task_file = write_task(tmp_path / "task", "edited-words", template=TEMPLATE, label_words=words)
+        run_pipeline(tiny_search(tiny_causal_folder, task_file, out, n_mappings=0, n_templates=1),
+                     say=lambda *_: None)
+        generated = json.loads((out / "generated_templates.json").read_text())
+        assert generated["key"]["label_words"] == words

@@ -120,7 +120,8 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
         # Without hand-written words, templates are generated (and screened) around derived or searched ones.
         words_task = task if task.label_words_source != "search" else _with_searched_words(
             options, task, train, backbone, say)
-        if not task.has_manual_prompt:
+        # Built-in tasks' words are fixed by their name; a task file's can be edited between runs.
+        if not task.has_manual_prompt or options.task.endswith(".json"):
             key["label_words"] = words_task.label_words
         # Only non-default sources enter the key, so caches made before these options existed stay valid.
         if options.template_objective != "likelihood":
