@@ -248,6 +248,102 @@ def test_batched_triangle_bounds_equal_the_per_node_ones(seed, num_classes, deci
         assert (batched[j][per_node >= 0] == per_node[per_node >= 0]).all()
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), num_classes=st.integers(4, 6), decimals=st.integers(0, 1),
+       per_class=st.integers(1, 70), threshold=st.integers(0, 40))
+def test_triangle_rows_cut_at_a_threshold_stay_valid_and_exact_above_it(seed, num_classes, decimals, per_class,
+                                                                      threshold):
+    """With a threshold, the batched triangle computes exactly only the rows whose cheap bound reaches
+    it: every entry is still at least the per-node triangle bound (valid), entries at or above the
+    threshold equal it, words of fixed classes stay negative, and the rows it computes equal the
+    full pair tables' rows; overlapping lists, ties, groups over 64 examples and small ones."""
+    from autoprompt_search.auto_label import triangle_batch as tb
+
+    logprobs, labels, candidates = frequency_problem(num_classes, 4, num_classes * per_class, 9, seed, decimals)
+    search = _AccuracyBranchAndBound(logprobs.numpy(), labels.numpy(), candidates)
+    rng = np.random.default_rng(seed)
+    ranks: tuple[int, ...] = ()
+    for c in range(num_classes - 4):
+        taken = {candidates[g][r] for g, r in enumerate(ranks)}
+        ranks += (int(rng.choice([r for r, t in enumerate(candidates[c]) if t not in taken])),)
+    m = len(ranks)
+    fixed, open_sets = node_state(search, ranks)
+    used = {candidates[g][r] for g, r in enumerate(ranks)}
+    free, _, child_fixed, child_open = search._children(m, ranks, used, fixed, open_sets)
+    full = tb.child_triangle_bounds(search, ranks, free, child_fixed, child_open)
+    cut = tb.child_triangle_bounds(search, ranks, free, child_fixed, child_open, threshold=threshold)
+    valid = full >= 0
+    assert (cut[valid] >= full[valid]).all()
+    assert (cut[full >= threshold] == full[full >= threshold]).all()
+    assert (cut[cut >= threshold] == full[cut >= threshold]).all()
+    held = np.array([[t in used | {candidates[m][b]} for t in candidates[m + 1]] for b in free.tolist()])
+    assert (cut[held] < 0).all() if held.size else True
+    opened = (m + 1, m + 2, m + 3)
+    bits = {c: tb._packed_fixed_bits(search, ranks, child_fixed, m, free, c) for c in opened}
+    sets = dict(zip(opened, child_open))
+    used_rows = {c: tb._used_rows(search, ranks, m, free, c) for c in opened}
+    child, row = np.nonzero(rng.random((free.size, len(candidates[m + 1]))) < 0.5)
+    for y in (m + 2, m + 3):
+        table = tb._pair_table(search, bits, sets, used_rows, m + 1, y, tb._phi_dtype(search))
+        rows = tb._pair_rows(search, bits, sets, used_rows, child, row, m + 1, y, tb._phi_dtype(search))
+        assert (rows == table[child, row]).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), num_classes=st.integers(2, 5), decimals=st.integers(0, 1),
+       per_class=st.integers(1, 70), nodes=st.integers(1, 6), threshold=st.integers(0, 30))
+def test_batched_last_two_rows_equal_the_per_node_tables(seed, num_classes, decimals, per_class, nodes, threshold):
+    """G nodes with the last two classes open and different prefixes (some sharing words with the open
+    lists), scored in one batch (last_two_batch): every row it returns equals that row of the node's
+    own table (exact_pair_scores), every row it leaves out holds no score >= the threshold, and with
+    threshold 0 every row comes back; overlapping lists, ties, groups over 64 examples (own words) and
+    small ones (shared words)."""
+    from autoprompt_search.auto_label.last_classes import exact_pair_scores
+    from autoprompt_search.auto_label.last_two_batch import exact_score_rows
+
+    logprobs, labels, candidates = frequency_problem(num_classes, 4, num_classes * per_class, 9, seed, decimals)
+    search = _AccuracyBranchAndBound(logprobs.numpy(), labels.numpy(), candidates)
+    rng = np.random.default_rng(seed)
+    m = num_classes - 2
+    prefixes, states = [], []
+    for _ in range(nodes):
+        ranks: tuple[int, ...] = ()
+        for c in range(m):
+            taken = {candidates[g][r] for g, r in enumerate(ranks)}
+            ranks += (int(rng.choice([r for r, t in enumerate(candidates[c]) if t not in taken])),)
+        prefixes.append(ranks)
+        states.append(node_state(search, ranks))
+    batch = np.array(prefixes, dtype=np.int64).reshape(nodes, m)
+    fixed = [np.stack([state[0][g] for state in states]) for g in range(m)]
+    open_u = np.stack([state[1][m] for state in states])
+    open_v = np.stack([state[1][m + 1] for state in states])
+    tables = [exact_pair_scores(search, ranks, *states[j], {candidates[g][r] for g, r in enumerate(ranks)})
+              for j, ranks in enumerate(prefixes)]
+    for cut in (0, threshold):
+        node, row, scores = exact_score_rows(search, batch, fixed, open_u, open_v, threshold=cut)
+        for j, a, values in zip(node.tolist(), row.tolist(), scores):
+            assert (values == tables[j][a]).all()
+        returned = set(zip(node.tolist(), row.tolist()))
+        for j in range(nodes):
+            for a in range(len(candidates[m])):
+                if (j, a) not in returned:
+                    assert cut > 0 and tables[j][a].max() < cut
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("num_classes", [3, 4, 5])
+def test_completions_in_small_batches_match_brute_force(monkeypatch, batch, num_classes):
+    """The two-open nodes are scored in batches cut where a node becomes prunable: with batches of one
+    or three nodes (many cuts, a threshold rising between batches) the answer is still brute force's."""
+    from autoprompt_search.auto_label import branch_and_bound
+
+    monkeypatch.setattr(branch_and_bound, "_NODES_PER_BATCH", batch)
+    logprobs, labels, candidates = frequency_problem(num_classes, 5, num_classes * 4, 9, seed=5, decimals=1)
+    for n in (1, 10, 60):
+        found = top_assignments(logprobs, labels, candidates, n)
+        assert as_tuples(found) == as_tuples(brute_force_top_assignments(logprobs, labels, candidates, n))
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), num_classes=st.integers(2, 5), decimals=st.integers(0, 1),
        per_class=st.integers(1, 8), n=st.integers(1, 80))

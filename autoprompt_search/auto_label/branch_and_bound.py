@@ -7,11 +7,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .last_classes import exact_pair_scores, triangle_bounds, triangle_potentials
+from .last_two_batch import exact_score_rows
 from .results import Assignment
 from .triangle_batch import child_triangle_bounds
 from .warm_start import score_floor
 
 _BITS = 64
+_NODES_PER_BATCH = 64  # two-open nodes scored per batch: [64, k, k] tables, a few MB at k = 100
 
 
 def _pack_bits(flags: np.ndarray, words: int) -> np.ndarray:
@@ -49,9 +51,10 @@ class _AccuracyBranchAndBound:
     That bound ignores the conflicts between unassigned classes, which dominate when the classes'
     candidate lists overlap (real log-probs: the same frequent words top every class). So once three
     classes are left, the children are bounded by the pairwise relaxation of `last_classes` instead
-    (for all children of a four-open node at once, `triangle_batch`, which also orders and prunes those
-    children by it), and once two are left, every completion is scored exactly in one table (stats: `bounded` counts
-    both child bounds and exactly scored completions).
+    (for all children of a four-open node at once, `triangle_batch`, which also prunes those children
+    by it), and once two are left, every completion is scored exactly in one table; the tables of all
+    the two-open nodes below a three- or four-open node are scored in batches (`last_two_batch`; stats:
+    `bounded` counts both child bounds and exactly scored completions).
 
     Search: depth-first, children in order of decreasing bound, keeping the best n found so far in a
     heap. A node is pruned when even its best conceivable result -- score = bound, ranks = its prefix
@@ -205,8 +208,9 @@ class _AccuracyBranchAndBound:
 
     def _search_four_open(self, ranks, used, fixed, open_sets, progress=None) -> None:
         """Four classes open: every child (a word for class m) is a node with three open classes. Their
-        triangle bounds come in one batch (triangle_batch), so the children are ordered and pruned by
-        those instead of the per-group bound, which prunes almost nothing at this depth."""
+        triangle bounds come in one batch (triangle_batch), so the children are pruned by those instead
+        of the per-group bound, which prunes almost nothing at this depth; the grandchildren that
+        survive (two classes open) are then scored in batches across all children (last_two_batch)."""
         m = len(ranks)
         free, bounds, child_fixed, child_open = self._children(m, ranks, used, fixed, open_sets)
         self.expanded += 1
@@ -217,38 +221,91 @@ class _AccuracyBranchAndBound:
         free, bounds = free[alive], bounds[alive]
         child_fixed = [bits[alive] for bits in child_fixed]
         child_open = [bits[alive] for bits in child_open]
-        grandchild_bounds = child_triangle_bounds(self, ranks, free, child_fixed, child_open)
+        grandchild_bounds = child_triangle_bounds(self, ranks, free, child_fixed, child_open,
+                                                  threshold=max(self._threshold(), 0))
         self.bounded += grandchild_bounds.size
+        # Children whose own bound survives count as expanded (their children were bounded above).
         node_bounds = np.minimum(bounds, grandchild_bounds.max(axis=1, initial=-1))
-        for j in np.lexsort((free, -node_bounds)):
-            b, bound = int(free[j]), int(node_bounds[j])
-            prefix = ranks + (b,)
-            if bound < 0 or self._prunable(bound, prefix):
-                break  # key order and a rising threshold: the rest fail too
-            next_open = [None] * (m + 1) + [bits[j] for bits in child_open]
-            self._search_last_three(prefix, used | {self.candidates[m][b]}, [bits[j] for bits in child_fixed],
-                                    next_open, bounds=grandchild_bounds[j])
-            if progress is not None and m == 0:
-                progress.update(1)
+        self.expanded += int((node_bounds >= max(self._threshold(), 0)).sum())
+        # A grandchild's completions are bounded by its triangle bound and by its parent's per-group bound.
+        effective = np.minimum(grandchild_bounds, bounds[:, None])
+        children, words = np.nonzero(effective >= max(self._threshold(), 0))
+        prefixes = np.empty((children.size, m + 2), dtype=np.int64)
+        prefixes[:, :m] = ranks
+        prefixes[:, m], prefixes[:, m + 1] = free[children], words
+        u = m + 1
 
-    def _search_last_three(self, ranks, used, fixed, open_sets, progress=None, bounds=None) -> None:
-        """Three classes open: the children's bounds come from the pairwise relaxation (last_classes),
-        or are given (computed in a batch by the parent)."""
+        def state(rows):
+            j, a = children[rows], words[rows]
+            grand_fixed = [child_fixed[g][j] & self.beats[g][u][a, ranks[g]] for g in range(m)]
+            grand_fixed += [child_fixed[m][j] & self.beats[m][u][a, free[j]], child_open[0][j, a]]
+            grand_open = [child_open[i][j] & self.beats[u + i][u][a] for i in (1, 2)]
+            return grand_fixed, *grand_open
+
+        self._complete_many(prefixes, effective[children, words], state)
+        if progress is not None and m == 0:
+            progress.update(len(self.candidates[0]))
+
+    def _search_last_three(self, ranks, used, fixed, open_sets, progress=None) -> None:
+        """Three classes open: the children's bounds come from the pairwise relaxation (last_classes);
+        the children that survive (two classes open) are scored in batches (last_two_batch)."""
         m = len(ranks)
-        if bounds is None:
-            bounds = triangle_bounds(triangle_potentials(self, ranks, fixed, open_sets, used), m)
-            self.bounded += bounds.size
+        bounds = triangle_bounds(triangle_potentials(self, ranks, fixed, open_sets, used), m)
+        self.bounded += bounds.size
         self.expanded += 1
-        for b in np.lexsort((np.arange(bounds.size), -bounds)):
-            b, bound = int(b), int(bounds[b])
-            prefix = ranks + (b,)
-            if bound < 0 or self._prunable(bound, prefix):
-                break
-            child_fixed = [fixed[g] & self.beats[g][m][b, ranks[g]] for g in range(m)] + [open_sets[m][b]]
-            child_open = [None] * (m + 1) + [open_sets[g] & self.beats[g][m][b] for g in (m + 1, m + 2)]
-            self._complete_last_two(prefix, used | {self.candidates[m][b]}, child_fixed, child_open)
-            if progress is not None and m == 0:
-                progress.update(1)
+        words = np.nonzero(bounds >= max(self._threshold(), 0))[0]
+        prefixes = np.empty((words.size, m + 1), dtype=np.int64)
+        prefixes[:, :m] = ranks
+        prefixes[:, m] = words
+
+        def state(rows):
+            a = words[rows]
+            child_fixed = [fixed[g][None, :] & self.beats[g][m][a, ranks[g]] for g in range(m)] + [open_sets[m][a]]
+            child_open = [open_sets[c][None] & self.beats[c][m][a] for c in (m + 1, m + 2)]
+            return child_fixed, *child_open
+
+        self._complete_many(prefixes, bounds[words], state)
+        if progress is not None and m == 0:
+            progress.update(len(self.candidates[0]))
+
+    def _complete_many(self, prefixes: np.ndarray, bounds: np.ndarray, state) -> None:
+        """Score exactly the completions of nodes with two classes open (prefixes: [G, C-2] ranks, bounds:
+        [G] upper bounds of their completions) and offer those that can enter the top n. state(rows)
+        gives the rows' bitsets (fixed list of [R, W_g], open_u, open_v: [R, k, W]). Nodes go in key
+        order (bound desc, prefix asc) in batches, and each batch is cut where a node becomes
+        prunable: the threshold only rises, so every later node is prunable too."""
+        if not len(bounds):
+            return
+        order = np.lexsort(tuple(prefixes[:, c] for c in reversed(range(prefixes.shape[1]))) + (-bounds,))
+        for start in range(0, order.size, _NODES_PER_BATCH):
+            rows = order[start:start + _NODES_PER_BATCH]
+            keep = 0
+            while keep < rows.size and not self._prunable(int(bounds[rows[keep]]),
+                                                          tuple(prefixes[rows[keep]].tolist())):
+                keep += 1
+            if keep:
+                # Only the rows that can reach the threshold are scored (the others are < it: never offered).
+                node, first, scores = exact_score_rows(self, prefixes[rows[:keep]], *state(rows[:keep]),
+                                                       threshold=max(self._threshold(), 0))
+                self.expanded += keep
+                self.bounded += keep * len(self.candidates[-2]) * len(self.candidates[-1])
+                self._offer_rows(prefixes[rows[:keep]], node, first, scores)
+            if keep < rows.size:
+                return
+
+    def _offer_rows(self, prefixes: np.ndarray, node: np.ndarray, first: np.ndarray, scores: np.ndarray) -> None:
+        """Offer the entries of exact score rows (row r: node node[r], class-u word first[r], [R, k_v];
+        prefixes [G, C-2]) in key order while one can still enter the top n."""
+        hits = np.flatnonzero(scores.ravel() >= self._threshold())
+        values = scores.ravel()[hits]
+        rows, second = np.divmod(hits, scores.shape[1])
+        node, first = node[rows], first[rows]
+        columns = tuple(prefixes[node, c] for c in reversed(range(prefixes.shape[1])))
+        for j in np.lexsort((second, first) + columns + (-values,)).tolist():
+            prefix = tuple(prefixes[node[j]].tolist()) + (int(first[j]), int(second[j]))
+            if self._prunable(int(values[j]), prefix):
+                break  # key order and a rising threshold: no later completion can enter either
+            self._offer(int(values[j]), prefix)
 
     def run(self, n: int, progress: bool = False) -> list[Assignment]:
         self.n = n

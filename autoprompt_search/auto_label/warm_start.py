@@ -69,7 +69,7 @@ def score_floor(search, n: int) -> int:
     """A lower bound on the n-th best score (0 when fewer than n distinct assignments were seen)."""
     if search.num_classes < 2:
         return 0
-    pool: dict[tuple[int, ...], int] = {}
+    seen_ranks, seen_scores = [], []  # every table's best n entries: real assignments, exact scores
     k = min(len(words) for words in search.candidates)
     for offset in sorted({(i * k) // _STARTS for i in range(_STARTS)}):
         ranks = _start(search, offset)
@@ -82,20 +82,24 @@ def score_floor(search, n: int) -> int:
                 table = pair_scores(search, ranks, u, v)
                 flat = table.ravel()
                 top = np.argpartition(-flat, min(n, flat.size) - 1)[:n] if flat.size > n else np.arange(flat.size)
-                for index in top.tolist():
-                    if flat[index] >= 0:
-                        a, b = divmod(index, table.shape[1])
-                        full = list(ranks)
-                        full[u], full[v] = a, b
-                        pool[tuple(full)] = int(flat[index])
+                top = top[flat[top] >= 0]
+                full = np.tile(np.asarray(ranks, dtype=np.int64), (top.size, 1))
+                full[:, u], full[:, v] = np.divmod(top, table.shape[1])
+                seen_ranks.append(full)
+                seen_scores.append(flat[top])
                 best = int(np.argmax(flat))
                 if flat[best] > current:
                     a, b = divmod(best, table.shape[1])
-                    full = list(ranks)
-                    full[u], full[v] = a, b
-                    ranks, current, improved = tuple(full), int(flat[best]), True
+                    moved = list(ranks)
+                    moved[u], moved[v] = a, b
+                    ranks, current, improved = tuple(moved), int(flat[best]), True
             if not improved:
                 break
-    if len(pool) < n:
+    if not seen_ranks:
         return 0
-    return int(np.partition(np.fromiter(pool.values(), dtype=np.int64), len(pool) - n)[len(pool) - n])
+    # Distinct assignments only: one assignment seen in several tables has the same exact score.
+    _, first = np.unique(np.concatenate(seen_ranks), axis=0, return_index=True)
+    scores = np.concatenate(seen_scores)[first]
+    if scores.size < n:
+        return 0
+    return int(np.partition(scores, scores.size - n)[scores.size - n])
