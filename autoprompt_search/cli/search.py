@@ -96,8 +96,9 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--lora-alpha", type=float,
                         help=f"LoRA scale numerator: updates are scaled by alpha / rank (default {d.lora_alpha:g})")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"],
-                        help="fp32 (default), bf16 autocast of training and scoring, or auto: bf16 where the "
-                             "hardware computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX)")
+                        help="fp32, bf16 autocast of training and scoring, or auto (default): bf16 where the "
+                             "hardware computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX), "
+                             "else fp32")
     parser.add_argument("--ensemble-size", type=int,
                         help=f"average the class probabilities of the top N candidates as one more final candidate "
                              f"(default {d.ensemble_size}; 0: no ensemble)")
