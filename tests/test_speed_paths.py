@@ -61,6 +61,7 @@ def test_bf16_fine_tuning_learns(fresh_tiny_causal, toy_sentiment):
 
 
 def test_auto_precision_follows_the_cpu_flags(monkeypatch, tiny_mlm, toy_sentiment):
+    monkeypatch.delenv("AUTOPROMPT_NATIVE_BF16")
     monkeypatch.setattr(precision_module, "read_cpu_flags", lambda: {"fpu", "avx2", "avx512f"})
     assert precision_module.resolve_precision("auto", "cpu") == "fp32"
     _, dev = toy_sentiment
@@ -76,6 +77,8 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch, tiny_mlm, toy_sentime
 def test_auto_precision_is_resolved_into_the_search_configuration(monkeypatch):
     """The configuration hash records what was computed: "auto" on a CPU without native bf16 is the
     fp32 configuration (its results are reused), and with native bf16 the bf16 one."""
+    monkeypatch.delenv("AUTOPROMPT_NATIVE_BF16")
+
     def settings(flags, precision="auto"):
         monkeypatch.setattr(precision_module, "read_cpu_flags", lambda: flags)
         return SearchOptions(task="SST-2", device="cpu", precision=precision).settings()
@@ -85,6 +88,16 @@ def test_auto_precision_is_resolved_into_the_search_configuration(monkeypatch):
     assert settings({"avx512_bf16"}).train["precision"] == "bf16"
     assert settings({"avx512_bf16"}) == settings({"avx2"}, "bf16")
     assert settings({"avx512_bf16"}, "fp32").train["precision"] == "fp32"
+
+
+def test_the_variable_overrides_what_auto_assumes(monkeypatch):
+    monkeypatch.setattr(precision_module, "read_cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setenv("AUTOPROMPT_NATIVE_BF16", "0")
+    assert precision_module.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(precision_module, "read_cpu_flags", lambda: {"avx2"})
+    monkeypatch.setenv("AUTOPROMPT_NATIVE_BF16", "1")
+    assert precision_module.resolve_precision("auto", "cpu") == "bf16"
+    assert precision_module.resolve_precision("fp32", "cpu") == "fp32"
 
 
 def test_a_bad_precision_is_a_user_error_naming_the_field():

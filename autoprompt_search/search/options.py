@@ -99,7 +99,8 @@ class SearchOptions:
     # bf16 autocast of training and scoring ("bf16"), fp32, or "auto": bf16 where the hardware has it natively
     # (the default: it matched fp32 within the seeds' spread on SST-2 and CR, results/speed_precision_accuracy.md).
     precision: str = "auto"
-    jobs: int = 1
+    # Evaluations at once; 0: decided once the model is loaded, one per CPU core as memory allows (one on a GPU).
+    jobs: int = 0
     backend: str = "loky"  # loky | dask | ray (with --jobs > 1 or a scheduler)
     scheduler: str | None = None
     device: str | None = None
@@ -177,7 +178,7 @@ class SearchOptions:
         need(math.isfinite(self.lora_alpha) and self.lora_alpha > 0, "lora_alpha", "a finite number > 0")
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.max_length >= 8, "max_length", "an integer >= 8 (tokens)")
-        need(self.jobs >= 1, "jobs", "an integer >= 1")
+        need(self.jobs >= 0, "jobs", "an integer >= 1, or 0 to let the search decide")
         need(self.ensemble_size == 0 or self.ensemble_size >= 2, "ensemble_size", "0 (no ensemble) or an integer >= 2")
         need(self.backend in ("loky", "dask", "ray", "serial"), "backend", "loky, dask, ray or serial")
         need(self.test_limit is None or self.test_limit >= 1, "test_limit", "an integer >= 1")

@@ -55,6 +55,23 @@ def prompt_document(settings: EvaluatorSettings, task, model: str, candidate: Ma
                           demonstrations=demonstration_section_for(settings, candidate, seed))
 
 
+def _with_jobs(options: SearchOptions, backbone, say) -> SearchOptions:
+    """`options` with `jobs` decided when left to the search (0): one evaluation per core as memory
+    allows on a CPU (parallelism.auto_jobs), sized by the loaded model."""
+    from dataclasses import replace
+
+    if options.jobs != 0:
+        return options
+    if options.scheduler is not None or options.backend in ("dask", "ray"):
+        return replace(options, jobs=-1)  # a cluster: as many as it has workers
+    from .parallelism import auto_jobs
+
+    parameters = sum(p.numel() for p in backbone.model.parameters())
+    jobs, why = auto_jobs(parameters, backbone.device.type, tuning=options.tuning)
+    say(f"parallel evaluations: {jobs} ({why}; --jobs N to choose)")
+    return replace(options, jobs=jobs)
+
+
 def run_pipeline(options: SearchOptions, say=print):
     """Generate candidates, evaluate them with the chosen strategy, and leave in `options.out`:
     leaderboard.sqlite, candidates.json, progress.png and best.json."""
@@ -63,7 +80,6 @@ def run_pipeline(options: SearchOptions, say=print):
     task = options.check_inputs()  # every input file and setting, before any model loads or folder is made
     if describe_start(task):
         say(describe_start(task))
-    executor = search_executor(options)
     settings = options.settings()
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,6 +87,7 @@ def run_pipeline(options: SearchOptions, say=print):
     state = process_local(evaluator.state_key(), evaluator.load_state)  # shared with serial evaluations
     candidates, sources = build_candidates(options, task, state.backbone, say)
     evaluator.restore(state)
+    executor = search_executor(_with_jobs(options, state.backbone, say))
     write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
     strategy = make_strategy(options)
     say(f"{len(candidates)} candidates; plan:\n{describe_plan(strategy.plan(len(candidates)))}")

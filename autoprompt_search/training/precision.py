@@ -8,6 +8,7 @@ CPU measured 0.3 GFLOP/s for a bf16 matmul against 71 for fp32), so "auto" falls
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -29,7 +30,13 @@ def read_cpu_flags() -> set[str]:
     return flags
 
 
+NATIVE_BF16_VARIABLE = "AUTOPROMPT_NATIVE_BF16"  # "0"/"1": what "auto" assumes of this machine instead of asking
+
+
 def native_bf16(device: torch.device | str) -> bool:
+    override = os.environ.get(NATIVE_BF16_VARIABLE, "").strip()
+    if override in ("0", "1"):
+        return override == "1"
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

@@ -1,0 +1,61 @@
+"""How many evaluations to run at once when `--jobs` is left to the search ("auto", jobs = 0).
+
+On the CPU, evaluations are independent and each one is a chain of small matrix products that a second
+torch thread speeds up little (2-core CPU here: an 8-step evaluation took about as long with 2 threads
+as with 1), so one single-threaded evaluation per core finishes more of them per hour. Each needs its
+own copy of the model, gradients, optimiser state and best checkpoint, so memory bounds the count too.
+On an accelerator one evaluation at a time (they would share the device).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Resident bytes of one full fine-tuning evaluation per model parameter: pristine weights, live weights,
+# gradients, two AdamW moments and a best checkpoint, 4 bytes each, plus a margin for activations.
+# Measured peaks: SmolLM2-135M 4.57 GB, Gemma 3 270M 8.7 GB (results/speed.md, results/backbones_sst-2.md).
+BYTES_PER_PARAMETER = 32
+FIXED_BYTES = 600 * 2**20
+MAX_JOBS_VARIABLE = "AUTOPROMPT_MAX_JOBS"  # caps the automatic choice (e.g. on a machine shared with others)
+
+
+def available_memory() -> int | None:
+    """Bytes the system can give without swapping (MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def evaluation_memory(parameters: int, tuning: str = "full") -> int:
+    """Estimated peak bytes of one evaluation process; under LoRA no pristine copy, gradients or
+    optimiser state of the base weights (the measured LoRA peak was about half the full one)."""
+    per_parameter = BYTES_PER_PARAMETER if tuning == "full" else BYTES_PER_PARAMETER // 2
+    return per_parameter * parameters + FIXED_BYTES
+
+
+def auto_jobs(parameters: int, device_type: str, *, tuning: str = "full", cores: int | None = None,
+              memory: int | None = None) -> tuple[int, str]:
+    """(evaluations to run at once, why) for a model of `parameters` weights."""
+    if device_type != "cpu":
+        return 1, f"one evaluation at a time on {device_type}"
+    cores = usable_cores() if cores is None else cores
+    memory = available_memory() if memory is None else memory
+    need = evaluation_memory(parameters, tuning)
+    if memory is None:
+        return 1, "available memory unknown"
+    jobs = max(1, min(cores, memory // need))
+    why = f"{cores} cores, {memory / 2**30:.1f} GB available, about {need / 2**30:.1f} GB per evaluation"
+    cap = os.environ.get(MAX_JOBS_VARIABLE, "").strip()
+    if cap.isdigit() and int(cap) >= 1 and jobs > int(cap):
+        jobs, why = int(cap), f"{why}; capped by {MAX_JOBS_VARIABLE}={cap}"
+    return jobs, why

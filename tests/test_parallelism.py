@@ -1,0 +1,59 @@
+"""`--jobs` left to the search: one evaluation per core as memory allows on a CPU, one on a GPU, capped
+by AUTOPROMPT_MAX_JOBS; the pipeline says what it chose."""
+from __future__ import annotations
+
+import pytest
+
+from autoprompt_search.errors import UserError
+from autoprompt_search.search import SearchOptions
+from autoprompt_search.search.parallelism import auto_jobs, evaluation_memory
+
+GB = 2**30
+
+
+def test_one_evaluation_per_core_as_memory_allows(monkeypatch):
+    monkeypatch.delenv("AUTOPROMPT_MAX_JOBS", raising=False)
+    smollm2, gemma = 135_000_000, 268_000_000
+    assert evaluation_memory(smollm2) < 5 * GB < evaluation_memory(gemma) < 9 * GB
+    assert auto_jobs(smollm2, "cpu", cores=2, memory=22 * GB)[0] == 2
+    assert auto_jobs(gemma, "cpu", cores=2, memory=12 * GB)[0] == 1  # a 16 GB laptop: one Gemma at a time
+    assert auto_jobs(smollm2, "cpu", cores=8, memory=12 * GB)[0] == 2
+    assert auto_jobs(smollm2, "cpu", cores=1, memory=64 * GB)[0] == 1
+    assert auto_jobs(smollm2, "cpu", cores=4, memory=1 * GB)[0] == 1  # never fewer than one
+    assert auto_jobs(gemma, "cpu", cores=2, memory=12 * GB, tuning="lora")[0] == 2  # LoRA keeps no copies
+    assert auto_jobs(smollm2, "cuda", cores=16, memory=128 * GB)[0] == 1
+
+
+def test_the_variable_caps_the_choice(monkeypatch):
+    monkeypatch.setenv("AUTOPROMPT_MAX_JOBS", "1")
+    jobs, why = auto_jobs(135_000_000, "cpu", cores=4, memory=64 * GB)
+    assert jobs == 1 and "AUTOPROMPT_MAX_JOBS" in why
+    monkeypatch.setenv("AUTOPROMPT_MAX_JOBS", "3")
+    assert auto_jobs(135_000_000, "cpu", cores=4, memory=64 * GB)[0] == 3
+
+
+def test_jobs_zero_means_auto_and_negative_is_an_error():
+    assert SearchOptions(task="sst2").jobs == 0
+    SearchOptions.from_dict({"task": "sst2", "jobs": 0})
+    with pytest.raises(UserError, match="jobs"):
+        SearchOptions.from_dict({"task": "sst2", "jobs": -2})
+
+
+def test_the_pipeline_chooses_and_reports_its_jobs(tiny_causal_folder, tmp_path, monkeypatch):
+    from autoprompt_search.search import pipeline
+    from autoprompt_search.search.options import search_executor
+
+    from test_search import search_options, write_toy_lmbff
+
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    options = search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,), jobs=0)
+    chosen = []
+    monkeypatch.setattr(pipeline, "search_executor", lambda o: chosen.append(o.jobs) or search_executor(o))
+    said = []
+    pipeline.run_pipeline(options, say=said.append)
+    assert chosen == [1]  # conftest caps the automatic choice at one
+    assert any(line.startswith("parallel evaluations: 1 (") for line in said)
+    chosen.clear()
+    pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "out2", seeds=(13,), jobs=2),
+                          say=said.append)
+    assert chosen == [2]
