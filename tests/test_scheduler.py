@@ -366,3 +366,23 @@ def test_a_rung_that_would_leave_one_survivor_becomes_final_when_that_is_cheaper
     assert [r.n_candidates for r in wide] == [81, 27, 9, 3, 1]
     # The zero-shot rung is never promoted to a full fine-tuning of every candidate.
     assert [(r.n_candidates, r.steps) for r in strategy.plan(3)] == [(3, 0), (1, 32)]
+
+
+def test_a_protected_candidate_reaches_the_final_rung_in_the_last_survivor_place():
+    scores = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6, "manual": 0.1, "f": 0.5}
+    plain = SuccessiveHalving(min_steps=2, max_steps=8, seeds=SEEDS, eta=3)
+    kept = SuccessiveHalving(min_steps=2, max_steps=8, seeds=SEEDS, eta=3, protected=("manual",))
+    rung = plain.plan(6)[0]
+    assert plain.select(rung, scores) == ["a", "b"]
+    assert kept.select(rung, scores) == ["a", "manual"]  # same count: it takes the last place
+    assert kept.select(rung, {**scores, "manual": 0.95}) == ["manual", "a"]  # earned its place: nothing moves
+    assert kept.select(rung, {k: v for k, v in scores.items() if k != "manual"}) == ["a", "b"]  # not in the race
+    assert kept.plan(6) == plain.plan(6)
+
+
+def test_the_pipeline_protects_the_task_prompt(tmp_path):
+    from autoprompt_search.search import SearchOptions, make_strategy
+
+    options = SearchOptions(task="sst2", out=str(tmp_path))
+    assert make_strategy(options, protected=("x",)).protected == ("x",)
+    assert make_strategy(SearchOptions(task="sst2", keep_task_prompt=False), protected=("x",)).protected == ()

@@ -99,6 +99,9 @@ def build_search_parser(sub) -> None:
                         help="fp32, bf16 autocast of training and scoring, or auto (default): bf16 where the "
                              "hardware computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX), "
                              "else fp32")
+    parser.add_argument("--no-keep-task-prompt", dest="keep_task_prompt", action="store_false", default=None,
+                        help="let halving drop the task's own prompt before the final rung (by default it "
+                             "always reaches it, so the search returns it unless a candidate beats it there)")
     parser.add_argument("--ensemble-size", type=int,
                         help=f"average the class probabilities of the top N candidates as one more final candidate "
                              f"(default {d.ensemble_size}; 0: no ensemble)")

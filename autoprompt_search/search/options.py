@@ -108,6 +108,9 @@ class SearchOptions:
     test_limit: int | None = None
     progress: bool = True
     retry_failed: bool = False  # evaluations recorded as failed are skipped on resume unless this is set
+    # Halving keeps the task's own prompt (manual, or the starting prompt of a task file without one) in
+    # the race to the final rung, where only a candidate that beats it at full budget can win.
+    keep_task_prompt: bool = True
     # The top-m candidates' averaged class probabilities as one more final candidate (0: no ensemble).
     # Not part of the configuration hash: changing it reuses every stored evaluation. Off by default: under
     # halving the members must first be trained to the final budget on every seed, which on the SST-2 demo
@@ -227,11 +230,12 @@ class SearchOptions:
                                  demo_inference_samples=self.demo_inference_samples, demo_encoder=self.demo_encoder)
 
 
-def make_strategy(options: SearchOptions):
+def make_strategy(options: SearchOptions, protected: tuple[str, ...] = ()):
+    """The budget strategy; `protected`: candidate ids halving never drops (see SuccessiveHalving)."""
     if options.strategy == "exhaustive":
         return Exhaustive(options.max_steps, tuple(options.seeds))
     return SuccessiveHalving(options.min_steps, options.max_steps, tuple(options.seeds), eta=options.eta,
-                             first_rung="zero_shot")
+                             first_rung="zero_shot", protected=tuple(protected) if options.keep_task_prompt else ())
 
 
 def search_executor(options: SearchOptions):
@@ -241,7 +245,8 @@ def search_executor(options: SearchOptions):
         if options.backend == "serial":
             raise UserError(f"--scheduler {options.scheduler} needs --backend dask or ray, not serial")
         return make_executor("dask", n_jobs=options.jobs, scheduler_address=options.scheduler)
-    if options.backend == "serial" or (options.jobs == 1 and options.scheduler is None):
+    # jobs 0 is decided by run_pipeline once the model is loaded; undecided, evaluations run here.
+    if options.backend == "serial" or (options.jobs in (0, 1) and options.scheduler is None):
         return make_executor("serial")
     if options.backend == "loky":
         return make_executor("joblib", n_jobs=options.jobs)

@@ -7,8 +7,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
+from .candidates import make_candidate
 from .configs import data_fingerprint, remember_config
 from ..data import load_task
+from ..prompts import Verbalizer
 from .evaluator import EvaluatorSettings, PromptEvaluator
 from .leaderboard import Leaderboard
 from .options import SearchOptions, make_strategy, search_executor
@@ -89,7 +91,9 @@ def run_pipeline(options: SearchOptions, say=print):
     evaluator.restore(state)
     executor = search_executor(_with_jobs(options, state.backbone, say))
     write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
-    strategy = make_strategy(options)
+    task_prompt = candidate_id(make_candidate(task.template, Verbalizer.for_task(task), options.demonstrations[0]))
+    strategy = make_strategy(options, protected=(task_prompt,) if task_prompt in {candidate_id(c) for c in candidates}
+                             else ())
     say(f"{len(candidates)} candidates; plan:\n{describe_plan(strategy.plan(len(candidates)))}")
     # The cache folder lives in `out`; leaving it out of the hash lets a moved output folder resume.
     config = {"settings": {**asdict(settings), "cache_dir": None}, "strategy": options.strategy,
