@@ -33,7 +33,7 @@ def test_the_variable_caps_the_choice(monkeypatch):
 
 
 def test_jobs_zero_means_auto_and_negative_is_an_error():
-    assert SearchOptions(task="sst2").jobs == 0
+    assert SearchOptions(task="sst2").jobs == 1
     SearchOptions.from_dict({"task": "sst2", "jobs": 0})
     with pytest.raises(UserError, match="jobs"):
         SearchOptions.from_dict({"task": "sst2", "jobs": -2})

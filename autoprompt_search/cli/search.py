@@ -105,7 +105,7 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--ensemble-size", type=int,
                         help=f"average the class probabilities of the top N candidates as one more final candidate "
                              f"(default {d.ensemble_size}; 0: no ensemble)")
-    parser.add_argument("--jobs", type=int, help="parallel evaluations (default 0: one per CPU core as memory allows, "
+    parser.add_argument("--jobs", type=int, help="parallel evaluations (default 1; 0: one per CPU core as memory allows, "
                         "one on a GPU, every worker of a cluster)")
     parser.add_argument("--backend", choices=["loky", "dask", "ray", "serial"], help="parallel backend (default loky)")
     parser.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --backend dask)")

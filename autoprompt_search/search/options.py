@@ -99,8 +99,10 @@ class SearchOptions:
     # bf16 autocast of training and scoring ("bf16"), fp32, or "auto": bf16 where the hardware has it natively
     # (the default: it matched fp32 within the seeds' spread on SST-2 and CR, results/speed_precision_accuracy.md).
     precision: str = "auto"
-    # Evaluations at once; 0: decided once the model is loaded, one per CPU core as memory allows (one on a GPU).
-    jobs: int = 0
+    # Evaluations at once; 0: decided once the model is loaded, one per CPU core as memory allows (one on a
+    # GPU). Not the default: on the 2-core CPU here 2 single-threaded workers ran the SST-2 race only about
+    # 9% faster than 1 with 2 threads (results/demo_timing.md), for twice the memory.
+    jobs: int = 1
     backend: str = "loky"  # loky | dask | ray (with --jobs > 1 or a scheduler)
     scheduler: str | None = None
     device: str | None = None

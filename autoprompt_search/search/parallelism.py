@@ -1,10 +1,10 @@
 """How many evaluations to run at once when `--jobs` is left to the search ("auto", jobs = 0).
 
-On the CPU, evaluations are independent and each one is a chain of small matrix products that a second
-torch thread speeds up little (2-core CPU here: an 8-step evaluation took about as long with 2 threads
-as with 1), so one single-threaded evaluation per core finishes more of them per hour. Each needs its
-own copy of the model, gradients, optimiser state and best checkpoint, so memory bounds the count too.
-On an accelerator one evaluation at a time (they would share the device).
+On the CPU, evaluations are independent, and one single-threaded evaluation per core finishes more of
+them per hour than one evaluation using every core, as far as a second torch thread speeds up an
+evaluation by less than 2x (2-core CPU here: 1.7x, so 2 workers ran the SST-2 race 9% faster). Each
+needs its own copy of the model, gradients, optimiser state and best checkpoint, so memory bounds the
+count too. On an accelerator one evaluation at a time (they would share the device).
 """
 from __future__ import annotations
 
