@@ -218,16 +218,8 @@ def test_last_two_classes_are_scored_exactly(seed, num_classes, decimals, per_cl
             assert table[a, b] == round(plain * len(labels))
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), num_classes=st.integers(4, 6), decimals=st.integers(0, 1),
-       per_class=st.integers(1, 70))
-def test_batched_triangle_bounds_equal_the_per_node_ones(seed, num_classes, decimals, per_class):
-    """With four classes open, the batch of every child's triangle bounds (triangle_batch) equals the
-    per-node bound of each child (non-negative entries), and excludes exactly the words a fixed class
-    holds; overlapping lists, ties, groups over 64 examples (own words) and small ones (shared words)."""
-    from autoprompt_search.auto_label.last_classes import triangle_bounds, triangle_potentials
-    from autoprompt_search.auto_label.triangle_batch import child_triangle_bounds
-
+def _four_open_node(num_classes, per_class, seed, decimals):
+    """A random node of a frequency problem with four classes left open, and its children's state."""
     logprobs, labels, candidates = frequency_problem(num_classes, 4, num_classes * per_class, 9, seed, decimals)
     search = _AccuracyBranchAndBound(logprobs.numpy(), labels.numpy(), candidates)
     rng = np.random.default_rng(seed)
@@ -239,6 +231,21 @@ def test_batched_triangle_bounds_equal_the_per_node_ones(seed, num_classes, deci
     fixed, open_sets = node_state(search, ranks)
     used = {candidates[g][r] for g, r in enumerate(ranks)}
     free, _, child_fixed, child_open = search._children(m, ranks, used, fixed, open_sets)
+    return search, candidates, ranks, m, used, free, child_fixed, child_open, rng
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), num_classes=st.integers(4, 6), decimals=st.integers(0, 1),
+       per_class=st.integers(1, 70))
+def test_batched_triangle_bounds_equal_the_per_node_ones(seed, num_classes, decimals, per_class):
+    """With four classes open, the batch of every child's triangle bounds (triangle_batch) equals the
+    per-node bound of each child (non-negative entries), and excludes exactly the words a fixed class
+    holds; overlapping lists, ties, groups over 64 examples (own words) and small ones (shared words)."""
+    from autoprompt_search.auto_label.last_classes import triangle_bounds, triangle_potentials
+    from autoprompt_search.auto_label.triangle_batch import child_triangle_bounds
+
+    search, candidates, ranks, m, used, free, child_fixed, child_open, rng = _four_open_node(
+        num_classes, per_class, seed, decimals)
     batched = child_triangle_bounds(search, ranks, free, child_fixed, child_open)
     for j, b in enumerate(free.tolist()):
         child = ranks + (b,)
@@ -259,17 +266,8 @@ def test_triangle_rows_cut_at_a_threshold_stay_valid_and_exact_above_it(seed, nu
     full pair tables' rows; overlapping lists, ties, groups over 64 examples and small ones."""
     from autoprompt_search.auto_label import triangle_batch as tb
 
-    logprobs, labels, candidates = frequency_problem(num_classes, 4, num_classes * per_class, 9, seed, decimals)
-    search = _AccuracyBranchAndBound(logprobs.numpy(), labels.numpy(), candidates)
-    rng = np.random.default_rng(seed)
-    ranks: tuple[int, ...] = ()
-    for c in range(num_classes - 4):
-        taken = {candidates[g][r] for g, r in enumerate(ranks)}
-        ranks += (int(rng.choice([r for r, t in enumerate(candidates[c]) if t not in taken])),)
-    m = len(ranks)
-    fixed, open_sets = node_state(search, ranks)
-    used = {candidates[g][r] for g, r in enumerate(ranks)}
-    free, _, child_fixed, child_open = search._children(m, ranks, used, fixed, open_sets)
+    search, candidates, ranks, m, used, free, child_fixed, child_open, rng = _four_open_node(
+        num_classes, per_class, seed, decimals)
     full = tb.child_triangle_bounds(search, ranks, free, child_fixed, child_open)
     cut = tb.child_triangle_bounds(search, ranks, free, child_fixed, child_open, threshold=threshold)
     valid = full >= 0

@@ -28,6 +28,23 @@ _SCALE = 6  # phi is 6 x the relaxed count: fixed-class examples weigh 1/3 per p
 _EXCLUDED = -(1 << 40)  # phi of a pair that shares a word or uses a fixed class's word
 
 
+def packed_columns(parts: list[np.ndarray], sizes: list[int]) -> list[np.ndarray]:
+    """Per group of examples, its bit words (last axis); groups that fit in one word are packed together
+    into shared words, so that later passes run over fewer words."""
+    columns, shared, free_bits = [], None, 0
+    for part, size in zip(parts, sizes):
+        if part.shape[-1] > 1:
+            columns.append(part)
+        elif shared is not None and size <= free_bits:
+            shared |= part << np.uint64(_BITS - free_bits)
+            free_bits -= size
+        else:
+            shared = part.copy()
+            columns.append(shared)
+            free_bits = _BITS - size
+    return columns
+
+
 def _outer_popcount(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """[a, b] = number of set bits of left[a] & right[b] (left [A, W], right [B, W]), word by word:
     a reduction over a short last axis is far slower than W plain passes."""
@@ -40,19 +57,8 @@ def _outer_popcount(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 def _fixed_bits(search, ranks, fixed, c: int) -> np.ndarray:
     """[k_c, sum of fixed groups' words]: for each candidate of open class c, the examples of the
     fixed classes still right that this candidate does not beat (concatenated over the groups)."""
-    columns, shared, free_bits = [], None, 0
-    for g in range(len(ranks)):
-        part = fixed[g][None, :] & search.beaten_by[g][c][ranks[g]]
-        size = search.group_sizes[g]
-        if part.shape[1] > 1:
-            columns.append(part)
-        elif shared is not None and size <= free_bits:  # pack small groups into one word: fewer passes
-            shared |= part << np.uint64(_BITS - free_bits)
-            free_bits -= size
-        else:
-            shared = part.copy()
-            columns.append(shared)
-            free_bits = _BITS - size
+    parts = [fixed[g][None, :] & search.beaten_by[g][c][ranks[g]] for g in range(len(ranks))]
+    columns = packed_columns(parts, [search.group_sizes[g] for g in range(len(ranks))])
     return np.concatenate(columns, axis=1) if columns else np.zeros((len(search.candidates[c]), 0), dtype=np.uint64)
 
 

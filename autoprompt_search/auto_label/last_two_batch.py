@@ -14,28 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .last_classes import _open_pair_table
+from .last_classes import _open_pair_table, packed_columns
 
-_BITS = 64
 
 
 def _fixed_bits(search, prefixes: np.ndarray, fixed, c: int) -> np.ndarray:
     """[G, k_c, words]: per node and per candidate of open class c, the fixed classes' examples still
     right that the candidate does not beat (small groups share a word, shifted, as in
     last_classes._fixed_bits)."""
-    columns, shared, free_bits = [], None, 0
-    for g in range(prefixes.shape[1]):
-        part = fixed[g][:, None, :] & search.beaten_by[g][c][prefixes[:, g]]  # [G, k_c, W_g]
-        size = search.group_sizes[g]
-        if part.shape[-1] > 1:
-            columns.append(part)
-        elif shared is not None and size <= free_bits:
-            shared |= part << np.uint64(_BITS - free_bits)
-            free_bits -= size
-        else:
-            shared = part.copy()
-            columns.append(shared)
-            free_bits = _BITS - size
+    parts = [fixed[g][:, None, :] & search.beaten_by[g][c][prefixes[:, g]] for g in range(prefixes.shape[1])]  # [G, k_c, W_g]
+    columns = packed_columns(parts, [search.group_sizes[g] for g in range(prefixes.shape[1])])
     if not columns:
         return np.zeros((prefixes.shape[0], len(search.candidates[c]), 0), dtype=np.uint64)
     return np.concatenate(columns, axis=2)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_BITS = 64
+from .last_classes import packed_columns
+
 _CHUNK = 1 << 21  # batch elements x k_x x k_y per pass: bounds the memory of the [B, k, k] tables
 # np.iinfo costs ~50 us a call, and these are asked a few times per batch
 _EXCLUDED = {np.dtype(t): -(np.iinfo(t).max // 4) for t in (np.int16, np.int32, np.int64)}
@@ -33,21 +34,9 @@ def _packed_fixed_bits(search, ranks, child_fixed, m: int, batch: np.ndarray, c:
     """[B, k_c, words]: per child and per candidate of open class c, the examples of the fixed classes
     (0..m, class m fixed to the child's word) still right that the candidate does not beat. Small groups
     share a word (shifted), as in `last_classes._fixed_bits`."""
-    columns, shared, free_bits = [], None, 0
-    for g in range(m + 1):
-        rows = search.beaten_by[g][c][ranks[g]] if g < m else search.beaten_by[g][c][batch]  # [k_c, W] / [B, k_c, W]
-        part = child_fixed[g][:, None, :] & rows
-        size = search.group_sizes[g]
-        if part.shape[-1] > 1:
-            columns.append(part)
-        elif shared is not None and size <= free_bits:
-            shared |= part << np.uint64(_BITS - free_bits)
-            free_bits -= size
-        else:
-            shared = part.copy()
-            columns.append(shared)
-            free_bits = _BITS - size
-    return np.concatenate(columns, axis=2)
+    parts = [child_fixed[g][:, None, :] & (search.beaten_by[g][c][ranks[g]] if g < m else search.beaten_by[g][c][batch])
+             for g in range(m + 1)]  # [B, k_c, W_g]
+    return np.concatenate(packed_columns(parts, [search.group_sizes[g] for g in range(m + 1)]), axis=2)
 
 
 def _narrow(bits: np.ndarray, width: int) -> np.ndarray:
