@@ -182,7 +182,7 @@ def build_cases(tmp: Path, causal: Path, mlm: Path, toy: Path) -> dict[str, tupl
         ("max below min", ("--max-steps", "1"), ("--max-steps", "min_steps")),
         ("batch size zero", ("--batch-size", "0"), ("--batch-size",)),
         ("max length tiny", ("--max-length", "4"), ("--max-length",)),
-        ("jobs zero", ("--jobs", "0"), ("--jobs",)),
+        ("jobs negative", ("--jobs", "-1"), ("--jobs",)),
         ("n templates negative", ("--n-templates", "-1"), ("--n-templates",)),
         ("label k zero", ("--label-k", "0"), ("--label-k",)),
         ("filter rate", ("--filter-rate", "1.5"), ("--filter-rate",)),
