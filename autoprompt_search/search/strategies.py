@@ -109,9 +109,10 @@ class SuccessiveHalving:
     min_seeds: int = 1
     first_rung: str = "zero_shot"
     # Candidate ids that always reach the final rung (the task's own prompt): one takes the last place
-    # among the survivors when the rung's scores would drop it. A zero-shot score on 32 dev examples says
-    # little about a prompt after fine-tuning (SST-2: the manual prompt, 83 after fine-tuning, was
-    # dropped at rung 0 with 0.47), so the search returns it unless a candidate beats it at full budget.
+    # among the survivors when the rung's scores would drop it. Early scores on 32 dev examples say little
+    # about a prompt after full fine-tuning (SST-2 demo: the manual prompt, 83 on test after fine-tuning,
+    # lost a tie at 8 steps; the winner scored 59 on test), so the search returns the task's prompt
+    # unless a candidate beats it at the full budget.
     protected: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
