@@ -50,11 +50,12 @@ def test_resolve_data_dir_prefers_argument_then_environment(tmp_path, monkeypatc
 
 def test_resolve_data_dir_default_is_shared_folder_next_to_project(monkeypatch):
     monkeypatch.delenv("AUTOPROMPT_DATA_DIR", raising=False)
-    if not SHARED.is_dir():
+    default = data.project_root().parent / "shared" / "data" / "lmbff"  # not SHARED: that follows the variable
+    if not default.is_dir():
         with pytest.raises(UserError):
             resolve_data_dir()
     else:
-        assert resolve_data_dir().resolve() == SHARED.resolve()
+        assert resolve_data_dir().resolve() == default.resolve()
 
 
 def test_resolve_data_dir_missing_folder_says_how_to_point_at_data(tmp_path, monkeypatch):
