@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-# Measured on SmolLM2-135M (benchmarks/bench_speed.py --micro-batch-overhead): a pass costs about as
-# much as this many extra tokens of compute; with prompts of 20-150 tokens it rarely merges groups.
+# The cost of one more pass, in padded tokens. Chosen from `bench_speed.py --micro-batching --overheads
+# off 0 24 64` (results/speed_micro_batches.md): 24 gave 0.86x without demonstrations and 1.05x (noise
+# level) with them; a pass writes weight-sized gradients, so the true cost is larger on bigger models.
 DEFAULT_OVERHEAD_TOKENS = 24
 
 
