@@ -28,6 +28,12 @@ With `--micro-batching` it compares training batches run whole against micro-bat
 The memory part runs in a fresh process (so its peak is its own): `--evaluations` evaluations through
 `PromptEvaluator.evaluate_with`, as the search runs them, with the resident set (VmRSS) after each and
 the process peak (VmHWM).
+
+With `--freed-memory` it runs that sequence twice, in fresh processes, with freed tensor memory handed
+back to the system (AUTOPROMPT_KEEP_FREED_MEMORY=0, glibc's defaults) and kept for reuse (the default),
+and compares wall, user and system seconds per evaluation, page faults and resident memory:
+`python benchmarks/bench_speed.py --freed-memory --precision bf16 --evaluations 6 --memory-steps 8 --clock wall
+--name speed_freed_memory`
 """
 from __future__ import annotations
 
@@ -268,22 +274,28 @@ def memory_sequence(args) -> dict:
     for index in range(args.evaluations):
         seed = (13, 21, 42, 87, 100)[index % 5]
         candidate = {"template": task.template, "label_words": words[index % 2], "demonstrations": "off"}
-        began = clock()
+        began, usage = clock(), resource.getrusage(resource.RUSAGE_SELF)
         outcome = evaluator.evaluate_with(state, candidate, seed, args.memory_steps)
+        after = resource.getrusage(resource.RUSAGE_SELF)
         evaluations.append({"seed": seed, "dev": outcome.dev_metric, "seconds": clock() - began,
+                            "user_s": after.ru_utime - usage.ru_utime, "sys_s": after.ru_stime - usage.ru_stime,
+                            "minor_faults": after.ru_minflt - usage.ru_minflt,
                             "rss_mb": proc_status_mb("VmRSS"), "peak_mb": proc_status_mb("VmHWM")})
     return {"rss_mb": rss, "evaluations": evaluations, "peak_rss_mb": proc_status_mb("VmHWM"),
+            "trims": getattr(getattr(state, "memory", None), "trims", None),
             "maxrss_mb": maxrss_mb(), "seconds": clock() - start, "steps": args.memory_steps,
             "precision": precision}
 
 
-def run_memory_child(args) -> dict:
+def run_memory_child(args, env: dict | None = None) -> dict:
+    import os
+
     command = [sys.executable, __file__, "--memory-child", "--model", args.model, "--threads", str(args.threads),
                "--evaluations", str(args.evaluations), "--memory-steps", str(args.memory_steps),
                "--batch-size", str(args.batch_size), "--precision", args.precision[0], "--clock", args.clock]
     if args.tuning:
         command += ["--tuning", args.tuning]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode:
         raise SystemExit(f"memory child failed:\n{done.stderr[-3000:]}")
     line = next(line for line in done.stdout.splitlines() if line.startswith(MARKER))
@@ -447,6 +459,27 @@ def memory_report(memory: dict) -> str:
             f"{memory['peak_rss_mb']:.0f} MB. Seconds per evaluation: {seconds}.")
 
 
+def freed_memory_runs(args) -> None:
+    """The memory sequence with freed memory handed back (glibc's defaults) and kept (the default)."""
+    runs = {"handed back": run_memory_child(args, {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}),
+            "kept": run_memory_child(args, {"AUTOPROMPT_KEEP_FREED_MEMORY": "1"})}
+    lines = [f"{args.evaluations} evaluations of {args.memory_steps} training steps each through "
+             f"PromptEvaluator.evaluate_with ({args.model}, SST-2 manual prompt, {args.precision[0]}, "
+             f"{args.threads} thread(s), fresh process per mode); seconds are {args.clock} seconds.", "",
+             "| freed memory | evaluation | seconds | user s | system s | minor faults | RSS after MB | peak MB | dev |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for mode, memory in runs.items():
+        for index, e in enumerate(memory["evaluations"]):
+            lines.append(f"| {mode} | {index + 1} | {e['seconds']:.1f} | {e['user_s']:.1f} | {e['sys_s']:.1f} | "
+                         f"{e['minor_faults']} | {e['rss_mb']:.0f} | {e['peak_mb']:.0f} | {e['dev']:.3f} |")
+    lines += ["", "| freed memory | total seconds | user s | system s | peak MB | trims |", "|---|---|---|---|---|---|"]
+    for mode, memory in runs.items():
+        ev = memory["evaluations"]
+        lines.append(f"| {mode} | {sum(e['seconds'] for e in ev):.1f} | {sum(e['user_s'] for e in ev):.1f} | "
+                     f"{sum(e['sys_s'] for e in ev):.1f} | {memory['peak_rss_mb']:.0f} | {memory.get('trims')} |")
+    save(args.name, "\n".join(lines), {"runs": runs, "args": vars(args)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
@@ -470,6 +503,8 @@ def main() -> None:
                         help="skip the end-to-end fine_tune runs (the memory sequence times whole evaluations too)")
     parser.add_argument("--memory-only", action="store_true", help="only the memory sequence (in a fresh process)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--freed-memory", action="store_true",
+                        help="the memory sequence with freed memory handed back vs kept (fresh process each)")
     parser.add_argument("--micro-batching", action="store_true",
                         help="instead of the phases: whole vs length-grouped micro-batches (--overheads)")
     parser.add_argument("--overheads", nargs="+", default=["off", "0", "24", "64"],
@@ -493,6 +528,9 @@ def main() -> None:
         return
     if args.micro_batching:
         micro_batching_runs(args)
+        return
+    if args.freed_memory:
+        freed_memory_runs(args)
         return
     if args.memory_only:
         memory = run_memory_child(args)

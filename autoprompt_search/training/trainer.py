@@ -24,6 +24,7 @@ from ..errors import UserError
 from .config import TrainConfig
 from .encodings import encoding_cache
 from .metrics import compute_metrics
+from .memory import keep_freed_memory
 from .micro_batches import DEFAULT_OVERHEAD_TOKENS, plan_micro_batches
 from .precision import precision_context
 from ..tasks import Example, TaskSpec
@@ -222,6 +223,7 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
     config.validate()
     if not train:
         raise UserError(f"no training examples for {task.name}")
+    keep_freed_memory()
     set_seed(config.seed)
     rng = random.Random(config.seed)
     model = backbone.model

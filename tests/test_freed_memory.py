@@ -1,0 +1,113 @@
+"""Freed tensor memory stays in the process for the next step, and the heap is trimmed between
+evaluations only once the resident set has grown."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from autoprompt_search.training import memory
+from autoprompt_search.training.memory import KEEP_FREED_VARIABLE, FreedMemoryPolicy
+
+glibc_only = pytest.mark.skipif(memory._libc() is None, reason="mallopt and malloc_trim are glibc's")
+
+# Page faults of a 256 MB block malloc'ed, written and freed, twice: the second count is what a
+# training step pays when the previous step's memory was handed back to the system.
+_FAULTS = """
+import ctypes, ctypes.util, json, resource
+from autoprompt_search.training.memory import keep_freed_memory
+kept = keep_freed_memory()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 256 * 2**20
+counts = []
+for _ in range(2):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": counts}))
+"""
+
+
+def _faults(env_value: str | None) -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != KEEP_FREED_VARIABLE}
+    if env_value is not None:
+        env[KEEP_FREED_VARIABLE] = env_value
+    done = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@glibc_only
+def test_kept_memory_is_reused_without_faulting_it_in_again():
+    kept, default = _faults(None), _faults("0")
+    pages = 256 * 2**20 // 4096
+    assert kept["kept"] is True and default["kept"] is False
+    # glibc's default unmaps the freed block, so the second allocation faults every page in again.
+    assert default["faults"][1] > pages // 2
+    assert kept["faults"][0] > pages // 2
+    assert kept["faults"][1] < pages // 20
+
+
+def test_turned_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv(KEEP_FREED_VARIABLE, "0")
+    memory.keep_freed_memory.cache_clear()
+    try:
+        assert memory.keep_freed_memory() is False
+    finally:
+        memory.keep_freed_memory.cache_clear()
+
+
+class _Fake:
+    def __init__(self):
+        self.resident, self.released = 0.0, 0
+
+    def read(self):
+        return self.resident
+
+    def release(self):
+        self.released += 1
+        return True
+
+
+def _policy(monkeypatch, kept: bool = True):
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: kept)
+    fake = _Fake()
+    return FreedMemoryPolicy(growth=1.2, read_resident=fake.read, release=fake.release), fake
+
+
+def test_the_heap_is_kept_until_it_grows_past_the_first_trained_evaluation(monkeypatch):
+    policy, fake = _policy(monkeypatch)
+    fake.resident = 1500.0
+    assert policy.before_evaluation() is False  # zero-shot rungs: no size to compare with yet
+    fake.resident = 4000.0
+    policy.after_training()
+    assert policy.baseline == 4000.0
+    fake.resident = 4700.0
+    assert policy.before_evaluation() is False
+    policy.after_training()
+    assert policy.baseline == 4000.0  # the first trained evaluation sets it, later ones do not move it
+    fake.resident = 4900.0
+    assert policy.before_evaluation() is True
+    assert fake.released == 1 and policy.trims == 1
+
+
+def test_without_kept_memory_every_evaluation_trims(monkeypatch):
+    policy, fake = _policy(monkeypatch, kept=False)
+    fake.resident = 10.0
+    policy.after_training()
+    assert [policy.before_evaluation() for _ in range(3)] == [True, True, True]
+    assert fake.released == 3
+
+
+def test_an_unreadable_resident_set_trims_every_time(monkeypatch):
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: True)
+    released = []
+    policy = FreedMemoryPolicy(read_resident=lambda: None, release=lambda: released.append(1) or True)
+    policy.after_training()
+    assert policy.before_evaluation() and policy.before_evaluation()
+    assert len(released) == 2
