@@ -13,6 +13,7 @@ import torch
 
 from ..errors import UserError
 from ..tasks import Example, TaskSpec, first_words, get_task
+from ..training import precision_context
 from .beam import _Candidate, _beam_search, _select_fast, _select_reference
 from .files import GeneratedTemplate
 from .formats import (
@@ -76,7 +77,8 @@ def _chunks(n: int, size: int) -> list[range]:
 
 class _GeneratorBase:
     def __init__(self, model, tokenizer, *, beam_width: int, max_steps: int, forbidden_token_ids,
-                 chunk_size: int, device, keep_per_format: int | None, max_input_tokens: int) -> None:
+                 chunk_size: int, device, keep_per_format: int | None, max_input_tokens: int,
+                 precision: str = "fp32") -> None:
         if beam_width < 1 or max_steps < 1 or chunk_size < 1:
             raise UserError(f"beam_width, max_steps and chunk_size must be >= 1; got {beam_width}, "
                             f"{max_steps}, {chunk_size}")
@@ -85,6 +87,8 @@ class _GeneratorBase:
             self.model.to(device)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.tokenizer = tokenizer
+        # "bf16"/"auto": the forward passes under bf16 autocast; scores are summed in fp64 all the same.
+        self.precision = precision
         self.beam_width = beam_width
         self.max_steps = max_steps
         self.chunk_size = chunk_size
@@ -125,7 +129,7 @@ class _GeneratorBase:
         words = _label_words_of(task, train_examples, label_words)
         class_words = _class_words_of(task, label_words)
         results: list[GeneratedTemplate] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_context(self.precision, self.device):
             for fmt in formats:
                 root, advance, rules = self._search_parts(task, train_examples, words, fmt, fast, class_words)
                 select = _select_fast if fast else _select_reference

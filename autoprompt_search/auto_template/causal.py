@@ -59,12 +59,13 @@ class CausalGenerator(_GeneratorBase):
                  forbidden_token_ids: Iterable[int] | None = None, chunk_size: int = 4, device=None, *,
                  max_span2_tokens: int = 5, end_text: str | None = "\n", keep_per_format: int | None = None,
                  max_input_tokens: int = 256, max_batch_rows: int = 1024, max_batch_tokens: int = 32768,
-                 objective: str = "likelihood", fluency_weight: float = 0.1, length_normalize: bool = True) -> None:
+                 objective: str = "likelihood", fluency_weight: float = 0.1, length_normalize: bool = True,
+                 precision: str = "fp32") -> None:
         check_objective(objective, fluency_weight)
         self.objective, self.fluency_weight, self.length_normalize = objective, fluency_weight, length_normalize
         super().__init__(model, tokenizer, beam_width=beam_width, max_steps=max_steps,
                          forbidden_token_ids=forbidden_token_ids, chunk_size=chunk_size, device=device,
-                         keep_per_format=keep_per_format, max_input_tokens=max_input_tokens)
+                         keep_per_format=keep_per_format, max_input_tokens=max_input_tokens, precision=precision)
         self.max_span2_tokens = max_span2_tokens
         if max_batch_rows < 1 or max_batch_tokens < 1:
             raise UserError(f"max_batch_rows and max_batch_tokens must be >= 1; got {max_batch_rows}, "
@@ -140,6 +141,11 @@ class CausalGenerator(_GeneratorBase):
 
 def _fed_tokens(item: _Candidate, word_id: int) -> list[int]:
     return [word_id if t == LABEL_MARK else t for t in item.tokens]
+
+
+def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
+    """Logits under bf16 autocast come back in bf16: the log-sum-exps over the vocabulary need fp32."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
 def _logits_kwargs(model) -> dict:
@@ -270,7 +276,7 @@ class _CausalFastState:
             out = gen.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                             **_cache_kwargs(gen.model, cache), **_logits_kwargs(gen.model))
             self.prefix.append((group, mask, mask.sum(1), [(layer.keys, layer.values) for layer in cache.layers]))
-            logits.append(out.logits[:, -1])
+            logits.append(_at_least_fp32(out.logits[:, -1]))
         root = [_Candidate((), _SPAN1, 0.0)]
         self.root_scores = self._finish(root, self._partial(torch.cat(logits).unsqueeze(0), root, range(self.count)))
 
@@ -320,7 +326,7 @@ class _CausalFastState:
             prefix_len = mask.shape[1] - fed
             new_generated.append([(layer.keys[:, :, prefix_len:].clone(), layer.values[:, :, prefix_len:].clone())
                                   for layer in cache.layers])
-            part = self._partial(out.logits[:, -1].view(n_items, len(group), -1), items, group)
+            part = self._partial(_at_least_fp32(out.logits[:, -1]).view(n_items, len(group), -1), items, group)
             sums = part if sums is None else tuple(a + b for a, b in zip(sums, part))
         self.generated = (new_generated, groups)
         return self._finish(items, sums)

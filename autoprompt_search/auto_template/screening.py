@@ -3,7 +3,7 @@ examples so that the race's dev split is not also the screen's), and LM-BFF's pe
 generation score."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..prompts import Prompt, Template, Verbalizer
 from ..tasks import Example, TaskSpec
@@ -12,20 +12,25 @@ from ..training import evaluate
 
 def screen_by_zero_shot(backbone, task: TaskSpec, generated: Sequence, examples: Sequence[Example], n: int, *,
                         seed: int = 0, max_length: int = 128, progress: bool = False,
-                        split: str = "dev") -> list[dict]:
+                        split: str = "dev", precision: str = "fp32",
+                        score: Callable[[str], float] | None = None) -> list[dict]:
     """The `n` generated templates with the best zero-shot metric on `examples` (the `split` named
     in each entry: "zero_shot_dev" or "zero_shot_train", and "screening_split") under the task's
     label words (ties: the earlier in `generated`). Cheap next to fine-tuning, and the generation
     score alone prefers the shortest spans: on SST-2 with SmolLM2 its top template has nothing
-    around the mask."""
+    around the mask. `score` (template text -> metric on `examples`) replaces the evaluation here,
+    e.g. the search's evaluator, whose zero-shot rung then reuses these results."""
     from tqdm.auto import tqdm
 
     verbalizer = Verbalizer.for_task(task)
     scored = []
     for rank, item in enumerate(tqdm(generated, desc=f"zero-shot screening on {split}", disable=not progress)):
-        result = evaluate(backbone, task, Prompt(Template.parse(item.template), verbalizer), examples, seed=seed,
-                          max_length=max_length)
-        scored.append((-result.main, rank, {**item.to_dict(), f"zero_shot_{split}": result.main,
+        if score is not None:
+            metric = score(item.template)
+        else:
+            metric = evaluate(backbone, task, Prompt(Template.parse(item.template), verbalizer), examples, seed=seed,
+                              max_length=max_length, precision=precision).main
+        scored.append((-metric, rank, {**item.to_dict(), f"zero_shot_{split}": metric,
                                             "screening_split": split}))
     return [entry for _, _, entry in sorted(scored, key=lambda t: t[:2])[:n]]
 

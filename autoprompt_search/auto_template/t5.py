@@ -38,12 +38,12 @@ class T5Generator(_GeneratorBase):
     def __init__(self, model, tokenizer, beam_width: int = 100, max_steps: int = 18,
                  forbidden_token_ids: Iterable[int] | None = None, chunk_size: int = 16, device=None, *,
                  objective: str = "mean_logits", keep_per_format: int | None = None,
-                 max_input_tokens: int = 256) -> None:
+                 max_input_tokens: int = 256, precision: str = "fp32") -> None:
         if objective not in OBJECTIVES:
             raise UserError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         super().__init__(model, tokenizer, beam_width=beam_width, max_steps=max_steps,
                          forbidden_token_ids=forbidden_token_ids, chunk_size=chunk_size, device=device,
-                         keep_per_format=keep_per_format, max_input_tokens=max_input_tokens)
+                         keep_per_format=keep_per_format, max_input_tokens=max_input_tokens, precision=precision)
         self.objective = objective
         self.sentinels = [self._sentinel(i) for i in range(3)]
         self.eos = tokenizer.eos_token_id

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import load_task
 from ..tasks import Example, TaskSpec
-from ..training import PromptClassifier, TrainConfig, release_freed_memory
+from ..training import FreedMemoryPolicy, PromptClassifier, TrainConfig, keep_freed_memory
 from .predictions import predictions_payload
 from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, PREDICTIONS
 from .settings import EvaluatorSettings
@@ -36,9 +36,14 @@ class _State:
     # Dev results of the pretrained weights per (candidate, seed): a zero-shot rung computes the same
     # result that every later fine-tuning of that candidate and seed scores at step 0.
     start_dev: "OrderedDict[str, Any]" = field(default_factory=OrderedDict)
+    # Zero-shot outcomes per (candidate, seed): template screening computes some of the zero-shot rung.
+    zero_shot: "OrderedDict[str, EvalOutcome]" = field(default_factory=OrderedDict)
+    memory: FreedMemoryPolicy = field(default_factory=FreedMemoryPolicy)
+    weights_changed: bool = True  # since the last restore; a zero-shot evaluation changes nothing
 
 
 START_DEV_ENTRIES = 512  # a few kB each (class scores of a dev split): bounded all the same
+ZERO_SHOT_ENTRIES = 512
 
 
 class PromptEvaluator(LazyEvaluator):
@@ -54,6 +59,7 @@ class PromptEvaluator(LazyEvaluator):
         from ..models import load_backbone, quiet_transformers
 
         quiet_transformers()
+        keep_freed_memory()  # before the weights load, so that the heap is laid out the same way from the start
         task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
@@ -67,6 +73,7 @@ class PromptEvaluator(LazyEvaluator):
     def restore(self, state: _State) -> None:
         """Undo the previous evaluation's fine-tuning: load the pretrained weights, or under LoRA zero
         the adapters' B (the adapted model then computes the base model's function; `fit` re-draws A)."""
+        state.weights_changed = False
         if state.pristine is not None:
             state.backbone.model.load_state_dict(state.pristine)
             return
@@ -114,14 +121,18 @@ class PromptEvaluator(LazyEvaluator):
             source="candidate label_words")
 
     def evaluate_with(self, state: _State, candidate: Mapping[str, Any], seed: int, steps: int) -> EvalOutcome:
-        release_freed_memory()  # what the previous evaluation freed, so the resident set does not creep up
-        self.restore(state)
+        start_key = json.dumps([candidate, seed], sort_keys=True, default=str)
+        if steps == 0 and not self._wants_test(0) and start_key in state.zero_shot:
+            state.zero_shot.move_to_end(start_key)
+            return state.zero_shot[start_key]
+        state.memory.before_evaluation()  # trims what earlier evaluations freed once the resident set has grown
+        if state.weights_changed:
+            self.restore(state)
         train, dev = self.split(state, "train", seed), self.split(state, "dev", seed)
         test = self.split(state, "test", seed) if self._wants_test(steps) else None
         classifier = self.classifier_for(state, candidate, seed)
         config = TrainConfig.from_dict({**self.settings.train, "steps": steps, "seed": seed,
                                         "eval_every": max(1, min(self.settings.train.get("eval_every", 8), steps or 1))})
-        start_key = json.dumps([candidate, seed], sort_keys=True, default=str)
         if steps == 0:
             if classifier.sampler is not None:  # filtered mode: embed every query in one pass, as training does
                 classifier.sampler.prepare_queries([*train, *dev, *(test or [])])
@@ -131,10 +142,12 @@ class PromptEvaluator(LazyEvaluator):
                            if test else None)
             ran = best_step = 0
         else:
+            state.weights_changed = True  # before training starts: a failed run leaves them changed too
             # The pristine weights it was just restored to: the step-0 checkpoint needs no copy of its own.
             result = classifier.fit(train, dev, config, test=test, progress=False, initial_state=state.pristine,
                                     start_dev=state.start_dev.get(start_key))
             _remember(state.start_dev, start_key, result.start_dev)
+            state.memory.after_training()
             dev_result, test_result, ran, best_step = result.dev, result.test, result.steps, result.best_step
         # best_step: the checkpoint the metrics come from (0 when fine-tuning never beat the start).
         extra = {"dev_metrics": dev_result.metrics, "steps": ran, "best_step": best_step,
@@ -149,18 +162,26 @@ class PromptEvaluator(LazyEvaluator):
         extra[PREDICTIONS] = {split: predictions_payload([e.label for e in examples], result.scores)
                               for split, examples, result in (("dev", dev, dev_result), ("test", test, test_result))
                               if result is not None}
-        return EvalOutcome(dev_result.main, test_result.main if test_result else None, extra)
+        outcome = EvalOutcome(dev_result.main, test_result.main if test_result else None, extra)
+        if steps == 0 and test_result is None:
+            _remember(state.zero_shot, start_key, outcome, ZERO_SHOT_ENTRIES)
+        return outcome
+
+    def zero_shot_dev(self, state: _State, candidate: Mapping[str, Any], seed: int) -> float:
+        """The zero-shot dev metric of `candidate` on `seed`'s split, as the zero-shot rung computes (and
+        then reuses) it: template screening calls this."""
+        return self.evaluate_with(state, candidate, seed, 0).dev_metric
 
     def _wants_test(self, steps: int) -> bool:
         return self.settings.test_at_steps is not None and steps == self.settings.test_at_steps
 
 
-def _remember(memory: OrderedDict, key: str, result) -> None:
+def _remember(memory: OrderedDict, key: str, result, limit: int = START_DEV_ENTRIES) -> None:
     if result is None:
         return
     memory[key] = result
     memory.move_to_end(key)
-    while len(memory) > START_DEV_ENTRIES:
+    while len(memory) > limit:
         memory.popitem(last=False)
 
 

@@ -87,7 +87,11 @@ def run_pipeline(options: SearchOptions, say=print):
     out.mkdir(parents=True, exist_ok=True)
     evaluator = PromptEvaluator(settings)
     state = process_local(evaluator.state_key(), evaluator.load_state)  # shared with serial evaluations
-    candidates, sources = build_candidates(options, task, state.backbone, say)
+
+    def screen(template: str, words_task) -> float:  # through the evaluator: the zero-shot rung reuses it
+        return evaluator.zero_shot_dev(state, make_candidate(template, Verbalizer.for_task(words_task)), options.seeds[0])
+
+    candidates, sources = build_candidates(options, task, state.backbone, say, screen=screen)
     evaluator.restore(state)
     executor = search_executor(_with_jobs(options, state.backbone, say))
     write_json_atomic(out / "candidates.json", with_origins(candidates, sources))

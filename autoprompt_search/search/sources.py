@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..auto_template import round_robin_by_format, screen_by_zero_shot
 from ..errors import UserError
@@ -33,8 +33,10 @@ def _local_t5(name: str):
 
 
 def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone,
-                       say=print) -> list[dict]:
-    """Auto-T: a T5 generator when one is available, else the backbone as a causal generator."""
+                       say=print, screen: Callable[[str, TaskSpec], float] | None = None) -> list[dict]:
+    """Auto-T: a T5 generator when one is available, else the backbone as a causal generator.
+    `screen`: (template text, task whose label words to use) -> zero-shot dev metric of the first seed
+    (the search's evaluator, so that its zero-shot rung reuses the results); used when screening on dev."""
     from ..data import load_split
     from ..auto_template import CausalGenerator, InstructionGenerator, T5Generator
 
@@ -49,13 +51,13 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
     if loaded is not None:
         say(f"template generator: T5 ({t5_name})")
         generator = T5Generator(*loaded, beam_width=options.beam_width, device=options.device,
-                                max_steps=options.generator_steps or 18)
+                                max_steps=options.generator_steps or 18, precision=options.resolved_precision())
     elif backbone.kind == "causal":
         say(f"template generator: the backbone {options.model} as a causal generator"
             + (" (no T5 model available offline)" if options.generator == "auto" else ""))
         generator = CausalGenerator(backbone.model, backbone.tokenizer, beam_width=options.beam_width,
                                     device=backbone.device, max_steps=options.generator_steps or 10,
-                                    objective=options.template_objective)
+                                    objective=options.template_objective, precision=options.resolved_precision())
     else:
         say("template generator: none (no T5 model available and the backbone is not a causal LM)")
         return []
@@ -73,7 +75,9 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
                                                          seed=options.seeds[0])
     say(f"screening {len(found)} generated templates by zero-shot {split} {task.metric} (seed {options.seeds[0]})")
     return screen_by_zero_shot(backbone, task, found, examples, options.n_templates, seed=options.seeds[0],
-                               max_length=options.max_length, progress=options.progress, split=split)
+                               max_length=options.max_length, progress=options.progress, split=split,
+                               precision=options.resolved_precision(),
+                               score=(lambda template: screen(template, task)) if screen and split == "dev" else None)
 
 
 def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone) -> list[dict]:
@@ -100,9 +104,10 @@ def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Exam
     return mappings
 
 
-def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print) -> tuple[list[dict], dict]:
+def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print,
+                     screen: Callable[[str, TaskSpec], float] | None = None) -> tuple[list[dict], dict]:
     """Template x mapping x demonstration candidates from every source, and where each template and
-    mapping came from (`CandidateSources`)."""
+    mapping came from (`CandidateSources`). `screen`: see `generate_templates`."""
     from ..data import load_split
     from ..prompts import load_template_lines
     from ..prompts import load_mapping_lines
@@ -128,8 +133,10 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
             key["objective"] = options.template_objective
         if options.instruction_templates:
             key["instruction_prompts"] = options.instruction_templates
+        if options.resolved_precision() != "fp32":
+            key["precision"] = options.resolved_precision()
         generated = cached_json(out / "generated_templates.json", key,
-                                lambda: generate_templates(options, words_task, train, backbone, say), warn=say)
+                                lambda: generate_templates(options, words_task, train, backbone, say, screen), warn=say)
         for item in generated:
             templates.append(Template.parse(item["template"]))
             split = item.get("screening_split", "dev")
