@@ -11,6 +11,7 @@ from .candidates import make_candidate
 from .configs import data_fingerprint, remember_config
 from ..data import load_task
 from ..prompts import Verbalizer
+from ..training import release_freed_memory
 from .evaluator import EvaluatorSettings, PromptEvaluator
 from .leaderboard import Leaderboard
 from .options import SearchOptions, make_strategy, search_executor
@@ -93,6 +94,7 @@ def run_pipeline(options: SearchOptions, say=print):
 
     candidates, sources = build_candidates(options, task, state.backbone, say, screen=screen)
     evaluator.restore(state)
+    release_freed_memory()  # generation's beams and caches: the race allocates differently, so give them back
     executor = search_executor(_with_jobs(options, state.backbone, say))
     write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
     task_prompt = candidate_id(make_candidate(task.template, Verbalizer.for_task(task), options.demonstrations[0]))
