@@ -112,7 +112,7 @@ def prompt_text(pick: dict) -> str:
 
 
 def summarise_search(options: SearchOptions) -> dict:
-    """The best single candidate (top of the final ranking without the ensemble), the ensemble row if
+    """The exported single candidate (else the top of the final ranking without the ensemble), the ensemble row if
     the search made one, which of them best.json exported, and the compute recorded in the leaderboard."""
     out = Path(options.out)
     best = json.loads((out / "best.json").read_text(encoding="utf-8"))
@@ -125,7 +125,10 @@ def summarise_search(options: SearchOptions) -> dict:
         return {r.seed: r.test_metric for r in rows if r.candidate_id == candidate_id and r.budget == options.max_steps}
 
     ensemble = next((entry for entry in ranking if "ensemble" in entry.candidate), None)
-    single = next(entry for entry in ranking if "ensemble" not in entry.candidate)
+    # The exported candidate (--selection decides it; before that existed, the top of the ranking).
+    exported = best["found_by"].get("candidate_id")
+    single = next((entry for entry in ranking if entry.candidate_id == exported and "ensemble" not in entry.candidate),
+                  None) or next(entry for entry in ranking if "ensemble" not in entry.candidate)
     summary = {
         "pick": {"template": single.candidate["template"], "label_words": single.candidate["label_words"],
                  "demonstrations": single.candidate.get("demonstrations", "off"),
@@ -168,7 +171,7 @@ def markdown(state: dict, args) -> str:
              + ("" if len(args.seeds) >= 5 else " (first pass: fewer than 5 seeds)"), "",
              "Test metric mean (std) over seeds; manual = the task's manual prompt fine-tuned with the "
              "search's final budget by the same evaluator.", "",
-             "| task | manual | search pick (best single) | ensemble | pick - manual | picked prompt | evaluations | train steps | search s |",
+             "| task | manual | search pick (exported single) | ensemble | pick - manual | picked prompt | evaluations | train steps | search s |",
              "|---|---|---|---|---|---|---|---|---|"]
     missing, met_floor, wins, done_tasks, ensembles, ensemble_ok = [], 0, 0, 0, 0, 0
     for task_name in args.tasks:

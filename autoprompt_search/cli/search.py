@@ -102,6 +102,12 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--no-keep-task-prompt", dest="keep_task_prompt", action="store_false", default=None,
                         help="let halving drop the task's own prompt before the final rung (by default it "
                              "always reaches it, so the search returns it unless a candidate beats it there)")
+    parser.add_argument("--selection", choices=["paired", "dev"],
+                        help="which final candidate to export: paired (default): the task's own prompt unless a "
+                             "candidate wins significantly more of the same dev examples than it loses "
+                             "(one-sided sign test); dev: the best mean dev metric, as LM-BFF")
+    parser.add_argument("--selection-alpha", type=float,
+                        help=f"significance level of the paired selection (default {d.selection_alpha:g})")
     parser.add_argument("--ensemble-size", type=int,
                         help=f"average the class probabilities of the top N candidates as one more final candidate "
                              f"(default {d.ensemble_size}; 0: no ensemble)")

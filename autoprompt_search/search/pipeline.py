@@ -18,7 +18,9 @@ from .options import SearchOptions, make_strategy, search_executor
 from .plots import plot_leaderboard
 from .prompt_origin import describe_start, with_origins
 from .ensemble import ENSEMBLE, build_ensemble, is_ensemble, with_ensemble
+from .predictions import load_predictions
 from .records import candidate_id, describe_candidate
+from .selection import select_final
 from .sidefiles import write_json_atomic
 from .sources import build_candidates
 from .strategies import describe_plan
@@ -120,7 +122,13 @@ def run_pipeline(options: SearchOptions, say=print):
     result.ranking, result.n_evaluated = with_ensemble(result.ranking, ensemble), result.n_evaluated + ensemble.n_evaluated
     plot_leaderboard(leaderboard, out / "progress.png", config_hash=study.config_hash)
     say(leaderboard.to_table(config_hash=study.config_hash))
-    best = result.best
+    selection = select_final(
+        result.ranking, task, rule=options.selection, incumbent_id=task_prompt if task.has_manual_prompt else None,
+        seeds=options.seeds,
+        dev_predictions=lambda cid, seed: load_predictions(leaderboard, study.config_hash, cid, seed,
+                                                           options.max_steps).get("dev"),
+        alpha=options.selection_alpha)
+    best = selection.entry if selection is not None else None
     if best is not None:
         rows = [r for r in leaderboard.rows(study.config_hash)
                 if r.candidate_id == best.candidate_id and r.budget == options.max_steps]
@@ -132,8 +140,10 @@ def run_pipeline(options: SearchOptions, say=print):
                       "candidate_id": best.candidate_id,
                       "sources": sources.get(best.candidate.get("template"), ["file"]),
                       **sources.origin(best.candidate),
-                      "evaluations_run": result.n_evaluated, "evaluations_reused": result.n_reused})
+                      "evaluations_run": result.n_evaluated, "evaluations_reused": result.n_reused,
+                      "selection": selection.to_dict()})
         write_document(document, out / "best.json")
+        say(f"selection ({selection.rule}): {selection.reason}")
         say(f"best: {describe_candidate(best.candidate)}  dev {best.mean_dev:.4f}"
             + (f"  test {best.mean_test:.4f}" if best.mean_test is not None else ""))
         origin = sources.origin(best.candidate)

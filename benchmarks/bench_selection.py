@@ -1,0 +1,75 @@
+"""Selection rules replayed on finished searches: which final-rung candidate `--selection dev` (LM-BFF: the
+best mean dev metric) and `--selection paired` (the task's own prompt unless a candidate wins significantly
+more of the same dev examples) export from the same leaderboard, with their test metrics.
+
+    python benchmarks/bench_selection.py --leaderboards runs/sst2/leaderboard.sqlite runs/quality/.../leaderboard.sqlite
+
+No model is loaded: the rules choose among stored evaluations (their per-example dev predictions), so the
+replay equals what `search-templates` exports with each rule. Saves results/<name>.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import fmt, mean_std, save  # noqa: E402
+
+from autoprompt_search.data import load_task  # noqa: E402
+from autoprompt_search.prompts import Verbalizer  # noqa: E402
+from autoprompt_search.search import Leaderboard, stored_config  # noqa: E402
+from autoprompt_search.search.candidates import make_candidate  # noqa: E402
+from autoprompt_search.search.predictions import load_predictions  # noqa: E402
+from autoprompt_search.search.records import candidate_id, describe_candidate  # noqa: E402
+from autoprompt_search.search.selection import DEFAULT_ALPHA, select_final  # noqa: E402
+
+
+def replay(path: Path, alpha: float) -> dict:
+    board = Leaderboard(path)
+    config_hash = board.latest_config_hash()
+    config = stored_config(board, config_hash)
+    settings = config["settings"]
+    task = load_task(settings.get("task_file") or settings["task"])
+    steps, seeds = config["max_steps"], config["seeds"]
+    ranking = [e for e in board.ranking(budget=steps, config_hash=config_hash) if "ensemble" not in e.candidate]
+    incumbent = candidate_id(make_candidate(task.template, Verbalizer.for_task(task))) if task.has_manual_prompt else None
+
+    def dev(cid: str, seed: int):
+        return load_predictions(board, config_hash, cid, seed, steps).get("dev")
+
+    row = {"leaderboard": str(path), "task": task.name, "seeds": seeds, "steps": steps}
+    for rule in ("dev", "paired"):
+        chosen = select_final(ranking, task, rule=rule, incumbent_id=incumbent, seeds=seeds, dev_predictions=dev,
+                              alpha=alpha)
+        row[rule] = {"candidate": describe_candidate(chosen.entry.candidate), "dev": chosen.entry.mean_dev,
+                     "test": chosen.entry.mean_test, "is_task_prompt": chosen.entry.candidate_id == incumbent,
+                     **chosen.to_dict()}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--leaderboards", nargs="+", required=True, type=Path)
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
+    parser.add_argument("--name", default="selection")
+    args = parser.parse_args()
+    rows = [replay(path, args.alpha) for path in args.leaderboards]
+    lines = [f"Rules replayed on {len(rows)} finished search(es); paired alpha {args.alpha}.", "",
+             "| search | task | dev rule: pick | dev | test | paired rule: pick | dev | test | challenger wins / losses (p) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        d, p = row["dev"], row["paired"]
+        record = f"{p['wins']} / {p['losses']} ({p['p_value']:.3f})" if p["p_value"] is not None else "-"
+        lines.append(f"| `{row['leaderboard']}` | {row['task']} | {d['candidate']} | {d['dev']:.3f} | "
+                     f"{d['test'] if d['test'] is None else round(d['test'], 3)} | {p['candidate']} | {p['dev']:.3f} | "
+                     f"{p['test'] if p['test'] is None else round(p['test'], 3)} | {record} |")
+    tests = {rule: [row[rule]["test"] for row in rows if row[rule]["test"] is not None] for rule in ("dev", "paired")}
+    lines += ["", f"Mean test over the searches: dev rule {fmt(*mean_std(tests['dev']))}, "
+                  f"paired rule {fmt(*mean_std(tests['paired']))}."]
+    save(args.name, "\n".join(lines), {"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The exported candidate: the task's own prompt unless a candidate wins significantly more of the same dev
+examples (paired sign test), or the best mean dev metric under --selection dev."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from autoprompt_search.errors import UserError
+from autoprompt_search.search import Leaderboard, SearchOptions, run_pipeline
+from autoprompt_search.search.predictions import SplitPredictions
+from autoprompt_search.search.records import RankedCandidate
+from autoprompt_search.search.selection import select_final, sign_test_p
+from autoprompt_search.tasks import get_task
+
+SST2 = get_task("sst2")
+STSB = get_task("sts-b")
+LABELS = tuple(["0", "1"] * 16)  # 32 dev examples
+
+
+def _predictions(correct: list[bool]) -> SplitPredictions:
+    """Class scores that put each example right or wrong as asked."""
+    scores = np.zeros((len(LABELS), 2))
+    for i, (label, right) in enumerate(zip(LABELS, correct)):
+        gold = int(label)
+        scores[i, gold if right else 1 - gold] = 1.0
+    return SplitPredictions(LABELS, scores)
+
+
+def _entry(cid: str, correct: list[bool]) -> RankedCandidate:
+    return RankedCandidate({"template": cid}, cid, sum(correct) / len(correct), 0.0, 1, None, 32,
+                           dev_examples=(32,))
+
+
+def _ranked(**correct_by_id):
+    entries = sorted((_entry(cid, c) for cid, c in correct_by_id.items()), key=lambda e: -e.mean_dev)
+    by_id = {cid: _predictions(c) for cid, c in correct_by_id.items()}
+    return entries, (lambda cid, seed: by_id.get(cid))
+
+
+def _correct(right: int, shift: int = 0) -> list[bool]:
+    """`right` of 32 examples right, starting at example `shift`."""
+    return [(i - shift) % 32 < right for i in range(32)]
+
+
+def test_sign_test_p_values():
+    assert sign_test_p(5, 4) == pytest.approx(0.5)
+    assert sign_test_p(6, 3) == pytest.approx(130 / 512)
+    assert sign_test_p(9, 0) == pytest.approx(1 / 512)
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(0, 3) == 1.0
+
+
+def test_a_challenger_within_the_noise_does_not_replace_the_task_prompt():
+    # incumbent right on 0..23 (24/32), challenger right on 3..27 (25/32): 4 wins, 3 losses.
+    ranking, predictions = _ranked(task=_correct(24), challenger=_correct(25, shift=3))
+    assert ranking[0].candidate_id == "challenger"
+    chosen = select_final(ranking, SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    assert chosen.entry.candidate_id == "task" and chosen.rule == "paired"
+    assert (chosen.wins, chosen.losses) == (4, 3) and chosen.p_value == pytest.approx(sign_test_p(4, 3))
+    by_dev = select_final(ranking, SST2, rule="dev", incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    assert by_dev.entry.candidate_id == "challenger" and by_dev.rule == "dev"
+
+
+def test_a_challenger_that_wins_clearly_is_exported():
+    # incumbent right on 0..19 (20/32), challenger right on 0..29: 10 wins, 0 losses.
+    ranking, predictions = _ranked(task=_correct(20), challenger=_correct(30))
+    chosen = select_final(ranking, SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    assert chosen.entry.candidate_id == "challenger"
+    assert (chosen.wins, chosen.losses) == (10, 0) and chosen.p_value <= 0.1
+
+
+def test_the_best_ranked_significant_challenger_wins_and_unpaired_rows_are_skipped():
+    ranking, predictions = _ranked(task=_correct(16), strong=_correct(28), stronger=_correct(30))
+    ensemble = RankedCandidate({"ensemble": ["x"]}, "ensemble", 1.0, 0.0, 1, None, 32, dev_examples=(32,))
+    chosen = select_final([ensemble, *ranking], SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    assert chosen.entry.candidate_id == "stronger"
+
+
+def test_wins_are_pooled_over_seeds():
+    # Per seed 3 wins and 0 losses (p = 0.125 > 0.1); over two seeds 6 - 0 (p = 0.016).
+    task, challenger = _predictions(_correct(24)), _predictions(_correct(27))
+    ranking = [_entry("challenger", _correct(27)), _entry("task", _correct(24))]
+    one = select_final(ranking, SST2, incumbent_id="task", seeds=[13],
+                       dev_predictions=lambda cid, seed: task if cid == "task" else challenger)
+    two = select_final(ranking, SST2, incumbent_id="task", seeds=[13, 21],
+                       dev_predictions=lambda cid, seed: task if cid == "task" else challenger)
+    assert one.entry.candidate_id == "task" and two.entry.candidate_id == "challenger"
+    assert (two.wins, two.losses) == (6, 0)
+
+
+def test_the_dev_rule_applies_without_an_incumbent_or_for_regression():
+    ranking, predictions = _ranked(task=_correct(24), challenger=_correct(25, shift=3))
+    gone = select_final(ranking, SST2, incumbent_id="someone else", seeds=[13], dev_predictions=predictions)
+    assert gone.entry.candidate_id == "challenger" and gone.rule == "dev"
+    regression = select_final(ranking, STSB, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    assert regression.entry.candidate_id == "challenger" and regression.rule == "dev"
+    assert select_final([], SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions) is None
+
+
+@pytest.mark.parametrize("field, value", [("selection", "best"), ("selection_alpha", 0.0), ("selection_alpha", 1.5)])
+def test_bad_selection_settings_are_one_line_errors(field, value):
+    with pytest.raises(UserError, match=field):
+        SearchOptions(task="sst2", **{field: value}).validate()
+
+
+def test_the_search_records_its_selection_and_follows_the_rule(tiny_causal_folder, tmp_path):
+    from test_search import search_options, write_toy_lmbff
+
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    out = tmp_path / "out"
+    options = search_options(tiny_causal_folder, data, out, seeds=(13,), n_mappings=2, label_k=3)
+    result = run_pipeline(options, say=lambda *_: None)
+    paired = json.loads((out / "best.json").read_text())["found_by"]
+    assert paired["selection"]["rule"] in ("paired", "dev")
+    board = Leaderboard(out / "leaderboard.sqlite")
+    ranking = board.ranking(budget=options.max_steps, config_hash=paired["config_hash"])
+    task_id = next(e.candidate_id for e in ranking if e.candidate["template"] == "*cls**sent_0*_It_was*mask*.*sep+*"
+                   and e.candidate["label_words"] == dict(SST2.label_words))
+    if paired["candidate_id"] != task_id:  # a challenger is exported only on a significant paired record
+        assert paired["selection"]["p_value"] <= options.selection_alpha
+    run_pipeline(options.__class__(**{**options.__dict__, "selection": "dev"}), say=lambda *_: None)
+    by_dev = json.loads((out / "best.json").read_text())["found_by"]
+    assert by_dev["config_hash"] == paired["config_hash"]  # the rule chooses among the same evaluations
+    assert by_dev["candidate_id"] == result.ranking[0].candidate_id
+    assert by_dev["selection"]["rule"] == "dev"
