@@ -125,3 +125,20 @@ def test_the_search_records_its_selection_and_follows_the_rule(tiny_causal_folde
     assert by_dev["config_hash"] == paired["config_hash"]  # the rule chooses among the same evaluations
     assert by_dev["candidate_id"] == result.ranking[0].candidate_id
     assert by_dev["selection"]["rule"] == "dev"
+
+
+def test_ensemble_rows_store_their_dev_predictions_so_they_can_challenge(tiny_causal_folder, tmp_path):
+    from autoprompt_search.search.predictions import load_predictions
+    from autoprompt_search.search.selection import correct_per_example
+    from test_search import search_options, write_toy_lmbff
+
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    out = tmp_path / "out"
+    options = search_options(tiny_causal_folder, data, out, seeds=(13,), n_mappings=2, label_k=3, ensemble_size=2)
+    run_pipeline(options, say=lambda *_: None)
+    board = Leaderboard(out / "leaderboard.sqlite")
+    rows = [r for r in board.rows(board.latest_config_hash()) if "ensemble" in r.candidate]
+    assert rows
+    for row in rows:
+        dev = load_predictions(board, row.config_hash, row.candidate_id, row.seed, row.budget)["dev"]
+        assert float(correct_per_example(SST2, dev).mean()) == pytest.approx(row.dev_metric)

@@ -21,7 +21,7 @@ from ..tasks import Example, TaskSpec
 from ..training import ensemble_result
 from .evaluator import continuous_score
 from .leaderboard import Leaderboard
-from .predictions import SplitPredictions, load_predictions
+from .predictions import SplitPredictions, load_predictions, predictions_payload, store_predictions
 from .records import (DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, Evaluation, RankedCandidate, aggregate, candidate_id,
                       package_versions, rank_key)
 from .strategies import Rung, top_candidates
@@ -115,7 +115,9 @@ def ensemble_rows(leaderboard: Leaderboard, config_hash: str, members: Sequence[
         row = leaderboard.get(cid, seed, budget, config_hash)
         if row is None:
             row = _score_seed(leaderboard, config_hash, candidate, members, task, seed, budget, rung)
-            leaderboard.record_evaluation(row)
+            if leaderboard.record_evaluation(row):
+                with leaderboard.transaction() as connection:
+                    store_predictions(connection, row)
             row = leaderboard.get(cid, seed, budget, config_hash) or row
         rows.append(row)
     return rows
@@ -158,7 +160,9 @@ def _score_seed(leaderboard: Leaderboard, config_hash: str, candidate: dict[str,
         budget=budget, rung=rung, dev_metric=dev.main if dev.metrics else float("nan"),
         test_metric=test.main if test is not None and test.metrics else None,
         dev_metrics=dict(dev.metrics), test_metrics=dict(test.metrics) if test is not None else {},
-        extra=extra, steps=budget, versions=package_versions())
+        extra=extra, steps=budget, versions=package_versions(),
+        # Stored like any evaluation's, so the ensemble can challenge the task prompt example by example.
+        predictions={split: predictions_payload(labels, result.scores) for split, (labels, result) in results.items()})
 
 
 def with_ensemble(ranking: Sequence[RankedCandidate], outcome: EnsembleOutcome) -> list[RankedCandidate]:

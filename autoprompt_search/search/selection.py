@@ -10,8 +10,8 @@ the incumbent: a candidate ranked above it replaces it only when it wins on sign
 dev examples than it loses (one-sided exact sign test over the discordant examples of every seed,
 p <= alpha). Among such candidates the best ranked is exported. Without a hand-written prompt in the
 final rung (`--no-keep-task-prompt`, or a task file whose prompt was derived from label names: no prior
-to defend), for regression tasks, or for candidates without stored per-example predictions (ensemble
-rows), the dev rule applies.
+to defend), or for regression tasks, the dev rule applies. Candidates without stored per-example
+predictions (rows stored before predictions were) cannot challenge; ensemble rows store theirs.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: st
     for entry in ranking[:ids.index(incumbent_id)]:
         mine = [dev_predictions(entry.candidate_id, seed) for seed in seeds]
         if any(p is None for p in mine):
-            continue  # an ensemble row, or an evaluation stored before predictions were
+            continue  # stored before predictions were
         wins, losses = paired_record(task, mine, theirs)
         p_value = sign_test_p(wins, losses)
         if p_value <= alpha:
