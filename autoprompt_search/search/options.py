@@ -113,15 +113,11 @@ class SearchOptions:
     # Halving keeps the task's own prompt (manual, or the starting prompt of a task file without one) in
     # the race to the final rung, where only a candidate that beats it at full budget can win.
     keep_task_prompt: bool = True
-    # Which final candidate is exported (selection.py): "paired" keeps the task's own prompt unless a
-    # candidate beats it significantly on the same dev examples; "dev" takes the best mean dev metric.
-    # Neither is part of the configuration hash: they choose among stored evaluations.
+    # The export rule (selection.py); not in the configuration hash: it chooses among stored evaluations.
     selection: str = "paired"
     selection_alpha: float = 0.1
-    # The top-m candidates' averaged class probabilities as one more final candidate (0: no ensemble).
-    # Not part of the configuration hash: changing it reuses every stored evaluation. Off by default: under
-    # halving the members must first be trained to the final budget on every seed, which on the SST-2 demo
-    # costs about as much again as the final rung.
+    # The top-m candidates' averaged class probabilities as one more final candidate (0: none); not in the
+    # configuration hash. Off by default: its members' training to the final budget costs about one more final rung.
     ensemble_size: int = 0
 
     @classmethod
@@ -191,7 +187,7 @@ class SearchOptions:
         need(self.jobs >= 0, "jobs", "an integer >= 1, or 0 to let the search decide")
         need(self.selection in ("paired", "dev"), "selection", "'paired' or 'dev'")
         need(math.isfinite(self.selection_alpha) and 0 < self.selection_alpha < 1, "selection_alpha",
-             "a number between 0 and 1")
+             "a number in (0, 1)")
         need(self.ensemble_size == 0 or self.ensemble_size >= 2, "ensemble_size", "0 (no ensemble) or an integer >= 2")
         need(self.backend in ("loky", "dask", "ray", "serial"), "backend", "loky, dask, ray or serial")
         need(self.test_limit is None or self.test_limit >= 1, "test_limit", "an integer >= 1")
