@@ -263,7 +263,7 @@ def test_a_search_evaluates_the_multiword_candidate_and_exports_lists(tiny_causa
     mappings = write_mapping_file(tmp_path / "mappings.txt", [LISTS])
     options = search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,), n_mappings=1, label_k=6,
                              label_words_per_class=2, label_ranking="pmi", mapping_files=(str(mappings),),
-                             strategy="exhaustive", min_steps=1, max_steps=1)
+                             strategy="exhaustive", min_steps=1, max_steps=1, selection="dev")
     result = run_pipeline(options, say=lambda *_: None)
     candidates = json.loads((tmp_path / "out" / "candidates.json").read_text(encoding="utf-8"))
     multi = [{key: c[key] for key in ("template", "label_words", "demonstrations")} for c in candidates

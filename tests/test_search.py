@@ -96,7 +96,8 @@ def mapping_file(tmp_path_factory) -> Path:
 def first_run(tiny_causal_folder, toy_data, mapping_file, tmp_path_factory):
     """One halving search over 5 candidates (manual mapping + 4 from a file), 2 seeds, eta 2."""
     out = tmp_path_factory.mktemp("first_run")
-    options = search_options(tiny_causal_folder, toy_data, out, mapping_files=(str(mapping_file),))
+    # The dev export rule (LM-BFF's), so best.json is the top of the ranking; the paired rule: test_selection.py.
+    options = search_options(tiny_causal_folder, toy_data, out, mapping_files=(str(mapping_file),), selection="dev")
     messages: list[str] = []
     result = run_pipeline(options, say=messages.append)
     config_hash = read_document(out / "best.json").document["found_by"]["config_hash"]
