@@ -33,7 +33,8 @@ def replay(path: Path, alpha: float) -> dict:
     settings = config["settings"]
     task = load_task(settings.get("task_file") or settings["task"])
     steps, seeds = config["max_steps"], config["seeds"]
-    ranking = [e for e in board.ranking(budget=steps, config_hash=config_hash) if "ensemble" not in e.candidate]
+    # Ensemble rows included, as the search ranks them (they challenge only where their predictions are stored).
+    ranking = board.ranking(budget=steps, config_hash=config_hash)
     incumbent = candidate_id(make_candidate(task.template, Verbalizer.for_task(task))) if task.has_manual_prompt else None
 
     def dev(cid: str, seed: int):

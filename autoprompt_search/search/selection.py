@@ -1,9 +1,9 @@
 """Which final-rung candidate the search exports.
 
 "dev" is LM-BFF's rule: the top of the final ranking (mean dev metric, then the continuous score). On a
-32-example dev split that rule follows noise: on the SST-2 demo a generated prompt one to three dev
-examples ahead of the manual prompt was exported three times, at test 59.3 and 74.9 against the manual
-prompt's 82.9 (results/selection_sst-2.md).
+32-example dev split that rule follows noise: replayed on four SmolLM2 SST-2 searches it exported candidates
+one to three dev examples ahead of the manual prompt, at test 80.9 +- 4.1 against the manual prompt's
+83.6 +- 0.8 (results/selection_sst-2.md).
 
 "paired" (the default) treats the task's hand-written prompt, which halving keeps to the final rung, as
 the incumbent: a candidate ranked above it replaces it only when it wins on significantly more of the same
