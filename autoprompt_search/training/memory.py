@@ -1,13 +1,14 @@
 """How freed tensor memory is handled: kept for the next training step, and handed back to the
 operating system between evaluations only when the resident set has grown.
 
-A training step of a 135M-parameter model allocates and frees about a gigabyte of tensors
+A training step of a 135M-parameter model allocates and frees gigabytes of tensors
 (gradients, optimiser temporaries, activations). glibc serves blocks above its mmap threshold (at
 most 32 MB, dynamic) with fresh mappings and unmaps them when freed, so every step touches its
-memory anew: on this 2-core VM about 266k page faults per step, 0.5 s of system time beside 3 s of
-arithmetic. `keep_freed_memory` raises the mmap and trim thresholds so that freed blocks stay in
-the heap and the next step reuses them (results/speed_freed_memory.md). The heap then keeps its
-high-water mark, which `FreedMemoryPolicy` bounds between evaluations with `malloc_trim`.
+memory anew: on this 2-core VM, 6 evaluations of 8 bf16 steps made 4.2-5.4M page faults each and
+spent 84 s in the kernel beside 215 s of arithmetic (results/speed_freed_memory.md).
+`keep_freed_memory` raises the mmap and trim thresholds so that freed blocks stay in the heap and the
+next step reuses them (the same 6 evaluations: 13 s in the kernel, 0.69x the time). The heap then
+keeps its high-water mark, which `FreedMemoryPolicy` bounds between evaluations with `malloc_trim`.
 
 AUTOPROMPT_KEEP_FREED_MEMORY=0 restores glibc's defaults and a trim after every evaluation. Other C
 libraries (macOS, musl, Windows) are left alone.
