@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_selection import replayed_choices  # noqa: E402
 from common import RESULTS, command_line, environment, mean_std, resumable_state, write_json_atomic  # noqa: E402
 
 from autoprompt_search.data import load_task  # noqa: E402
@@ -107,17 +108,19 @@ def merged_search(entry: dict, args) -> dict | None:
 
 
 def prompt_text(pick: dict) -> str:
-    return (f"`{pick['template']}` {json.dumps(pick['label_words'])}"
+    return (("(task prompt) " if pick.get("is_task_prompt") else "") + f"`{pick['template']}` {json.dumps(pick['label_words'])}"
             + (f" demos={pick['demonstrations']}" if pick.get("demonstrations", "off") != "off" else ""))
 
 
 def summarise_search(options: SearchOptions) -> dict:
-    """The exported single candidate (else the top of the final ranking without the ensemble), the ensemble row if
-    the search made one, which of them best.json exported, and the compute recorded in the leaderboard."""
-    out = Path(options.out)
-    best = json.loads((out / "best.json").read_text(encoding="utf-8"))
-    leaderboard = Leaderboard(out / "leaderboard.sqlite")
-    config_hash = best["found_by"]["config_hash"]
+    """The single candidate the search's export rule (`options.selection`) chooses from its leaderboard, replayed
+    so that searches finished under an older rule are summarised under the current one; the ensemble row if the
+    search made one; and the compute recorded in the leaderboard."""
+    board_path = Path(options.out) / "leaderboard.sqlite"
+    choices, facts = replayed_choices(board_path, rules=(options.selection,), alpha=options.selection_alpha)
+    chosen = choices[options.selection]
+    leaderboard = Leaderboard(board_path)
+    config_hash = facts["config_hash"]
     rows = leaderboard.rows(config_hash)
     ranking = leaderboard.ranking(budget=options.max_steps, config_hash=config_hash)
 
@@ -125,15 +128,15 @@ def summarise_search(options: SearchOptions) -> dict:
         return {r.seed: r.test_metric for r in rows if r.candidate_id == candidate_id and r.budget == options.max_steps}
 
     ensemble = next((entry for entry in ranking if "ensemble" in entry.candidate), None)
-    # The exported candidate (--selection decides it; before that existed, the top of the ranking).
-    exported = best["found_by"].get("candidate_id")
-    single = next((entry for entry in ranking if entry.candidate_id == exported and "ensemble" not in entry.candidate),
-                  None) or next(entry for entry in ranking if "ensemble" not in entry.candidate)
+    # The pick is a single prompt: where the rule chose the ensemble, the best single candidate stands in.
+    single = (chosen.entry if "ensemble" not in chosen.entry.candidate
+              else next(entry for entry in ranking if "ensemble" not in entry.candidate))
     summary = {
         "pick": {"template": single.candidate["template"], "label_words": single.candidate["label_words"],
                  "demonstrations": single.candidate.get("demonstrations", "off"),
-                 "candidate_id": single.candidate_id, "test_per_seed": per_seed_test(single.candidate_id)},
-        "exported": best.get("kind", "prompt"),
+                 "candidate_id": single.candidate_id, "test_per_seed": per_seed_test(single.candidate_id),
+                 "is_task_prompt": single.candidate_id == facts["incumbent"]},
+        "selection": {"rule": options.selection, "alpha": options.selection_alpha, **chosen.to_dict()},
         "candidates": len({r.candidate_id for r in rows}),
         "evaluations": len(rows),
         "train_steps": sum(r.steps for r in rows),
@@ -143,6 +146,11 @@ def summarise_search(options: SearchOptions) -> dict:
         summary["ensemble"] = {"candidate_id": ensemble.candidate_id, "size": len(ensemble.candidate["ensemble"]),
                                "test_per_seed": per_seed_test(ensemble.candidate_id)}
     return summary
+
+
+def summarised_under(summary: dict, options: SearchOptions) -> bool:
+    chosen = summary.get("selection", {})
+    return chosen.get("rule") == options.selection and chosen.get("alpha") == options.selection_alpha
 
 
 def manual_unit(options: SearchOptions, seed: int) -> dict:
@@ -170,7 +178,10 @@ def markdown(state: dict, args) -> str:
     lines = [f"## Default search vs manual prompt, {args.model}, seeds {args.seeds}, {protocol}"
              + ("" if len(args.seeds) >= 5 else " (first pass: fewer than 5 seeds)"), "",
              "Test metric mean (std) over seeds; manual = the task's manual prompt fine-tuned with the "
-             "search's final budget by the same evaluator.", "",
+             "search's final budget by the same evaluator; search pick = the single candidate the default export "
+             "rule (`--selection paired`: the task's prompt unless a final-rung candidate wins significantly more of "
+             "the same dev examples) chooses, replayed from each search's leaderboard; \"(task prompt)\" marks a pick "
+             "that is the manual prompt itself (trained by the same evaluator with the same seed and budget as the manual column).", "",
              "| task | manual | search pick (exported single) | ensemble | pick - manual | picked prompt | evaluations | train steps | search s |",
              "|---|---|---|---|---|---|---|---|---|"]
     missing, met_floor, wins, done_tasks, ensembles, ensemble_ok = [], 0, 0, 0, 0, 0
@@ -242,16 +253,20 @@ def main() -> None:
         for seed in search_units(args):
             options = search_options(args, task_name, seed)
             done = entry.get("search") if seed is None else entry.setdefault("searches", {}).get(str(seed))
+            if done is not None and summarised_under(done, options):
+                continue
             if done is None:
                 start = time.perf_counter()
                 run_pipeline(options)
                 summary = summarise_search(options)
                 summary["pipeline_seconds"] = time.perf_counter() - start
-                if seed is None:
-                    entry["search"] = summary
-                else:
-                    entry["searches"][str(seed)] = summary
-                save_state(path, state, args)
+            else:  # finished under another export rule: the leaderboard holds all it needs
+                summary = {**summarise_search(options), "pipeline_seconds": done.get("pipeline_seconds")}
+            if seed is None:
+                entry["search"] = summary
+            else:
+                entry["searches"][str(seed)] = summary
+            save_state(path, state, args)
         options = search_options(args, task_name)
         for seed in args.seeds:
             if str(seed) not in entry["manual"]:

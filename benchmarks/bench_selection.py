@@ -26,7 +26,8 @@ from autoprompt_search.search.records import candidate_id, describe_candidate  #
 from autoprompt_search.search.selection import DEFAULT_ALPHA, select_final  # noqa: E402
 
 
-def replay(path: Path, alpha: float) -> dict:
+def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT_ALPHA) -> tuple[dict, dict]:
+    """({rule: Selection}, facts about the search) for the leaderboard's latest search."""
     board = Leaderboard(path)
     config_hash = board.latest_config_hash()
     config = stored_config(board, config_hash)
@@ -40,12 +41,18 @@ def replay(path: Path, alpha: float) -> dict:
     def dev(cid: str, seed: int):
         return load_predictions(board, config_hash, cid, seed, steps).get("dev")
 
-    row = {"leaderboard": str(path), "task": task.name, "seeds": seeds, "steps": steps}
-    for rule in ("dev", "paired"):
-        chosen = select_final(ranking, task, rule=rule, incumbent_id=incumbent, seeds=seeds, dev_predictions=dev,
-                              alpha=alpha)
+    choices = {rule: select_final(ranking, task, rule=rule, incumbent_id=incumbent, seeds=seeds, dev_predictions=dev,
+                                  alpha=alpha) for rule in rules}
+    facts = {"task": task.name, "seeds": seeds, "steps": steps, "config_hash": config_hash, "incumbent": incumbent}
+    return choices, facts
+
+
+def replay(path: Path, alpha: float) -> dict:
+    choices, facts = replayed_choices(path, alpha=alpha)
+    row = {"leaderboard": str(path), "task": facts["task"], "seeds": facts["seeds"], "steps": facts["steps"]}
+    for rule, chosen in choices.items():
         row[rule] = {"candidate": describe_candidate(chosen.entry.candidate), "dev": chosen.entry.mean_dev,
-                     "test": chosen.entry.mean_test, "is_task_prompt": chosen.entry.candidate_id == incumbent,
+                     "test": chosen.entry.mean_test, "is_task_prompt": chosen.entry.candidate_id == facts["incumbent"],
                      **chosen.to_dict()}
     return row
 
