@@ -138,6 +138,15 @@ def prepare_tuning(backbone, config: TrainConfig) -> None:
         training.prepare_tuning(backbone.model, config)
 
 
+def make_optimizer(trainable, config, args):
+    """The trainer's AdamW in `--optimizer` form (code without training/optimizer.py: torch's default)."""
+    try:
+        from autoprompt_search.training.optimizer import adamw
+    except ImportError:
+        return torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    return adamw(trainable, lr=config.lr, weight_decay=config.weight_decay, implementation=args.optimizer)
+
+
 def measure_phases(backbone, task, prompt, train, dev, args, precision: str) -> dict:
     """Per-phase seconds of `args.steps` training steps (after a warm-up step) and a dev evaluation."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -146,7 +155,7 @@ def measure_phases(backbone, task, prompt, train, dev, args, precision: str) -> 
     config = make_train_config(args, precision)
     prepare_tuning(backbone, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(trainable, config, args)
     rng = random.Random(13)
     phases = {name: [] for name in ("tokenise", "forward", "backward", "optimizer")}
     tokens_real, tokens_padded = [], []
@@ -487,6 +496,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--optimizer", default="fused", choices=["fused", "default"],
+                        help="AdamW implementation in the phase timings (training/optimizer.py)")
     parser.add_argument("--tuning", default=None, help="passed to TrainConfig.tuning when the trainer has it")
     parser.add_argument("--evaluations", type=int, default=4, help="evaluations in the memory sequence (0: skip)")
     parser.add_argument("--memory-steps", type=int, default=4, help="training steps of each memory evaluation")

@@ -25,6 +25,7 @@ from .config import TrainConfig
 from .encodings import encoding_cache
 from .metrics import compute_metrics
 from .memory import keep_freed_memory
+from .optimizer import adamw
 from .micro_batches import DEFAULT_OVERHEAD_TOKENS, plan_micro_batches
 from .precision import precision_context
 from ..tasks import Example, TaskSpec
@@ -228,8 +229,8 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
     rng = random.Random(config.seed)
     model = backbone.model
     precision = config.precision
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = adamw([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                      weight_decay=config.weight_decay)
     # Linear warmup from 0, then linear decay to 0 (warmup precedes the decay, as in LM-BFF's trainer).
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
     learning_rates: list[float] = []
