@@ -387,6 +387,12 @@ def test_hub_offline_failure_says_to_use_data_dir(monkeypatch):
     assert "could not download data set glue/sst2" in message and "--data-dir" in message
 
 
+def test_hub_without_the_datasets_package_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # what an install without the `hub` extra looks like
+    with pytest.raises(UserError, match=r"autoprompt_search\[hub\]"):
+        load_hub_split("SST-2", "train")
+
+
 def test_hub_offline_mode_fails_with_user_error(tmp_path):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     script = ("from autoprompt_search.data import load_hub_split\n"

@@ -54,7 +54,10 @@ def _download(source: _HubSource, split: str, cache_dir: str | Path | None):
     name = source.path + (f"/{source.config}" if source.config else "")
     try:
         import datasets
-
+    except ImportError:
+        raise UserError(f"loading {name} from the Hugging Face hub needs the `datasets` package: "
+                        f"pip install 'autoprompt_search[hub]'; offline, use --data-dir PATH or ${DATA_DIR_ENV}") from None
+    try:
         return datasets.load_dataset(source.path, source.config, split=split,
                                      cache_dir=str(cache_dir) if cache_dir else None)
     except Exception as error:  # offline, hub outage, missing split: all mean "no data from the hub"
