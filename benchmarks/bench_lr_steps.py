@@ -34,6 +34,7 @@ from common import (RESULTS, command_line, environment, load_benchmark_backbone,
 
 from autoprompt_search.data import limit_examples, load_split, load_task, resolve_data_dir  # noqa: E402
 from autoprompt_search.training import PromptClassifier, TrainConfig  # noqa: E402
+from autoprompt_search.training.precision import resolve_precision  # noqa: E402
 
 RUN_ONLY = ("tasks", "seeds", "lrs", "steps", "threads", "data_dir", "name")
 DEFAULT_CELL = (TrainConfig.lr, TrainConfig.steps)
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     parser.add_argument("--test-limit", type=int, default=500,
                         help="score a seeded random sample of N test examples, the same for every unit (0: all)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="training and scoring precision (auto, as the search: bf16 where the CPU has it)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--data-dir", default=None,
                         help="LM-BFF data folder (default: $AUTOPROMPT_DATA_DIR, else ../shared/data/lmbff)")
@@ -288,7 +291,7 @@ def run_unit(backbone, pristine, task, args, seed: int, lr: float, steps: int, t
     dev = load_split(task, "dev", data_dir=args.data_dir, k=args.k, seed=seed)
     classifier = PromptClassifier.build(backbone, task, task.template, task.label_words, seed=seed)
     config = TrainConfig(steps=steps, lr=lr, batch_size=args.batch_size, eval_every=args.eval_every, seed=seed,
-                         max_length=classifier.max_length)
+                         max_length=classifier.max_length, precision=resolve_precision(args.precision, backbone.device))
     result = classifier.fit(train, dev, config, test=test, progress=False, initial_state=pristine, start_dev=start_dev)
     row = {"task": task.name, "seed": seed, "lr": lr, "steps": steps, "dev": result.dev.main, "test": result.test.main,
            "best_step": result.best_step, "history": [[step, value] for step, value in result.history],
