@@ -94,7 +94,8 @@ def merged_search(entry: dict, args) -> dict | None:
     parts = [searches[str(seed)] for seed in args.seeds]
     merged = {"pick": {"test_per_seed": {}, "prompts": []},
               "evaluations": sum(p["evaluations"] for p in parts), "train_steps": sum(p["train_steps"] for p in parts),
-              "wall_seconds": sum(p["wall_seconds"] for p in parts)}
+              "wall_seconds": sum(p["wall_seconds"] for p in parts),
+              "peak_resident_mb": max((p.get("peak_resident_mb") or 0 for p in parts), default=0) or None}
     ensembles = {}
     for seed, part in zip(args.seeds, parts):
         merged["pick"]["test_per_seed"][str(seed)] = part["pick"]["test_per_seed"].get(str(seed),
@@ -141,6 +142,8 @@ def summarise_search(options: SearchOptions) -> dict:
         "evaluations": len(rows),
         "train_steps": sum(r.steps for r in rows),
         "wall_seconds": sum(r.wall_time_s for r in rows),
+        # the largest resident set an evaluation reached (rows stored before it was recorded have none)
+        "peak_resident_mb": max((r.extra.get("resident_mb", {}).get("peak") or 0 for r in rows), default=0) or None,
     }
     if ensemble is not None:
         summary["ensemble"] = {"candidate_id": ensemble.candidate_id, "size": len(ensemble.candidate["ensemble"]),
@@ -182,8 +185,8 @@ def markdown(state: dict, args) -> str:
              "rule (`--selection paired`: the task's prompt unless a final-rung candidate wins significantly more of "
              "the same dev examples) chooses, replayed from each search's leaderboard; \"(task prompt)\" marks a pick "
              "that is the manual prompt itself (trained by the same evaluator with the same seed and budget as the manual column).", "",
-             "| task | manual | search pick (exported single) | ensemble | pick - manual | picked prompt | evaluations | train steps | search s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| task | manual | search pick (exported single) | ensemble | pick - manual | picked prompt | evaluations | train steps | search s | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     missing, met_floor, wins, done_tasks, ensembles, ensemble_ok = [], 0, 0, 0, 0, 0
     for task_name in args.tasks:
         entry = state["tasks"].get(task_name, {})
@@ -214,8 +217,8 @@ def markdown(state: dict, args) -> str:
             prompt = "<br>".join(f"{seed}: {prompt_text(pick)}" for seed, pick in search["pick"]["prompts"])
         else:
             prompt = prompt_text(search["pick"])
-        compute = (f"{search['evaluations']} | {search['train_steps']} | {search['wall_seconds']:.0f}"
-                   if search else "- | - | -")
+        compute = (f"{search['evaluations']} | {search['train_steps']} | {search['wall_seconds']:.0f} | "
+                   f"{search.get('peak_resident_mb') or '-'}" if search else "- | - | - | -")
         lines.append(f"| {task_name} | {cell(manual_tests)} | {cell(pick_tests)} | "
                      f"{cell(ensemble['test_per_seed'].values()) if ensemble else '-'} | {diff} | {prompt} | {compute} |")
     lines += ["", f"Targets over the {done_tasks} finished task(s): pick within 1 point of manual on "

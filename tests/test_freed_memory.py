@@ -111,3 +111,40 @@ def test_an_unreadable_resident_set_trims_every_time(monkeypatch):
     policy.after_training()
     assert policy.before_evaluation() and policy.before_evaluation()
     assert len(released) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux's")
+def test_peak_resident_set_is_measured_from_the_last_reset():
+    from autoprompt_search.training import peak_resident_mb, reset_peak_resident, resident_mb
+
+    import mmap
+
+    assert reset_peak_resident()
+    start = resident_mb()
+    size = 64 * 2**20
+    block = mmap.mmap(-1, size)  # its own mapping, handed back to the system on close whatever malloc keeps
+    for offset in range(0, size, 4096):
+        block[offset] = 1
+    block.close()
+    peak = peak_resident_mb()
+    assert peak >= start + 60
+    assert reset_peak_resident()
+    assert peak_resident_mb() < peak - 30  # the earlier peak is forgotten
+
+
+def test_an_evaluation_records_the_resident_set(tiny_causal_folder, tmp_path):
+    from autoprompt_search.search import PromptEvaluator
+    from autoprompt_search.search.records import RESIDENT_MB
+    from autoprompt_search.tasks import get_task
+
+    from test_search import search_options, write_toy_lmbff
+
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    evaluator = PromptEvaluator(search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,)).settings())
+    state = evaluator.load_state()
+    sst2 = get_task("sst2")
+    candidate = {"template": sst2.template, "label_words": dict(sst2.label_words), "demonstrations": "off"}
+    memory = evaluator.evaluate_with(state, candidate, 13, 2).extra[RESIDENT_MB]
+    assert memory["end"] > 0
+    if sys.platform.startswith("linux"):
+        assert memory["peak"] >= memory["end"]

@@ -19,9 +19,10 @@ import numpy as np
 
 from ..data import load_task
 from ..tasks import Example, TaskSpec
-from ..training import FreedMemoryPolicy, PromptClassifier, TrainConfig, keep_freed_memory
+from ..training import (FreedMemoryPolicy, PromptClassifier, TrainConfig, keep_freed_memory, peak_resident_mb,
+                        reset_peak_resident, resident_mb)
 from .predictions import predictions_payload
-from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, PREDICTIONS
+from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, PREDICTIONS, RESIDENT_MB
 from .settings import EvaluatorSettings
 from .trial import EvalOutcome, LazyEvaluator
 
@@ -126,6 +127,7 @@ class PromptEvaluator(LazyEvaluator):
             state.zero_shot.move_to_end(start_key)
             return state.zero_shot[start_key]
         state.memory.before_evaluation()  # trims what earlier evaluations freed once the resident set has grown
+        peak_measured = reset_peak_resident()
         if state.weights_changed:
             self.restore(state)
         train, dev = self.split(state, "train", seed), self.split(state, "dev", seed)
@@ -162,6 +164,9 @@ class PromptEvaluator(LazyEvaluator):
         extra[PREDICTIONS] = {split: predictions_payload([e.label for e in examples], result.scores)
                               for split, examples, result in (("dev", dev, dev_result), ("test", test, test_result))
                               if result is not None}
+        memory = {"peak": peak_resident_mb() if peak_measured else None, "end": resident_mb()}
+        if any(value is not None for value in memory.values()):
+            extra[RESIDENT_MB] = {k: round(v) for k, v in memory.items() if v is not None}  # the process, in MB
         outcome = EvalOutcome(dev_result.main, test_result.main if test_result else None, extra)
         if steps == 0 and test_result is None:
             _remember(state.zero_shot, start_key, outcome, ZERO_SHOT_ENTRIES)

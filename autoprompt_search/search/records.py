@@ -27,6 +27,7 @@ PREDICTIONS = "predictions"        # per-example labels and class scores; moved 
 DEV_SCORE = "dev_score"            # continuous dev score, higher is better
 DEV_SCORE_KIND = "dev_score_kind"  # what it is: "mean_gold_logprob" or "neg_mse"
 EXAMPLES = "examples"              # {"dev": n, "test": n}: how many examples each metric was computed on
+RESIDENT_MB = "resident_mb"        # {"peak": MB, "end": MB}: the process's resident set during / after the evaluation
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,6 +79,28 @@ def resident_mb() -> float | None:
     return None
 
 
+def peak_resident_mb() -> float | None:
+    """The largest resident set since the process started or since `reset_peak_resident` (Linux), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_resident() -> bool:
+    """Start `peak_resident_mb` afresh from the current resident set (Linux clear_refs); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
 class FreedMemoryPolicy:
     """Between evaluations: keep the heap as it is while the resident set stays within `growth` times
     its size after the first evaluation that trained (the next evaluation reuses those pages without
