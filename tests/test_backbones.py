@@ -95,6 +95,24 @@ def test_causal_scores_batched_equal_one_by_one_and_brute_force(causal_backbone,
     assert (batched < 0).all() and batched.std() > 0
 
 
+def test_causal_scores_without_gradients_go_through_the_vocabulary_in_chunks_with_equal_results(tiny_causal,
+                                                                                               monkeypatch):
+    from autoprompt_search.models import causal
+
+    template, verbalizer = Template.parse(RTE.template), Verbalizer.for_task(RTE)  # the second sentence follows
+    batch = tiny_causal.collate([tiny_causal.encode(e, template, verbalizer) for e in PAIRS])
+    with torch.enable_grad():
+        whole = tiny_causal.class_scores(batch, verbalizer).detach().double().cpu()
+    projected_rows = []
+    original = tiny_causal._vocab_logprobs
+    monkeypatch.setattr(tiny_causal, "_vocab_logprobs", lambda hidden: projected_rows.append(len(hidden)) or original(hidden))
+    monkeypatch.setattr(causal, "TARGET_ROWS_PER_CHUNK", 3)
+    with torch.no_grad():
+        chunked = tiny_causal.class_scores(batch, verbalizer).double().cpu()
+    assert max(projected_rows[1:]) <= 3 < sum(projected_rows[1:])  # after the shared first position: in chunks
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
 def test_causal_continuations_are_label_word_and_template_suffix(tiny_causal):
     tokenizer = tiny_causal.tokenizer
     encoded = tiny_causal.encode(PAIRS[0], Template.parse(RTE.template), Verbalizer.for_task(RTE))

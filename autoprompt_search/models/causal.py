@@ -13,6 +13,10 @@ from .base import Backbone, Batch, Encoded, pad_sequences, vocabulary_logits
 from .combine import combine_word_scores
 
 
+# Rows of the vocabulary projection scored at once without gradients: 512 x a 49k vocabulary is 100 MB in fp32.
+TARGET_ROWS_PER_CHUNK = 512
+
+
 class CausalLMBackbone(Backbone):
     kind = "causal"
 
@@ -76,6 +80,16 @@ class CausalLMBackbone(Backbone):
     def _vocab_logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(vocabulary_logits(self.model, hidden).float(), dim=-1)
 
+    def _target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """[N]: log P(targets[i] | hidden[i]) over the full vocabulary. Without gradients the rows go through
+        the vocabulary in chunks, so that scoring a long label-first continuation (every sentence token,
+        once per class) holds a few hundred MB of logits at a time (results/eval_memory.md: SST-2 test, label-first, peak 2101 -> 1773 MB)."""
+        if torch.is_grad_enabled() or hidden.shape[0] <= TARGET_ROWS_PER_CHUNK:
+            return self._vocab_logprobs(hidden).gather(1, targets[:, None])[:, 0]
+        return torch.cat([self._vocab_logprobs(hidden[start:start + TARGET_ROWS_PER_CHUNK])
+                          .gather(1, targets[start:start + TARGET_ROWS_PER_CHUNK, None])[:, 0]
+                          for start in range(0, hidden.shape[0], TARGET_ROWS_PER_CHUNK)])
+
     def label_position_logprobs(self, batch: Batch) -> torch.Tensor:
         batch = batch.to(self.device)
         last_hidden, _, _ = self._run_prefix(batch)
@@ -108,7 +122,7 @@ class CausalLMBackbone(Backbone):
         targets = flat[:, 1:]
         target_mask = flat_mask[:, 1:].bool()
         selected = hidden[target_mask]  # only real continuation positions reach the vocabulary projection
-        token_logprobs = self._vocab_logprobs(selected).gather(1, targets[target_mask][:, None])[:, 0]
+        token_logprobs = self._target_logprobs(selected, targets[target_mask])
         rest = torch.zeros(size * num_classes, length - 1, device=self.device, dtype=token_logprobs.dtype)
         rest[target_mask] = token_logprobs
         return scores + rest.sum(1).reshape(size, num_classes)

@@ -1,0 +1,93 @@
+"""Scoring a test set with a causal backbone: seconds and peak resident memory per template, with the
+vocabulary projection of the continuation tokens done at once or in chunks (models/causal.py,
+TARGET_ROWS_PER_CHUNK). A label-first template (`is a [MASK] thing. <sentence>`) makes the causal model
+score every sentence token once per class, which is what drove a demo search's peak to 10 GB.
+
+    python benchmarks/bench_eval_memory.py --task SST-2 --chunks 0 512 --threads 2
+
+`--chunks 0` scores all rows of a batch at once (the code before chunking). Each (template, chunk) is
+measured in a fresh process, so that one measurement's heap cannot lower or raise the next one's peak.
+Saves results/<name>.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import save  # noqa: E402
+
+TEMPLATES = ("*cls**sent_0*_It_was*mask*.*sep+*", "*cls*_is_a*mask*_thing.*+sent_0**sep+*")
+
+
+def measure(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from autoprompt_search.data import load_split, load_task
+    from autoprompt_search.models import causal, load_backbone
+    from autoprompt_search.prompts import Prompt, Template, Verbalizer
+    from autoprompt_search.training import peak_resident_mb, reset_peak_resident, resident_mb
+    from autoprompt_search.training.trainer import evaluate
+
+    if args.child_chunk == 0:
+        causal.TARGET_ROWS_PER_CHUNK = 10**9
+    else:
+        causal.TARGET_ROWS_PER_CHUNK = args.child_chunk
+    task = load_task(args.task)
+    test = load_split(task, "test", data_dir=args.data_dir)
+    backbone = load_backbone(args.model)
+    prompt = Prompt(Template.parse(args.child_template), Verbalizer.for_task(task))
+    before = resident_mb()
+    reset_peak_resident()
+    start = time.perf_counter()
+    result = evaluate(backbone, task, prompt, test, precision=args.precision, batch_size=args.batch_size)
+    return {"template": args.child_template, "chunk": args.child_chunk, "seconds": time.perf_counter() - start,
+            "peak_mb": peak_resident_mb(), "before_mb": before, "metric": result.main, "examples": len(test)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--task", default="SST-2")
+    parser.add_argument("--templates", nargs="+", default=list(TEMPLATES))
+    parser.add_argument("--chunks", type=int, nargs="+", default=[0, 512])
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--name", default="eval_memory")
+    parser.add_argument("--child-template", help=argparse.SUPPRESS)
+    parser.add_argument("--child-chunk", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_template is not None:
+        print(json.dumps(measure(args)))
+        return
+    rows = []
+    for template in args.templates:
+        for chunk in args.chunks:
+            command = [sys.executable, __file__, "--model", args.model, "--task", args.task, "--precision", args.precision,
+                       "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                       "--child-template", template, "--child-chunk", str(chunk)]
+            if args.data_dir:
+                command += ["--data-dir", args.data_dir]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(output.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    lines = [f"{args.model}, {args.task} test set, {args.precision}, batch {args.batch_size}, {args.threads} thread(s); "
+             "peak = the process's largest resident set during the scoring (VmHWM reset after loading).", "",
+             "| template | rows per vocabulary chunk | seconds | peak MB | resident before MB | test metric |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| `{row['template']}` | {row['chunk'] or 'all at once'} | {row['seconds']:.1f} | "
+                     f"{row['peak_mb']:.0f} | {row['before_mb']:.0f} | {row['metric']:.4f} |")
+    save(args.name, "\n".join(lines), {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()
