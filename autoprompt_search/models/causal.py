@@ -83,7 +83,8 @@ class CausalLMBackbone(Backbone):
     def _target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """[N]: log P(targets[i] | hidden[i]) over the full vocabulary. Without gradients the rows go through
         the vocabulary in chunks, so that scoring a long label-first continuation (every sentence token,
-        once per class) holds a few hundred MB of logits at a time (results/eval_memory.md: SST-2 test, label-first, peak 2101 -> 1773 MB)."""
+        once per class) holds a few hundred MB of logits at a time (results/eval_memory.md: SST-2's test
+        set with a label-first template peaked at 1773 MB instead of 2101 MB)."""
         if torch.is_grad_enabled() or hidden.shape[0] <= TARGET_ROWS_PER_CHUNK:
             return self._vocab_logprobs(hidden).gather(1, targets[:, None])[:, 0]
         return torch.cat([self._vocab_logprobs(hidden[start:start + TARGET_ROWS_PER_CHUNK])
