@@ -67,28 +67,26 @@ def release_freed_memory() -> bool:
     return True
 
 
-def resident_mb() -> float | None:
-    """This process's resident set in MB (Linux), else None."""
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status ("VmRSS", "VmHWM") in MB (Linux), else None."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def resident_mb() -> float | None:
+    """This process's resident set in MB (Linux), else None."""
+    return _status_mb("VmRSS")
 
 
 def peak_resident_mb() -> float | None:
     """The largest resident set since the process started or since `reset_peak_resident` (Linux), else None."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return _status_mb("VmHWM")
 
 
 def reset_peak_resident() -> bool:
