@@ -35,7 +35,7 @@ from bench_selection import replayed_choices  # noqa: E402
 from common import RESULTS, command_line, environment, mean_std, resumable_state, write_json_atomic  # noqa: E402
 
 from autoprompt_search.data import load_task  # noqa: E402
-from autoprompt_search.search import Leaderboard, SearchOptions, run_pipeline  # noqa: E402
+from autoprompt_search.search import SearchOptions, run_pipeline  # noqa: E402
 from autoprompt_search.search.evaluator import PromptEvaluator  # noqa: E402
 
 DEFAULT_TASKS = ("SST-2", "SST-5", "MR", "CR", "TREC", "RTE", "MRPC", "CoLA")
@@ -119,13 +119,10 @@ def summarise_search(options: SearchOptions) -> dict:
     """The single candidate the search's export rule (`options.selection`) chooses from its leaderboard, replayed
     so that searches finished under an older rule are summarised under the current one; the ensemble row if the
     search made one; and the compute recorded in the leaderboard."""
-    board_path = Path(options.out) / "leaderboard.sqlite"
-    choices, facts = replayed_choices(board_path, rules=(options.selection,), alpha=options.selection_alpha)
+    choices, facts = replayed_choices(Path(options.out) / "leaderboard.sqlite", rules=(options.selection,),
+                                      alpha=options.selection_alpha)
     chosen = choices[options.selection]
-    leaderboard = Leaderboard(board_path)
-    config_hash = facts["config_hash"]
-    rows = leaderboard.rows(config_hash)
-    ranking = leaderboard.ranking(budget=options.max_steps, config_hash=config_hash)
+    rows, ranking = facts["board"].rows(facts["config_hash"]), facts["ranking"]
 
     def per_seed_test(candidate_id: str) -> dict:
         return {r.seed: r.test_metric for r in rows if r.candidate_id == candidate_id and r.budget == options.max_steps}
@@ -168,8 +165,8 @@ def manual_from_search(args, task_name: str, seed: int) -> dict | None:
     board_path = Path(options.out) / "leaderboard.sqlite"
     if not board_path.exists():
         return None
-    _, facts = replayed_choices(board_path, rules=("dev",))
-    rows = [r for r in Leaderboard(board_path).rows(facts["config_hash"])
+    _, facts = replayed_choices(board_path, rules=())
+    rows = [r for r in facts["board"].rows(facts["config_hash"])
             if r.candidate_id == facts["incumbent"] and r.budget == options.max_steps and r.seed == seed
             and r.test_metric is not None]
     if not rows:

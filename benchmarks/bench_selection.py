@@ -27,7 +27,8 @@ from autoprompt_search.search.selection import DEFAULT_ALPHA, select_final  # no
 
 
 def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT_ALPHA) -> tuple[dict, dict]:
-    """({rule: Selection}, facts about the search) for the leaderboard's latest search."""
+    """({rule: Selection}, facts about the search: its task, seeds, final budget, configuration hash, the task
+    prompt's candidate id, the opened leaderboard and the final ranking) for the leaderboard's latest search."""
     board = Leaderboard(path)
     config_hash = board.latest_config_hash()
     config = stored_config(board, config_hash)
@@ -43,7 +44,8 @@ def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT
 
     choices = {rule: select_final(ranking, task, rule=rule, incumbent_id=incumbent, seeds=seeds, dev_predictions=dev,
                                   alpha=alpha) for rule in rules}
-    facts = {"task": task.name, "seeds": seeds, "steps": steps, "config_hash": config_hash, "incumbent": incumbent}
+    facts = {"task": task.name, "seeds": seeds, "steps": steps, "config_hash": config_hash, "incumbent": incumbent,
+             "board": board, "ranking": ranking}
     return choices, facts
 
 

@@ -85,11 +85,11 @@ class CausalLMBackbone(Backbone):
         the vocabulary in chunks, so that scoring a long label-first continuation (every sentence token,
         once per class) holds a few hundred MB of logits at a time (results/eval_memory.md: SST-2's test
         set with a label-first template peaked at 1773 MB instead of 2101 MB)."""
-        if torch.is_grad_enabled() or hidden.shape[0] <= TARGET_ROWS_PER_CHUNK:
-            return self._vocab_logprobs(hidden).gather(1, targets[:, None])[:, 0]
-        return torch.cat([self._vocab_logprobs(hidden[start:start + TARGET_ROWS_PER_CHUNK])
-                          .gather(1, targets[start:start + TARGET_ROWS_PER_CHUNK, None])[:, 0]
-                          for start in range(0, hidden.shape[0], TARGET_ROWS_PER_CHUNK)])
+        if torch.is_grad_enabled() or len(hidden) <= TARGET_ROWS_PER_CHUNK:
+            chunks = [(hidden, targets)]
+        else:
+            chunks = zip(hidden.split(TARGET_ROWS_PER_CHUNK), targets.split(TARGET_ROWS_PER_CHUNK))
+        return torch.cat([self._vocab_logprobs(rows).gather(1, ids[:, None])[:, 0] for rows, ids in chunks])
 
     def label_position_logprobs(self, batch: Batch) -> torch.Tensor:
         batch = batch.to(self.device)
