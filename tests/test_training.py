@@ -140,6 +140,30 @@ def test_evaluate_keeps_example_order(tiny_causal, toy_sentiment):
     assert result.tokens > 0
 
 
+def test_label_first_evaluation_batches_sentences_of_similar_length(tiny_causal, monkeypatch):
+    """A label-first template's prefix is the same for every example and the sentence is in the
+    continuation, so batches must be grouped by continuation length, not by prefix length."""
+    examples = [Example((" ".join(["good"] * (1 + (7 * i) % 23)),), "1") for i in range(40)]
+    prompt = Prompt(Template.parse("*cls*_It_was*mask*.*+sent_0**sep+*"), Verbalizer.for_task(SST2))
+    padded, real = [], []
+    collate = tiny_causal.collate
+
+    def recording_collate(items):
+        batch = collate(items)
+        padded.append(batch.continuation_mask.numel())
+        real.append(int(batch.continuation_mask.sum()))
+        return batch
+
+    monkeypatch.setattr(tiny_causal, "collate", recording_collate)
+    evaluate(tiny_causal, SST2, prompt, examples, batch_size=8, max_length=64)
+    lengths = sorted(len(c) for e in examples for c in
+                     tiny_causal.encode(e, prompt.template, prompt.verbalizer, max_length=64).continuations)
+    # Grouped by length, each batch of 8 examples (16 continuations) pads to its own longest member.
+    fewest = sum(len(lengths[i:i + 16]) * lengths[i:i + 16][-1] for i in range(0, len(lengths), 16))
+    assert sum(padded) == fewest
+    assert sum(real) == sum(lengths)
+
+
 def test_calibration_is_subtracted(tiny_mlm, toy_sentiment):
     _, dev = toy_sentiment
     prompt = _prompt()

@@ -135,8 +135,8 @@ def evaluate(backbone, task: TaskSpec, prompt: Prompt | None, examples: Sequence
             if prompt is not None and prompt.demonstrations is not None:
                 demos = prompt.demonstrations(example, None, inference_rng(seed, sample, example))
             encoded.append(_encode(backbone, example, prompt, demos, max_length))
-        # Sorting by length keeps padding (and wasted compute) small; results are put back in order.
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        # Sorting by padded length keeps padding (and wasted compute) small; results are put back in order.
+        order = sorted(range(len(encoded)), key=lambda i: padded_length(encoded[i]))
         tokens += sum(len(e.input_ids) + sum(len(c) for c in e.continuations) for e in encoded)
         batches = range(0, len(order), batch_size)
         for offset in tqdm(batches, desc=desc, leave=False, disable=not progress):
@@ -165,6 +165,13 @@ def content_free_calibration(backbone, task: TaskSpec, prompt: Prompt, *, max_le
     example = Example(tuple("N/A" for _ in range(task.num_sentences)), None)
     scores = _scores(backbone, [_encode(backbone, example, prompt, (), max_length)], prompt.verbalizer)
     return torch.log_softmax(scores.float(), -1).cpu().numpy()[0]
+
+
+def padded_length(item) -> int:
+    """The row length an item pads its batch to: its input, plus its longest continuation for causal
+    models. A label-first template puts the whole sentence in the continuation, so sorting by the
+    input alone (a constant prefix there) left batches padded to their longest sentence."""
+    return len(item.input_ids) + max((len(c) for c in item.continuations), default=0)
 
 
 def encoded_length(item) -> int:
