@@ -262,3 +262,23 @@ def test_without_eval_at_start_the_trained_model_is_kept(fresh_tiny_causal, toy_
     result = fine_tune(fresh_tiny_causal, SST2, _prompt(), _flipped(train), dev,
                        _config(steps=12, lr=1e-2, eval_every=4, eval_at_start=False), progress=False)
     assert [step for step, _ in result.history] == [4, 8, 12] and result.best_step >= 4
+
+
+def test_bf16_evaluation_casts_each_weight_once_however_many_batches(tiny_causal, toy_sentiment):
+    """Autocast keeps its bf16 weight copies for one context, so scoring in one context per evaluation
+    casts each weight once; a context per batch would cast every weight again for every batch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    _, dev = toy_sentiment
+    weights = {p.data_ptr() for p in tiny_causal.model.parameters() if p.dim() == 2}
+    casts = []
+
+    class CountWeightCasts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and args[0].data_ptr() in weights:
+                casts.append(args[0].data_ptr())
+            return func(*args, **(kwargs or {}))
+
+    with CountWeightCasts():
+        evaluate(tiny_causal, SST2, _prompt(), dev[:6], batch_size=2, max_length=48, precision="bf16")
+    assert casts and len(casts) == len(set(casts))

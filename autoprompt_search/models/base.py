@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..tasks import Example
 from ..prompts import Block, Template, Verbalizer
@@ -58,9 +59,9 @@ def vocabulary_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """The model's own final logits for hidden states taken before its output layer: the output
     embedding, its bias if any, and the final soft-cap if the model has one."""
     weight, bias = output_projection(model)
-    logits = hidden @ weight.T
-    if bias is not None:
-        logits = logits + bias
+    # F.linear takes the weight itself: autocast caches its bf16 copy for the context, which it does not
+    # for a transposed view (`hidden @ weight.T` cast the whole vocabulary matrix again at every call).
+    logits = F.linear(hidden, weight, bias)
     cap = final_logit_softcap(model)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap

@@ -139,12 +139,14 @@ def evaluate(backbone, task: TaskSpec, prompt: Prompt | None, examples: Sequence
         order = sorted(range(len(encoded)), key=lambda i: padded_length(encoded[i]))
         tokens += sum(len(e.input_ids) + sum(len(c) for c in e.continuations) for e in encoded)
         batches = range(0, len(order), batch_size)
-        for offset in tqdm(batches, desc=desc, leave=False, disable=not progress):
-            chunk = order[offset:offset + batch_size]
-            with precision_context(precision, backbone.device):
+        # One autocast context for all batches: autocast keeps the bf16 copy of each weight for the
+        # context's lifetime, so the weights are cast once per evaluation, not once per batch.
+        with precision_context(precision, backbone.device):
+            for offset in tqdm(batches, desc=desc, leave=False, disable=not progress):
+                chunk = order[offset:offset + batch_size]
                 scores = _scores(backbone, [encoded[i] for i in chunk], prompt.verbalizer if prompt else None)
-            scores = torch.log_softmax(scores.float(), -1) if samples > 1 else scores.float()
-            total[chunk] += scores.cpu().numpy()
+                scores = torch.log_softmax(scores.float(), -1) if samples > 1 else scores.float()
+                total[chunk] += scores.cpu().numpy()
     scores = total / samples
     if calibration is not None:
         scores = scores - calibration
