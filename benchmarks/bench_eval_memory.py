@@ -5,8 +5,10 @@ score every sentence token once per class, which is what drove a demo search's p
 
     python benchmarks/bench_eval_memory.py --task SST-2 --chunks 0 512 --threads 2
 
-`--chunks 0` scores all rows of a batch at once (the code before chunking). Each (template, chunk) is
-measured in a fresh process, so that one measurement's heap cannot lower or raise the next one's peak.
+`--chunks 0` scores all rows of a batch at once (the code before chunking). `--orders input` batches examples
+sorted by their input length alone (the code before sorting by padded length, which for a label-first template
+left every batch padded to its longest sentence). Each (template, chunk, order) is measured in a fresh process, so
+that one measurement's heap cannot lower or raise the next one's peak.
 Saves results/<name>.{md,json}.
 """
 from __future__ import annotations
@@ -33,21 +35,24 @@ def measure(args) -> dict:
     from autoprompt_search.models import causal, load_backbone
     from autoprompt_search.prompts import Prompt, Template, Verbalizer
     from autoprompt_search.training import peak_resident_mb, reset_peak_resident, resident_mb
+    from autoprompt_search.training import trainer
     from autoprompt_search.training.trainer import evaluate
 
     if args.child_chunk == 0:
         causal.TARGET_ROWS_PER_CHUNK = 10**9
     else:
         causal.TARGET_ROWS_PER_CHUNK = args.child_chunk
+    if args.child_order == "input":
+        trainer.padded_length = lambda item: len(item.input_ids)
     task = load_task(args.task)
-    test = load_split(task, "test", data_dir=args.data_dir)
+    test = load_split(task, "test", data_dir=args.data_dir)[:args.test_limit or None]
     backbone = load_backbone(args.model)
     prompt = Prompt(Template.parse(args.child_template), Verbalizer.for_task(task))
     before = resident_mb()
     reset_peak_resident()
     start = time.perf_counter()
     result = evaluate(backbone, task, prompt, test, precision=args.precision, batch_size=args.batch_size)
-    return {"template": args.child_template, "chunk": args.child_chunk, "seconds": time.perf_counter() - start,
+    return {"template": args.child_template, "chunk": args.child_chunk, "order": args.child_order, "seconds": time.perf_counter() - start,
             "peak_mb": peak_resident_mb(), "before_mb": before, "metric": result.main, "examples": len(test)}
 
 
@@ -57,6 +62,9 @@ def main() -> None:
     parser.add_argument("--task", default="SST-2")
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES))
     parser.add_argument("--chunks", type=int, nargs="+", default=[0, 512])
+    parser.add_argument("--orders", nargs="+", default=["padded"], choices=["input", "padded"],
+                        help="sort examples into batches by padded length (the code) or by input length (before)")
+    parser.add_argument("--test-limit", type=int, default=0, help="first N test examples (0: all)")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -64,6 +72,7 @@ def main() -> None:
     parser.add_argument("--name", default="eval_memory")
     parser.add_argument("--child-template", help=argparse.SUPPRESS)
     parser.add_argument("--child-chunk", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-order", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_template is not None:
         print(json.dumps(measure(args)))
@@ -71,20 +80,25 @@ def main() -> None:
     rows = []
     for template in args.templates:
         for chunk in args.chunks:
-            command = [sys.executable, __file__, "--model", args.model, "--task", args.task, "--precision", args.precision,
-                       "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-                       "--child-template", template, "--child-chunk", str(chunk)]
-            if args.data_dir:
-                command += ["--data-dir", args.data_dir]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(output.strip().splitlines()[-1]))
-            print(rows[-1], flush=True)
-    lines = [f"{args.model}, {args.task} test set, {args.precision}, batch {args.batch_size}, {args.threads} thread(s); "
-             "peak = the process's largest resident set during the scoring (VmHWM reset after loading).", "",
-             "| template | rows per vocabulary chunk | seconds | peak MB | resident before MB | test metric |",
-             "|---|---|---|---|---|---|"]
+            for order in args.orders:
+                command = [sys.executable, __file__, "--model", args.model, "--task", args.task,
+                           "--precision", args.precision, "--batch-size", str(args.batch_size),
+                           "--threads", str(args.threads), "--test-limit", str(args.test_limit),
+                           "--child-template", template, "--child-chunk", str(chunk), "--child-order", order]
+                if args.data_dir:
+                    command += ["--data-dir", args.data_dir]
+                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                rows.append(json.loads(output.strip().splitlines()[-1]))
+                print(rows[-1], flush=True)
+    examples = f"first {args.test_limit}" if args.test_limit else "all"
+    lines = [f"{args.model}, {args.task} test set ({examples} examples), {args.precision}, batch {args.batch_size}, "
+             f"{args.threads} thread(s); peak = the process's largest resident set during the scoring (VmHWM reset "
+             "after loading); batches by = the length examples are sorted by before batching.", "",
+             "| template | rows per vocabulary chunk | batches by | seconds | peak MB | resident before MB | test metric |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| `{row['template']}` | {row['chunk'] or 'all at once'} | {row['seconds']:.1f} | "
+        order = {"input": "input length", "padded": "padded length", None: "input length"}[row.get("order")]
+        lines.append(f"| `{row['template']}` | {row['chunk'] or 'all at once'} | {order} | {row['seconds']:.1f} | "
                      f"{row['peak_mb']:.0f} | {row['before_mb']:.0f} | {row['metric']:.4f} |")
     save(args.name, "\n".join(lines), {"rows": rows})
 

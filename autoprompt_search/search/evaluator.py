@@ -30,7 +30,7 @@ from .trial import EvalOutcome, LazyEvaluator
 @dataclass
 class _State:
     backbone: Any
-    pristine: dict | None  # None under LoRA: the base weights never change, so there is nothing to restore
+    pristine: Any  # models.pretrained_weights; None under LoRA: the base weights never change, so nothing to restore
     task: TaskSpec
     splits: dict = field(default_factory=dict)
     samplers: dict = field(default_factory=dict)
@@ -58,14 +58,14 @@ class PromptEvaluator(LazyEvaluator):
 
     def load_state(self) -> _State:
         from ..models import load_backbone, quiet_transformers
+        from ..models.pretrained_weights import pretrained_weights
 
         quiet_transformers()
         keep_freed_memory()  # before the weights load, so that the heap is laid out the same way from the start
         task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
-        pristine = (None if self._tuning() == "lora"
-                    else {k: v.detach().clone() for k, v in backbone.model.state_dict().items()})
+        pristine = None if self._tuning() == "lora" else pretrained_weights(backbone.model)
         return _State(backbone, pristine, task)
 
     def _tuning(self) -> str:
@@ -76,7 +76,7 @@ class PromptEvaluator(LazyEvaluator):
         the adapters' B (the adapted model then computes the base model's function; `fit` re-draws A)."""
         state.weights_changed = False
         if state.pristine is not None:
-            state.backbone.model.load_state_dict(state.pristine)
+            state.pristine.restore(state.backbone.model)
             return
         from ..training import has_adapters, reset_adapters
 

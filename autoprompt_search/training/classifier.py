@@ -178,11 +178,12 @@ class PromptClassifier:
 
     def fit(self, train: Sequence[Example], dev: Sequence[Example] | None = None, config: TrainConfig | None = None,
             *, test: Sequence[Example] | None = None, progress: bool = True, desc: str = "fine-tune",
-            initial_state: dict | None = None, start_dev: EvalResult | None = None) -> TrainResult:
+            initial_state=None, start_dev: EvalResult | None = None) -> TrainResult:
         """Prompt-based fine-tuning of the backbone in place; keeps the best dev checkpoint. The
         config's `seed` also seeds the demonstration sets of the dev/test evaluations. With
         `tuning="lora"` only LoRA adapters train, re-initialised from the seed at every fit.
-        `initial_state`: a copy of the weights the backbone holds now, if the caller keeps one;
+        `initial_state`: the weights the backbone holds now, if the caller keeps them (a state dict or
+        `models.pretrained_weights`);
         `start_dev`: their dev result, if already computed (see fine_tune)."""
         config = config or TrainConfig(seed=self.seed, max_length=self.max_length or DEFAULT_MAX_LENGTH)
         config.validate()

@@ -200,10 +200,16 @@ def backward_batch(backbone, task: TaskSpec, prompt: Prompt | None, encoded: Seq
     return total
 
 
-def _snapshot(model, initial_state: dict | None = None) -> dict:
+def _snapshot(model, initial_state=None):
     """A copy of what training can change: the trainable parameters (frozen weights, e.g. the base
-    model under LoRA, cannot change). With `initial_state` (the weights the model holds now, by
-    state-dict name), its tensors are taken as they are, so the step-0 checkpoint costs no copy."""
+    model under LoRA, cannot change). With `initial_state` (the weights the model holds now: a state
+    dict by name, or pretrained weights that can restore themselves, `models.pretrained_weights`), the
+    step-0 checkpoint costs no copy: its tensors are taken as they are, or it is the weights object."""
+    if initial_state is not None and hasattr(initial_state, "restore"):
+        tensors = initial_state.tensors()
+        if tensors is None:
+            return initial_state
+        initial_state = tensors
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if initial_state is not None and all(name in initial_state for name in trainable):
         # A tensor sharing the parameter's memory would follow training, so it is copied after all.
@@ -213,7 +219,10 @@ def _snapshot(model, initial_state: dict | None = None) -> dict:
 
 
 @torch.no_grad()
-def _restore(model, snapshot: dict) -> None:
+def _restore(model, snapshot) -> None:
+    if hasattr(snapshot, "restore"):
+        snapshot.restore(model)
+        return
     parameters = dict(model.named_parameters())
     for name, value in snapshot.items():
         parameters[name].copy_(value)
@@ -221,13 +230,14 @@ def _restore(model, snapshot: dict) -> None:
 
 def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[Example],
               dev: Sequence[Example] | None, config: TrainConfig, *, test: Sequence[Example] | None = None,
-              progress: bool = True, desc: str = "fine-tune", initial_state: dict | None = None,
+              progress: bool = True, desc: str = "fine-tune", initial_state=None,
               start_dev: EvalResult | None = None) -> TrainResult:
     """Fine-tune `backbone` in place (prompt-based when `prompt` is given, else through its
     classification head) and return dev/test results of the best checkpoint on dev, the untrained
     model included (`config.eval_at_start`): `best_step` says which step the results came from.
-    `initial_state`: a state dict equal to the model's weights now (a caller that keeps the pretrained
-    weights anyway passes them), so that the step-0 checkpoint is not copied again; never modified.
+    `initial_state`: the model's weights now, kept by the caller anyway (a state dict, or pretrained weights
+    from `models.pretrained_weights`, in memory or on disk), so that the step-0 checkpoint is not copied
+    again; never modified.
     `start_dev`: the dev result of the weights as they are now, when the caller already has it (a
     zero-shot evaluation of the same prompt and seed), so that step 0 is not scored again."""
     config.validate()

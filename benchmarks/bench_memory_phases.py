@@ -1,0 +1,148 @@
+"""Where the search's resident memory goes: evaluations run through the search's own evaluator
+(`PromptEvaluator`: pretrained weights kept for the next candidate, the freed-memory policy between
+evaluations), by default the demo's final rung (the manual prompt, then a label-first template, 32 steps each,
+then the test set). The resident set is sampled every 0.1 s and its peak reported per evaluation and phase:
+training (steps and dev evaluations) and test scoring.
+
+    python benchmarks/bench_memory_phases.py --variants keep no-keep --tuning full lora --threads 1
+
+Variants, each in a fresh process:
+  keep       the default: freed tensor memory kept in the heap for the next step (training/memory.py), the
+             pretrained weights read back from the model's files (models/pretrained_weights.py)
+  keep-copy  as keep, with the pretrained weights kept as a copy in memory (the code before)
+  no-keep    AUTOPROMPT_KEEP_FREED_MEMORY=0: glibc's own thresholds, the heap trimmed before every evaluation
+Saves results/<name>.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import save  # noqa: E402
+
+VARIANTS = {"keep": {}, "keep-copy": {}, "no-keep": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}}
+TEMPLATES = ("*cls**sent_0*_It_was*mask*.*sep+*", "*cls*_is_a*mask*_thing.*+sent_0**sep+*")
+
+
+class ResidentSampler(threading.Thread):
+    def __init__(self, read, period: float = 0.1):
+        super().__init__(daemon=True)
+        self.read, self.period, self.samples, self.stopped = read, period, [], False
+
+    def run(self):
+        while not self.stopped:
+            self.samples.append((time.perf_counter(), self.read()))
+            time.sleep(self.period)
+
+    def peak(self, start: float, end: float) -> float | None:
+        inside = [mb for t, mb in self.samples if start <= t <= end and mb is not None]
+        return max(inside) if inside else None
+
+
+def measure(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from autoprompt_search.search.evaluator import PromptEvaluator
+    from autoprompt_search.search.settings import EvaluatorSettings
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.training import TrainConfig, resident_mb, trainer
+
+    if args.child_variant == "keep-copy":
+        from autoprompt_search.models import pretrained_weights as weights_module
+
+        in_memory = weights_module.pretrained_weights
+        weights_module.pretrained_weights = lambda model, prefer_disk=True: in_memory(model, prefer_disk=False)
+    task = get_task(args.task)
+    train = {**TrainConfig().to_dict(), "precision": args.precision, "tuning": args.child_tuning}
+    if args.child_tuning == "lora":
+        train["lr"] = args.lora_lr
+    settings = EvaluatorSettings(task=task.name, model=args.model, data_dir=args.data_dir, train=train,
+                                 test_at_steps=args.steps, test_limit=args.test_limit or None)
+    evaluator = PromptEvaluator(settings)
+    marks: dict[str, float] = {}
+    evaluate = trainer.evaluate
+
+    def marking_evaluate(*a, desc="eval", **k):
+        if desc == "test":
+            marks["test_start"] = time.perf_counter()
+        return evaluate(*a, desc=desc, **k)
+
+    trainer.evaluate = marking_evaluate
+    sampler = ResidentSampler(resident_mb)
+    sampler.start()
+    state = evaluator.load_state()
+    loaded = resident_mb()
+    rows = []
+    pristine = type(state.pristine).__name__ if state.pristine is not None else "none"
+    for template in args.templates:
+        candidate = {"template": template, "label_words": dict(task.label_words),
+                     "demonstrations": "off"}
+        marks.clear()
+        start = time.perf_counter()
+        outcome = evaluator.evaluate_with(state, candidate, args.seed, args.steps)
+        end = time.perf_counter()
+        test_start = marks.get("test_start", end)
+        rows.append({"template": template, "train_peak_mb": sampler.peak(start, test_start),
+                     "test_peak_mb": sampler.peak(test_start, end), "end_mb": resident_mb(),
+                     "train_s": test_start - start, "test_s": end - test_start, "dev": outcome.dev_metric,
+                     "test": outcome.test_metric, "best_step": outcome.extra.get("best_step")})
+    sampler.stopped = True
+    sampler.join()
+    return {"variant": args.child_variant, "tuning": args.child_tuning, "pristine": pristine, "loaded_mb": loaded,
+            "evaluations": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--task", default="SST-2")
+    parser.add_argument("--templates", nargs="+", default=list(TEMPLATES))
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--test-limit", type=int, default=0, help="first N test examples (0: all)")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--tuning", nargs="+", default=["full"], choices=["full", "lora"])
+    parser.add_argument("--lora-lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--name", default="memory_phases")
+    parser.add_argument("--child-variant", help=argparse.SUPPRESS)
+    parser.add_argument("--child-tuning", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_variant is not None:
+        print(json.dumps(measure(args)))
+        return
+    runs = []
+    for tuning in args.tuning:
+        for variant in args.variants:
+            command = [sys.executable, __file__, *sys.argv[1:], "--child-variant", variant, "--child-tuning", tuning]
+            output = subprocess.run(command, check=True, capture_output=True, text=True,
+                                    env={**os.environ, **VARIANTS[variant]}).stdout
+            runs.append(json.loads(output.strip().splitlines()[-1]))
+            print(runs[-1], flush=True)
+    lines = [f"{args.model}, {args.task} (k-shot seed {args.seed}), {args.steps} steps of 8 then the test set "
+             f"({args.test_limit or 'all'} examples), precision {args.precision}, {args.threads} thread(s), through the "
+             "search's evaluator (the pretrained weights kept for the next candidate under full fine-tuning); the "
+             "evaluations run one after another in one process, as in a search. Resident set sampled every 0.1 s.", "",
+             "| tuning | variant | pretrained weights | after loading MB | template | training peak MB | test scoring peak MB | at the end MB | "
+             "training s | test s | dev | test | best step |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        for r in run["evaluations"]:
+            lines.append(f"| {run['tuning']} | {run['variant']} | {run['pristine']} | {run['loaded_mb']:.0f} | `{r['template']}` | "
+                         f"{r['train_peak_mb']:.0f} | {r['test_peak_mb']:.0f} | {r['end_mb']:.0f} | {r['train_s']:.0f} | "
+                         f"{r['test_s']:.0f} | {r['dev']:.4f} | {r['test']:.4f} | {r['best_step']} |")
+    save(args.name, "\n".join(lines), {"runs": runs, "args": vars(args)})
+
+
+if __name__ == "__main__":
+    main()
