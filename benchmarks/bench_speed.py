@@ -363,6 +363,7 @@ def micro_batching_runs(args) -> None:
     backbone.train(False)  # no dropout in SmolLM2 anyway; keeps both paths the same function
     model = backbone.model
     overheads = [None if o == "off" else float(o) for o in args.overheads]
+    precision = args.precision[0]
     rows = []
     for demos in ("off", "random"):
         sampler = None
@@ -386,7 +387,8 @@ def micro_batching_runs(args) -> None:
             for index, (encoded, examples) in enumerate(batches):
                 model.zero_grad(set_to_none=True)
                 start = clock()
-                trainer_module.backward_batch(backbone, task, prompt, encoded, examples, overhead_tokens=overhead)
+                trainer_module.backward_batch(backbone, task, prompt, encoded, examples, overhead_tokens=overhead,
+                                              precision=precision)
                 elapsed = clock() - start
                 lengths = [trainer_module.encoded_length(item) for item in encoded]
                 plan = plan_micro_batches(lengths, overhead)
@@ -406,7 +408,7 @@ def micro_batching_runs(args) -> None:
                          "micro_batches": statistics.fmean(groups), "gradient_relative_difference": worst})
             print(rows[-1], flush=True)
     lines = [f"Model {args.model}, SST-2 k=16 seed 13, manual prompt, batch {args.batch_size}, {args.threads} "
-             f"thread(s), fp32; mean CPU seconds of forward + backward over the same {args.steps} training batches "
+             f"thread(s), precision {precision}; mean CPU seconds of forward + backward over the same {args.steps} training batches "
              "(after a warm-up batch), per way of splitting them. 'off': one batch padded to its longest prompt; "
              "a number: micro-batches of similar length chosen to minimise padded tokens + that many tokens per "
              "extra micro-batch (training/micro_batches.py).", "",

@@ -77,3 +77,26 @@ def test_split_batch_has_the_gradient_of_the_whole_batch(request, backbone_fixtu
     # And the loss is the batch's mean, not a sum over micro-batches.
     single_losses = [_gradients(backbone, [item], [ex], None)[0] for item, ex in zip(encoded, examples)]
     assert whole_loss == pytest.approx(sum(single_losses) / len(single_losses), rel=1e-5)
+
+
+def test_bf16_prices_an_extra_pass_higher_than_fp32(fresh_tiny_causal, monkeypatch):
+    """Under bf16 autocast each pass casts every weight again, so a batch that fp32 would split in two
+    (a few short prompts and a few long ones) runs whole."""
+    from autoprompt_search.training import trainer
+    from autoprompt_search.training.micro_batches import BF16_OVERHEAD_TOKENS, DEFAULT_OVERHEAD_TOKENS
+
+    backbone = fresh_tiny_causal
+    prompt = Prompt(Template.parse(SST2.template), Verbalizer.for_task(SST2))
+    examples = [Example((" ".join(["good"] * (2 if i < 4 else 14)),), str(i % 2)) for i in range(8)]
+    encoded = [_encode(backbone, e, prompt, (), 128, cached=False) for e in examples]
+    lengths = [encoded_length(item) for item in encoded]
+    assert len(plan_micro_batches(lengths, DEFAULT_OVERHEAD_TOKENS)) == 2
+    assert len(plan_micro_batches(lengths, BF16_OVERHEAD_TOKENS)) == 1
+    passes = []
+    scores = trainer._scores
+    monkeypatch.setattr(trainer, "_scores", lambda b, items, v: passes.append(len(items)) or scores(b, items, v))
+    for precision in ("fp32", "bf16"):
+        passes.clear()
+        backward_batch(backbone, SST2, prompt, encoded, examples, precision=precision)
+        assert len(passes) == (2 if precision == "fp32" else 1) and sum(passes) == 8
+        backbone.model.zero_grad(set_to_none=True)

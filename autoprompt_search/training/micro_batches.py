@@ -14,6 +14,15 @@ from typing import Sequence
 # off 0 24 64` (results/speed_micro_batches.md): 24 gave 0.86x without demonstrations and 1.05x (noise
 # level) with them; a pass writes weight-sized gradients, so the true cost is larger on bigger models.
 DEFAULT_OVERHEAD_TOKENS = 24
+# Under bf16 autocast every pass also casts every weight to bf16 again (autocast's copies live for one
+# context), while a token costs less: 24 and 64 were 1.09-1.30x slower than one padded batch, 128 was
+# 0.87x / 0.93x (results/speed_micro_batches_bf16.md, measured on a shared CPU).
+BF16_OVERHEAD_TOKENS = 128
+
+
+def overhead_tokens_for(precision: str) -> float:
+    """The split price for a resolved precision ("fp32" or "bf16")."""
+    return BF16_OVERHEAD_TOKENS if precision == "bf16" else DEFAULT_OVERHEAD_TOKENS
 
 
 def plan_micro_batches(lengths: Sequence[int],

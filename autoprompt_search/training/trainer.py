@@ -26,8 +26,8 @@ from .encodings import encoding_cache
 from .metrics import compute_metrics
 from .memory import keep_freed_memory
 from .optimizer import adamw
-from .micro_batches import DEFAULT_OVERHEAD_TOKENS, plan_micro_batches
-from .precision import precision_context
+from .micro_batches import overhead_tokens_for, plan_micro_batches
+from .precision import precision_context, resolve_precision
 from ..tasks import Example, TaskSpec
 from ..prompts import Prompt
 
@@ -183,11 +183,14 @@ def encoded_length(item) -> int:
 
 
 def backward_batch(backbone, task: TaskSpec, prompt: Prompt | None, encoded: Sequence, examples: Sequence[Example], *,
-                   precision: str = "fp32", overhead_tokens: float | None = DEFAULT_OVERHEAD_TOKENS) -> float:
+                   precision: str = "fp32", overhead_tokens: float | None | str = "auto") -> float:
     """Accumulate the gradient of the batch's mean loss and return that loss. The batch runs as
-    micro-batches of similar length (`plan_micro_batches`; `overhead_tokens=None`: as one batch),
-    each contributing its summed loss / batch size, which adds up to the gradient of the mean."""
+    micro-batches of similar length (`plan_micro_batches`; `overhead_tokens=None`: as one batch; "auto":
+    priced for the precision, `overhead_tokens_for`), each contributing its summed loss / batch size,
+    which adds up to the gradient of the mean."""
     verbalizer = prompt.verbalizer if prompt else None
+    if overhead_tokens == "auto":
+        overhead_tokens = overhead_tokens_for(resolve_precision(precision, backbone.device))
     groups = plan_micro_batches([encoded_length(item) for item in encoded], overhead_tokens)
     total = 0.0
     for group in groups:
