@@ -241,8 +241,9 @@ def test_inference_average_is_the_mean_log_softmax_over_the_drawn_sets(kind, req
 def test_inference_does_not_depend_on_query_order_or_batches(kind, request):
     backbone = backbone_for(kind, request)
     train, queries = toy_sentiment_examples(12, seed=3), toy_sentiment_examples(10, seed=5)
-    task, prompt, _ = sentiment_prompt(train, samples=4)
+    task, prompt, recorder = sentiment_prompt(train, samples=4)
     reference = evaluate(backbone, task, prompt, queries, batch_size=32, seed=11)
+    drawn = [tuple(map(id, demos)) for _, _, demos in recorder.calls]
     again = evaluate(backbone, task, prompt, queries, batch_size=32, seed=11)
     np.testing.assert_array_equal(reference.scores, again.scores)
     order = list(range(len(queries)))
@@ -251,8 +252,12 @@ def test_inference_does_not_depend_on_query_order_or_batches(kind, request):
     np.testing.assert_allclose(shuffled.scores, reference.scores[order], atol=1e-5)
     alone = evaluate(backbone, task, prompt, queries[4:5], batch_size=1, seed=11)
     np.testing.assert_allclose(alone.scores[0], reference.scores[4], atol=1e-5)
+    recorder.calls.clear()
     other_seed = evaluate(backbone, task, prompt, queries, batch_size=32, seed=12)
-    assert not np.allclose(other_seed.scores, reference.scores, atol=1e-4)  # the draws do matter
+    # The seed chooses the draws. How far other draws move a tiny random model's scores varies between
+    # test sessions (a session saw at most 5e-5), so the scores are only required to differ.
+    assert [tuple(map(id, demos)) for _, _, demos in recorder.calls] != drawn
+    assert not np.array_equal(other_seed.scores, reference.scores)
 
 
 # ---------------------------------------------------------------------------------------------
