@@ -57,10 +57,10 @@ def measure(args) -> dict:
     from autoprompt_search.training import TrainConfig, resident_mb, trainer
 
     if args.child_variant == "keep-copy":
-        from autoprompt_search.models import pretrained_weights as weights_module
+        import autoprompt_search.models as models
 
-        in_memory = weights_module.pretrained_weights
-        weights_module.pretrained_weights = lambda model, prefer_disk=True: in_memory(model, prefer_disk=False)
+        in_memory = models.weights_to_restore
+        models.weights_to_restore = lambda model, prefer_disk=True: in_memory(model, prefer_disk=False)
     task = get_task(args.task)
     train = {**TrainConfig().to_dict(), "precision": args.precision, "tuning": args.child_tuning}
     if args.child_tuning == "lora":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from autoprompt_search.models import load_backbone
-from autoprompt_search.models.pretrained_weights import WeightsInMemory, WeightsOnDisk, pretrained_weights
+from autoprompt_search.models import WeightsInMemory, WeightsOnDisk, weights_to_restore
 from autoprompt_search.prompts import Prompt, Template, Verbalizer
 from autoprompt_search.tasks import Example, get_task
 from autoprompt_search.training import TrainConfig, evaluate, fine_tune
@@ -28,7 +28,7 @@ def _scramble(model) -> None:
 def test_weights_loaded_from_a_safetensors_folder_are_restored_from_it_exactly(tiny_causal_folder):
     backbone = load_backbone(str(tiny_causal_folder), device=TEST_DEVICE)
     loaded = _state(backbone.model)
-    weights = pretrained_weights(backbone.model)
+    weights = weights_to_restore(backbone.model)
     assert isinstance(weights, WeightsOnDisk) and weights.tensors() is None
     _scramble(backbone.model)
     weights.restore(backbone.model)
@@ -44,7 +44,7 @@ def test_weights_that_differ_from_their_files_are_kept_in_memory(tiny_causal_fol
     with torch.no_grad():
         next(backbone.model.parameters()).mul_(1.5)  # changed after loading: the files no longer hold them
     changed = _state(backbone.model)
-    weights = pretrained_weights(backbone.model)
+    weights = weights_to_restore(backbone.model)
     assert isinstance(weights, WeightsInMemory)
     _scramble(backbone.model)
     weights.restore(backbone.model)
@@ -55,8 +55,8 @@ def test_weights_that_differ_from_their_files_are_kept_in_memory(tiny_causal_fol
 def test_a_model_without_weight_files_is_kept_in_memory(tiny_causal_folder):
     backbone = load_backbone(str(tiny_causal_folder), device=TEST_DEVICE)
     backbone.model.name_or_path = ""
-    assert isinstance(pretrained_weights(backbone.model), WeightsInMemory)
-    assert isinstance(pretrained_weights(load_backbone(str(tiny_causal_folder), device=TEST_DEVICE).model,
+    assert isinstance(weights_to_restore(backbone.model), WeightsInMemory)
+    assert isinstance(weights_to_restore(load_backbone(str(tiny_causal_folder), device=TEST_DEVICE).model,
                                          prefer_disk=False), WeightsInMemory)
 
 
@@ -72,7 +72,7 @@ def test_fine_tuning_that_only_hurts_returns_the_weights_on_disk(tiny_causal_fol
     trained.tokenizer.save_pretrained(tmp_path)
     backbone = load_backbone(str(tmp_path), device=TEST_DEVICE)
     loaded = _state(backbone.model)
-    weights = pretrained_weights(backbone.model)
+    weights = weights_to_restore(backbone.model)
     assert isinstance(weights, WeightsOnDisk)
     start = evaluate(backbone, SST2, prompt, train, max_length=48, seed=7)
     flipped = [Example(e.texts, "1" if e.label == "0" else "0") for e in train]

@@ -8,7 +8,8 @@
 model package (`smollm2-135m`, `gemma3-270m`, `minilm-l6`) or a Hugging Face hub id. A GGUF model
 is converted once into the snapshot cache (snapshots.py, fingerprints.py; `$AUTOPROMPT_MODEL_CACHE`)
 and read from there afterwards; `load_tokenizer_only` / `load_encoder` read no weights. base.py holds
-the shared `Backbone` interface, `Encoded` prompts and padded `Batch`es.
+the shared `Backbone` interface, `Encoded` prompts and padded `Batch`es. `pretrained_weights` (`weights_to_restore`) keeps the
+weights a search restores before every evaluation (read back from the model's files where they match).
 """
 from ..lazy import lazy_exports
 
@@ -24,6 +25,7 @@ _EXPORTS = {
     'causal': ('CausalLMBackbone',),
     'head': ('ClassifierBackbone', 'load_classifier'),
     'loading': ('load_backbone', 'load_tokenizer_only', 'load_encoder'),
+    'pretrained_weights': ('weights_to_restore', 'WeightsInMemory', 'WeightsOnDisk'),
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -120,7 +120,7 @@ def _sources_matching(model: torch.nn.Module, files: list[Path]) -> dict[str, tu
     return sources
 
 
-def pretrained_weights(model: torch.nn.Module, *, prefer_disk: bool = True) -> WeightsInMemory | WeightsOnDisk:
+def weights_to_restore(model: torch.nn.Module, *, prefer_disk: bool = True) -> WeightsInMemory | WeightsOnDisk:
     """The weights `model` holds now, to restore later: on disk when its folder's safetensors files hold
     exactly these values (checked tensor by tensor, once), else a copy in memory."""
     if prefer_disk:

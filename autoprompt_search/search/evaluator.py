@@ -57,15 +57,14 @@ class PromptEvaluator(LazyEvaluator):
                 "task": s.task, "task_file": s.task_file, "tuning": self._tuning()}
 
     def load_state(self) -> _State:
-        from ..models import load_backbone, quiet_transformers
-        from ..models.pretrained_weights import pretrained_weights
+        from ..models import load_backbone, quiet_transformers, weights_to_restore
 
         quiet_transformers()
         keep_freed_memory()  # before the weights load, so that the heap is laid out the same way from the start
         task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
-        pristine = None if self._tuning() == "lora" else pretrained_weights(backbone.model)
+        pristine = None if self._tuning() == "lora" else weights_to_restore(backbone.model)
         return _State(backbone, pristine, task)
 
     def _tuning(self) -> str:
