@@ -395,3 +395,27 @@ def test_gemma3_alias_resolves_to_the_assembled_file():
     assert source.gguf_file == package.MODEL_NAME and (Path(source.path) / source.gguf_file).is_file()
     assert resolve_model("Gemma-3-270M") == source
     assert detect_kind(source) == "causal"
+
+
+def test_cpu_backbones_train_with_eager_attention_and_score_with_their_own(tiny_causal_folder, tiny_mlm_folder):
+    """On the CPU, training switches to the plain attention (the fused SDPA kernel's backward is the slow part
+    of a step there) and scoring switches back; the class scores are the same function either way."""
+    from autoprompt_search.models import load_backbone
+    from autoprompt_search.prompts import Template, Verbalizer
+    from autoprompt_search.tasks import Example, get_task
+
+    task = get_task("SST-2")
+    template, verbalizer = Template.parse(task.template), Verbalizer.for_task(task)
+    examples = [Example(("a good film",), "1"), Example(("it was not a good film at all",), "0")]
+    for folder in (tiny_causal_folder, tiny_mlm_folder):
+        backbone = load_backbone(str(folder), device="cpu").train(False)
+        own = backbone.model.config._attn_implementation
+        assert own != "eager"
+        assert backbone.train(True).model.config._attn_implementation == "eager"
+        assert backbone.train(False).model.config._attn_implementation == own
+        batch = backbone.collate([backbone.encode(e, template, verbalizer, max_length=48) for e in examples])
+        with torch.no_grad():
+            scoring = backbone.class_scores(batch, verbalizer)
+            backbone.model.set_attn_implementation("eager")
+            eager = backbone.class_scores(batch, verbalizer)
+        torch.testing.assert_close(eager, scoring, rtol=1e-4, atol=1e-5)

@@ -55,6 +55,32 @@ def final_logit_softcap(model) -> float | None:
     return float(cap) if cap else None
 
 
+TRAINING_ATTENTION_ON_CPU = "eager"
+
+
+def _set_attention(model, implementation: str | None) -> None:
+    if implementation and getattr(model.config, "_attn_implementation", None) != implementation:
+        model.set_attn_implementation(implementation)
+
+
+def _training_attention(model, device: torch.device) -> str | None:
+    """The attention to train with on the CPU: the plain (eager) one, whose backward costs less than torch's
+    fused SDPA kernel's on prompts of SST-2's length (results/speed_attention.md: bf16 training steps of
+    SmolLM2 at 0.92-0.93x the CPU time). Scoring keeps the model's own choice, which scored as fast (0.98x
+    to 1.10x the other way). None where there is nothing to switch (an accelerator, a model without it)."""
+    if device.type != "cpu" or not hasattr(model, "set_attn_implementation"):
+        return None
+    current = getattr(model.config, "_attn_implementation", None)
+    if current in (None, TRAINING_ATTENTION_ON_CPU):
+        return None
+    try:  # a model without an eager path keeps its own
+        model.set_attn_implementation(TRAINING_ATTENTION_ON_CPU)
+        model.set_attn_implementation(current)
+    except (ValueError, NotImplementedError):
+        return None
+    return TRAINING_ATTENTION_ON_CPU
+
+
 def vocabulary_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """The model's own final logits for hidden states taken before its output layer: the output
     embedding, its bias if any, and the final soft-cap if the model has one."""
@@ -99,6 +125,8 @@ class Backbone:
         self.device = torch.device(device) if device is not None else default_device()
         if self.model is not None:  # None: a tokenizer-only backbone that encodes prompts (load_encoder)
             self.model.to(self.device)
+            self._scoring_attention = getattr(self.model.config, "_attn_implementation", None)
+            self._train_attention = _training_attention(self.model, self.device)
         self.max_length = max_length
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -151,6 +179,8 @@ class Backbone:
 
     def train(self, mode: bool = True):
         self.model.train(mode)
+        if getattr(self, "_train_attention", None):
+            _set_attention(self.model, self._train_attention if mode else self._scoring_attention)
         return self
 
     def parameters(self):
