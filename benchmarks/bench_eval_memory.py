@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import save  # noqa: E402
+from common import child_result, save  # noqa: E402
 
 TEMPLATES = ("*cls**sent_0*_It_was*mask*.*sep+*", "*cls*_is_a*mask*_thing.*+sent_0**sep+*")
 
@@ -87,8 +86,7 @@ def main() -> None:
                            "--child-template", template, "--child-chunk", str(chunk), "--child-order", order]
                 if args.data_dir:
                     command += ["--data-dir", args.data_dir]
-                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-                rows.append(json.loads(output.strip().splitlines()[-1]))
+                rows.append(child_result(command))
                 print(rows[-1], flush=True)
     examples = f"first {args.test_limit}" if args.test_limit else "all"
     lines = [f"{args.model}, {args.task} test set ({examples} examples), {args.precision}, batch {args.batch_size}, "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import save  # noqa: E402
+from common import child_result, save  # noqa: E402
 
 VARIANTS = {"keep": {}, "keep-copy": {}, "no-keep": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}}
 TEMPLATES = ("*cls**sent_0*_It_was*mask*.*sep+*", "*cls*_is_a*mask*_thing.*+sent_0**sep+*")
@@ -126,9 +125,7 @@ def main() -> None:
     for tuning in args.tuning:
         for variant in args.variants:
             command = [sys.executable, __file__, *sys.argv[1:], "--child-variant", variant, "--child-tuning", tuning]
-            output = subprocess.run(command, check=True, capture_output=True, text=True,
-                                    env={**os.environ, **VARIANTS[variant]}).stdout
-            runs.append(json.loads(output.strip().splitlines()[-1]))
+            runs.append(child_result(command, env={**os.environ, **VARIANTS[variant]}))
             print(runs[-1], flush=True)
     lines = [f"{args.model}, {args.task} (k-shot seed {args.seed}), {args.steps} steps of 8 then the test set "
              f"({args.test_limit or 'all'} examples), precision {args.precision}, {args.threads} thread(s), through the "

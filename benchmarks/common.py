@@ -12,6 +12,15 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
+def child_result(command: list[str], env: dict | None = None) -> dict:
+    """Run one measurement in a fresh process (so that one measurement's heap cannot change the next one's)
+    and return the JSON object it prints last."""
+    import subprocess
+
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 

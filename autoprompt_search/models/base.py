@@ -66,8 +66,10 @@ def _set_attention(model, implementation: str | None) -> None:
 def _training_attention(model, device: torch.device) -> str | None:
     """The attention to train with on the CPU: the plain (eager) one, whose backward costs less than torch's
     fused SDPA kernel's on prompts of SST-2's length (results/speed_attention.md: bf16 training steps of
-    SmolLM2 at 0.92-0.93x the CPU time). Scoring keeps the model's own choice, which scored as fast (0.98x
-    to 1.10x the other way). None where there is nothing to switch (an accelerator, a model without it)."""
+    SmolLM2 at 0.93x the CPU time at one thread; the demo's 8-step evaluations at two threads fell from
+    16-28 s to 14-24 s, results/demo_timing.md run 10). Scoring keeps the model's own choice, which scored
+    about as fast (eager 1.04x and 0.98x). None where there is nothing to switch (an accelerator, a model
+    without it)."""
     if device.type != "cpu" or not hasattr(model, "set_attn_implementation"):
         return None
     current = getattr(model.config, "_attn_implementation", None)

@@ -25,8 +25,6 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
 class WeightsInMemory:
     """A detached copy of a state dict."""
 
-    location = "memory"
-
     def __init__(self, state: Mapping[str, torch.Tensor]):
         self.state = {name: tensor.detach().clone() for name, tensor in state.items()}
 
@@ -44,8 +42,6 @@ class WeightsOnDisk:
     Restoring reads each tensor's bytes straight into the parameter's memory with plain file reads:
     no mapping of the file (whose touched pages would count in the resident set while it is mapped) and
     no temporary tensor, unless the stored dtype or the device differs from the parameter's."""
-
-    location = "disk"
 
     def __init__(self, sources: Mapping[str, tuple[Path, str]]):
         self.sources = dict(sources)
@@ -96,23 +92,22 @@ def _weight_files(model: torch.nn.Module) -> list[Path]:
 def _sources_matching(model: torch.nn.Module, files: list[Path]) -> dict[str, tuple[Path, str]] | None:
     """Where each state-dict entry is stored with exactly its current value, or None if one is not.
     An entry missing from the files is accepted only when it shares its memory with one that is there
-    (a tied output embedding)."""
-    from safetensors import safe_open
-
+    (a tied output embedding). Read with the same reader that restores, one tensor at a time."""
     state = model.state_dict()
     sources: dict[str, tuple[Path, str]] = {}
     for path in files:
-        with open(path, "rb") as raw:
-            _, header = _header(raw)
-        if any(entry["dtype"] not in _SAFETENSORS_DTYPES for key, entry in header.items() if key in state):
-            return None
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                if key in state and key not in sources:
-                    stored = handle.get_tensor(key)
-                    if stored.shape != state[key].shape or not torch.equal(stored.to(state[key].device, state[key].dtype), state[key]):
-                        return None
-                    sources[key] = (path, key)
+        with open(path, "rb") as handle:
+            header_size, header = _header(handle)
+            for key, entry in header.items():
+                if key not in state or key in sources:
+                    continue
+                if entry["dtype"] not in _SAFETENSORS_DTYPES or tuple(entry["shape"]) != tuple(state[key].shape):
+                    return None
+                stored = torch.empty(tuple(entry["shape"]), dtype=_SAFETENSORS_DTYPES[entry["dtype"]])
+                _read_tensor(handle, 8 + header_size, entry, stored)
+                if not torch.equal(stored.to(state[key].device, state[key].dtype), state[key]):
+                    return None
+                sources[key] = (path, key)
     pointers = {state[name].data_ptr() for name in sources}
     for name, tensor in state.items():
         if name not in sources and tensor.data_ptr() not in pointers:
