@@ -309,7 +309,9 @@ def test_killed_search_resumes_without_redoing_or_losing_work(tmp_path):
 
     first = run_script(script, board_path, log, 0.15, "first")
     deadline = time.monotonic() + 120
-    while sum(e["event"] == "call" for e in read_log(log)) < 6:
+    # A call is logged when an evaluation returns, before the study stores it; evaluations run one after
+    # another, so the 7th logged call means the 6th is stored (waiting for 6 raced with that store).
+    while sum(e["event"] == "call" for e in read_log(log)) < 7:
         assert first.poll() is None, "search finished before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.02)
