@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (RESULTS, command_line, environment, fmt, load_benchmark_backbone, mean_std,  # noqa: E402
-                    resumable_state, write_json_atomic)
+                    resumable_state, save_merged)
 
 from autoprompt_search.data import load_split, load_task  # noqa: E402
 from autoprompt_search.demonstrations import DemonstrationConfig, DemonstrationSampler  # noqa: E402
@@ -140,7 +140,7 @@ def markdown(state: dict, args, all_models: list[str]) -> str:
 
 def save_state(path: Path, state: dict, args, all_models: list[str]) -> None:
     state["environment"] = environment()
-    write_json_atomic(path, state)
+    save_merged(path, state)
     commands = "\n".join(f"`{c}`" for c in state["commands"])
     path.with_suffix(".md").write_text(f"Commands:\n\n{commands}\n\nEnvironment: `{json.dumps(state['environment'])}`\n\n"
                                        + markdown(state, args, all_models) + "\n", encoding="utf-8")

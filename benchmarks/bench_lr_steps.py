@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (RESULTS, command_line, environment, load_benchmark_backbone, mean_std,  # noqa: E402
-                    resumable_state, write_json_atomic)
+                    resumable_state, save_merged)
 
 from autoprompt_search.data import limit_examples, load_split, load_task, resolve_data_dir  # noqa: E402
 from autoprompt_search.training import PromptClassifier, TrainConfig  # noqa: E402
@@ -274,7 +274,7 @@ def plot(units: dict, grid: dict, path: Path) -> None:
 
 def save_state(path: Path, state: dict) -> None:
     state["environment"] = environment()
-    write_json_atomic(path, state)
+    save_merged(path, state)
     commands = "\n".join(f"`{c}`" for c in state["commands"])
     path.with_suffix(".md").write_text(
         f"Commands:\n\n{commands}\n\nEnvironment: `{json.dumps(state['environment'])}`\n\n"

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_selection import replayed_choices  # noqa: E402
-from common import RESULTS, command_line, environment, mean_std, resumable_state, write_json_atomic  # noqa: E402
+from common import RESULTS, command_line, environment, mean_std, resumable_state, save_merged  # noqa: E402
 
 from autoprompt_search.data import load_task  # noqa: E402
 from autoprompt_search.search import SearchOptions, run_pipeline  # noqa: E402
@@ -253,7 +253,7 @@ def markdown(state: dict, args) -> str:
 
 def save_state(path: Path, state: dict, args) -> None:
     state["environment"] = environment()
-    write_json_atomic(path, state)
+    save_merged(path, state)
     commands = "\n".join(f"`{c}`" for c in state["commands"])
     path.with_suffix(".md").write_text(f"Commands:\n\n{commands}\n\nEnvironment: `{json.dumps(state['environment'])}`"
                                        f"\n\n{markdown(state, args)}\n", encoding="utf-8")

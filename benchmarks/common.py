@@ -113,3 +113,33 @@ def write_json_atomic(path: Path, value: dict) -> None:
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(value, indent=2, default=float) + "\n", encoding="utf-8")
     temporary.replace(path)
+
+
+def merge_missing(target: dict, saved: dict) -> None:
+    """Add to `target` what `saved` holds and `target` lacks, at any depth; where both hold a value, the
+    target's stays. Lists (the commands) become their union, in order."""
+    for key, value in saved.items():
+        if key not in target:
+            target[key] = value
+        elif isinstance(target[key], dict) and isinstance(value, dict):
+            merge_missing(target[key], value)
+        elif isinstance(target[key], list) and isinstance(value, list):
+            target[key] = value + [item for item in target[key] if item not in value]
+
+
+def save_merged(path: Path, state: dict) -> None:
+    """Write `state` to `path` after taking in the units another process saved there since this one read
+    it, so that two runs of a benchmark on disjoint tasks (one per core) can fill one results file.
+    `state` is updated in place with those units."""
+    lock_path = path.with_suffix(".json.lock")
+    with open(lock_path, "w") as lock:
+        try:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # no advisory locks on this platform: run one process per results file
+            pass
+        if path.exists():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("settings") == state.get("settings"):
+                merge_missing(state, saved)
+        write_json_atomic(path, state)

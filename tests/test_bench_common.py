@@ -1,0 +1,52 @@
+"""benchmarks/common.py: two processes saving units of one benchmark into one results file."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "common.py"
+
+
+@pytest.fixture(scope="module")
+def common():
+    spec = importlib.util.spec_from_file_location("bench_common", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fresh(settings):
+    return {"settings": settings, "tasks": {}, "commands": []}
+
+
+def test_two_processes_fill_one_file(common, tmp_path):
+    path = tmp_path / "bench.json"
+    first, second = fresh({"seeds": [13]}), fresh({"seeds": [13]})  # both read before either saved
+    first["commands"].append("run --tasks A")
+    first["tasks"]["A"] = {"manual": {"13": 0.8}}
+    common.save_merged(path, first)
+    second["commands"].append("run --tasks B")
+    second["tasks"]["B"] = {"manual": {"13": 0.6}}
+    common.save_merged(path, second)
+    first["tasks"]["A"]["manual"]["21"] = 0.7  # the first process goes on, unaware of B
+    common.save_merged(path, first)
+
+    saved = json.loads(path.read_text())
+    assert saved["tasks"] == {"A": {"manual": {"13": 0.8, "21": 0.7}}, "B": {"manual": {"13": 0.6}}}
+    assert saved["commands"] == ["run --tasks A", "run --tasks B"]
+    assert second["tasks"]["A"] == {"manual": {"13": 0.8}}  # the in-memory state took in the other's units
+
+
+def test_own_values_win_and_other_settings_are_not_merged(common, tmp_path):
+    path = tmp_path / "bench.json"
+    common.save_merged(path, {**fresh({"seeds": [13]}), "tasks": {"A": {"manual": {"13": 0.5}}}})
+    mine = {**fresh({"seeds": [13]}), "tasks": {"A": {"manual": {"13": 0.9}}}}
+    common.save_merged(path, mine)
+    assert json.loads(path.read_text())["tasks"]["A"]["manual"]["13"] == 0.9
+
+    other = fresh({"seeds": [42]})
+    common.save_merged(path, other)
+    assert json.loads(path.read_text())["tasks"] == {}
