@@ -194,6 +194,14 @@ class Template:
                 )
 
     @property
+    def mask_precedes_input(self) -> bool:
+        """Whether the mask comes before every sentence: a causal model then predicts the label word
+        without having seen any input (the classifier scores such a template by the input's likelihood
+        after each word instead)."""
+        kinds = [p.kind for p in self.parts]
+        return "mask" in kinds and "sent" in kinds and kinds.index("mask") < kinds.index("sent")
+
+    @property
     def num_sentences(self) -> int:
         indices = [p.index for p in self.parts if p.kind == "sent"]
         return max(indices) + 1 if indices else 0

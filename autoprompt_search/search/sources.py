@@ -13,7 +13,7 @@ from ..auto_template import round_robin_by_format, screen_by_zero_shot
 from ..errors import UserError
 from ..textfiles import read_lines
 from ..prompts import Template, Verbalizer
-from ..tasks import Example, TaskSpec
+from ..tasks import Example, TaskSpec, generic_template
 from .candidates import candidate_grid
 from .options import SearchOptions
 from .prompt_origin import CandidateSources, task_word_source
@@ -80,13 +80,24 @@ def generate_templates(options: SearchOptions, task: TaskSpec, train: Sequence[E
                                score=(lambda template: screen(template, task)) if screen and split == "dev" else None)
 
 
+def label_search_template(task: TaskSpec, backbone) -> Template:
+    """The template the label search ranks words on: the task's, unless a causal backbone would see no
+    input at its label position (a label-first template such as TREC's `*cls**mask*:*+sent_0**sep+*`); the
+    words are then searched on the generic template, which puts the label after the input, and the
+    candidates pair them with every template as usual."""
+    template = Template.parse(task.template)
+    if getattr(backbone, "kind", None) == "causal" and template.mask_precedes_input:
+        return Template.parse(generic_template(task.num_sentences))
+    return template
+
+
 def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone) -> list[dict]:
     """Auto-L with the manual template: the top assignments by zero-shot training accuracy, candidates
     ranked by `options.label_ranking` (and scored as whole words with `options.label_whole_words`); with
     `options.label_words_per_class` > 1, one more mapping with that many words per class (`class_word_lists`)."""
     from ..auto_label import class_word_lists, search_label_words
 
-    result = search_label_words(backbone, task, Template.parse(task.template), train, k=options.label_k,
+    result = search_label_words(backbone, task, label_search_template(task, backbone), train, k=options.label_k,
                                 n=options.n_mappings, progress=options.progress, max_length=options.max_length,
                                 ranking=options.label_ranking, whole_words=options.label_whole_words)
     names = {int(k): v for k, v in result.words.items()}
@@ -181,6 +192,10 @@ def _searched_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[E
         key["words_per_class"] = options.label_words_per_class
     if not task.has_manual_prompt:
         key["template"] = task.template
+    probe = label_search_template(task, backbone).to_lmbff()
+    if probe != Template.parse(task.template).to_lmbff():
+        say(f"label words: searched on {probe} (a causal model sees no input at the label of {task.template})")
+        key["label_template"] = probe
     return cached_json(Path(options.out) / "label_words.json", key,
                        lambda: search_mappings(options, task, train, backbone), warn=say)
 
