@@ -239,3 +239,58 @@ def test_every_family_gets_adapters_on_its_block_projections_only():
     for family, model, leaves, count in _tiny_family_models():
         targets = adapter_targets(model)
         assert {t.rsplit(".", 1)[-1] for t in targets} == leaves and len(targets) == count, family
+
+
+@pytest.mark.parametrize("folder", BACKBONES)
+def test_bf16_lora_holds_frozen_projections_in_bf16_with_the_same_results(request, folder, toy_sentiment, monkeypatch):
+    """Casting the frozen projections once gives what autocast's cast in every pass gave: the same losses,
+    dev scores and adapters; the fp32 weights come back unchanged, as the same tensors."""
+    import contextlib
+
+    import autoprompt_search.training.trainer as trainer
+    from autoprompt_search.training import frozen_projections_as
+
+    train, dev = toy_sentiment
+    config = _lora(precision="bf16", eval_at_start=True)
+    backbone = _fresh(request, folder)
+    prepare_tuning(backbone.model, config)
+    base = {name: p for name, p in backbone.model.named_parameters() if name.endswith("base_layer.weight")}
+    storages = {name: p.data_ptr() for name, p in base.items()}
+    with frozen_projections_as(backbone.model, torch.bfloat16) as converted:
+        assert converted == len(base) > 0 and all(p.dtype == torch.bfloat16 for p in base.values())
+    assert all(p.dtype == torch.float32 and p.data_ptr() == storages[name] for name, p in base.items())
+
+    seen = []
+    real = trainer.frozen_projections_as
+
+    def recording(model, dtype):
+        seen.append(dtype)
+        return real(model, dtype)
+
+    monkeypatch.setattr(trainer, "frozen_projections_as", recording)
+    before = _base_weights(backbone.model)
+    cast_once = _classifier(backbone).fit(train, dev, config, progress=False)
+    adapters_once = _adapter_weights(backbone.model)
+    assert seen == [torch.bfloat16]
+    after = _base_weights(backbone.model)
+    assert all(torch.equal(after[name], before[name]) and after[name].dtype == torch.float32 for name in before)
+
+    monkeypatch.setattr(trainer, "frozen_projections_as", lambda model, dtype: contextlib.nullcontext(0))
+    cast_every_pass = _classifier(backbone).fit(train, dev, config, progress=False)
+    assert cast_once.train_losses == cast_every_pass.train_losses
+    assert [s for _, s in cast_once.history] == [s for _, s in cast_every_pass.history]
+    adapters_every_pass = _adapter_weights(backbone.model)
+    assert all(torch.equal(adapters_once[name], adapters_every_pass[name]) for name in adapters_once)
+
+
+def test_fp32_and_full_tuning_leave_the_weights_in_fp32(request, toy_sentiment, monkeypatch):
+    import autoprompt_search.training.trainer as trainer
+
+    train, _ = toy_sentiment
+    seen = []
+    monkeypatch.setattr(trainer, "frozen_projections_as", lambda model, dtype: seen.append(dtype))
+    backbone = _fresh(request, "tiny_causal_folder")
+    _classifier(backbone).fit(train, None, _lora(precision="fp32", steps=2), progress=False)
+    _classifier(_fresh(request, "tiny_causal_folder")).fit(train, None, TrainConfig(steps=2, precision="bf16",
+                                                                                     max_length=48), progress=False)
+    assert seen == []
