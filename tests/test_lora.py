@@ -241,14 +241,20 @@ def test_every_family_gets_adapters_on_its_block_projections_only():
         assert {t.rsplit(".", 1)[-1] for t in targets} == leaves and len(targets) == count, family
 
 
+def _lora_modules(model):
+    from peft.tuners.lora import LoraLayer
+
+    return [module for module in model.modules() if isinstance(module, LoraLayer)]
+
+
 @pytest.mark.parametrize("folder", BACKBONES)
 def test_bf16_lora_holds_frozen_projections_in_bf16_with_the_same_results(request, folder, toy_sentiment, monkeypatch):
-    """Casting the frozen projections once gives what autocast's cast in every pass gave: the same losses,
-    dev scores and adapters; the fp32 weights come back unchanged, as the same tensors."""
+    """Frozen projections cast once, inputs not cast up to fp32: the same losses, dev scores and adapters
+    as autocast's casts in every pass; the fp32 weights come back unchanged, as the same tensors."""
     import contextlib
 
     import autoprompt_search.training.trainer as trainer
-    from autoprompt_search.training import frozen_projections_as
+    from autoprompt_search.training import adapted_projections_in
 
     train, dev = toy_sentiment
     config = _lora(precision="bf16", eval_at_start=True)
@@ -256,18 +262,20 @@ def test_bf16_lora_holds_frozen_projections_in_bf16_with_the_same_results(reques
     prepare_tuning(backbone.model, config)
     base = {name: p for name, p in backbone.model.named_parameters() if name.endswith("base_layer.weight")}
     storages = {name: p.data_ptr() for name, p in base.items()}
-    with frozen_projections_as(backbone.model, torch.bfloat16) as converted:
+    with adapted_projections_in(backbone.model, torch.bfloat16) as converted:
         assert converted == len(base) > 0 and all(p.dtype == torch.bfloat16 for p in base.values())
+        assert not any(layer.cast_input_dtype_enabled for layer in _lora_modules(backbone.model))
     assert all(p.dtype == torch.float32 and p.data_ptr() == storages[name] for name, p in base.items())
+    assert all(layer.cast_input_dtype_enabled for layer in _lora_modules(backbone.model))
 
     seen = []
-    real = trainer.frozen_projections_as
+    real = trainer.adapted_projections_in
 
     def recording(model, dtype):
         seen.append(dtype)
         return real(model, dtype)
 
-    monkeypatch.setattr(trainer, "frozen_projections_as", recording)
+    monkeypatch.setattr(trainer, "adapted_projections_in", recording)
     before = _base_weights(backbone.model)
     cast_once = _classifier(backbone).fit(train, dev, config, progress=False)
     adapters_once = _adapter_weights(backbone.model)
@@ -275,7 +283,7 @@ def test_bf16_lora_holds_frozen_projections_in_bf16_with_the_same_results(reques
     after = _base_weights(backbone.model)
     assert all(torch.equal(after[name], before[name]) and after[name].dtype == torch.float32 for name in before)
 
-    monkeypatch.setattr(trainer, "frozen_projections_as", lambda model, dtype: contextlib.nullcontext(0))
+    monkeypatch.setattr(trainer, "adapted_projections_in", lambda model, dtype: contextlib.nullcontext(0))
     cast_every_pass = _classifier(backbone).fit(train, dev, config, progress=False)
     assert cast_once.train_losses == cast_every_pass.train_losses
     assert [s for _, s in cast_once.history] == [s for _, s in cast_every_pass.history]
@@ -288,7 +296,7 @@ def test_fp32_and_full_tuning_leave_the_weights_in_fp32(request, toy_sentiment, 
 
     train, _ = toy_sentiment
     seen = []
-    monkeypatch.setattr(trainer, "frozen_projections_as", lambda model, dtype: seen.append(dtype))
+    monkeypatch.setattr(trainer, "adapted_projections_in", lambda model, dtype: seen.append(dtype))
     backbone = _fresh(request, "tiny_causal_folder")
     _classifier(backbone).fit(train, None, _lora(precision="fp32", steps=2), progress=False)
     _classifier(_fresh(request, "tiny_causal_folder")).fit(train, None, TrainConfig(steps=2, precision="bf16",

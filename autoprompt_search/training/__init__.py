@@ -22,7 +22,7 @@ _EXPORTS = {
     'ensemble': ('EnsembleClassifier', 'load_prompt', 'mean_probability_scores', 'ensemble_result'),
     'tuning': (
         'adapter_targets', 'has_adapters', 'inject_adapters', 'reset_adapters', 'remove_adapters', 'prepare_tuning',
-        'merged_adapters', 'count_parameters', 'frozen_projections_as',
+        'merged_adapters', 'count_parameters', 'adapted_projections_in',
     ),
 }
 

@@ -29,7 +29,7 @@ from .memory import keep_freed_memory
 from .optimizer import adamw
 from .micro_batches import overhead_tokens_for, plan_micro_batches
 from .precision import precision_context, resolve_precision
-from .tuning import frozen_projections_as, has_adapters
+from .tuning import adapted_projections_in, has_adapters
 from ..tasks import Example, TaskSpec
 from ..prompts import Prompt
 
@@ -246,9 +246,9 @@ def fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[E
     `start_dev`: the dev result of the weights as they are now, when the caller already has it (a
     zero-shot evaluation of the same prompt and seed), so that step 0 is not scored again."""
     # Every forward pass in here runs under the precision's autocast, so LoRA's frozen projections can
-    # stay in bf16 for the whole run instead of being cast in every pass (tuning.frozen_projections_as).
+    # stay in bf16 for the whole run instead of being cast in every pass (tuning.adapted_projections_in).
     low = resolve_precision(config.precision, backbone.device) == "bf16" and has_adapters(backbone.model)
-    with frozen_projections_as(backbone.model, torch.bfloat16) if low else contextlib.nullcontext():
+    with adapted_projections_in(backbone.model, torch.bfloat16) if low else contextlib.nullcontext():
         return _fine_tune(backbone, task, prompt, train, dev, config, test=test, progress=progress, desc=desc,
                           initial_state=initial_state, start_dev=start_dev)
 

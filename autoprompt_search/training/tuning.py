@@ -122,29 +122,34 @@ def remove_adapters(model: torch.nn.Module) -> None:
 
 
 @contextmanager
-def frozen_projections_as(model: torch.nn.Module, dtype: torch.dtype) -> Iterator[int]:
-    """Hold the frozen base weights of the LoRA-adapted projections in `dtype` inside the block, the fp32
-    values put back after it; yields how many weights were converted (0 without adapters).
+def adapted_projections_in(model: torch.nn.Module, dtype: torch.dtype) -> Iterator[int]:
+    """Inside the block, the LoRA-adapted projections compute in `dtype` without casting anything again:
+    their frozen base weights are held in `dtype` (the fp32 values put back after the block) and peft's
+    cast of each layer's input to the adapters' fp32 is off. Yields how many weights were converted (0
+    without adapters). Only for use inside the autocast context of `dtype`, where it changes no value:
+    autocast rounds the weights the same way, and the input's round trip through fp32 is exact.
 
     Why: autocast keeps its bf16 copy of a weight for the whole context only when the weight requires a
-    gradient, so under LoRA every projection's frozen weight was cast again in every forward pass and
-    the copy held for the backward pass: in one label-first SST-2 step of SmolLM2, 11k casts allocating
-    2.65 GB took a third of the CPU time (`torch.profiler`, see results/speed_lora_frozen_bf16.md). Cast
-    once here, autocast finds them in bf16 already. The values are the ones autocast computed (the same
-    rounding), so the scores do not change. Only for use inside the autocast context of `dtype`: a plain
-    fp32 forward pass would meet bf16 weights."""
-    converted = []
-    for _, layer in _lora_layers(model):
+    gradient, so under LoRA every frozen projection was cast again in every forward pass and the copy
+    held for the backward pass, and peft cast every bf16 input up to fp32 for autocast to cast it back
+    (results/lora_casts.md, `benchmarks/bench_lora_casts.py`)."""
+    converted, layers = [], _lora_layers(model)
+    for _, layer in layers:
         weight = getattr(layer.get_base_layer(), "weight", None)
         if weight is None or weight.requires_grad or not weight.is_floating_point() or weight.dtype == dtype:
             continue
         converted.append((weight, weight.data))
         weight.data = weight.data.to(dtype)
+    casting = [(layer, getattr(layer, "cast_input_dtype_enabled", True)) for _, layer in layers]
+    for layer, _ in casting:
+        layer.cast_input_dtype_enabled = False
     try:
         yield len(converted)
     finally:
         for weight, original in converted:
             weight.data = original
+        for layer, enabled in casting:
+            layer.cast_input_dtype_enabled = enabled
 
 
 def prepare_tuning(model: torch.nn.Module, config: TrainConfig) -> None:
