@@ -11,6 +11,8 @@ Variants, each in a fresh process:
              pretrained weights read back from the model's files (models/pretrained_weights.py)
   keep-copy  as keep, with the pretrained weights kept as a copy in memory (the code before)
   no-keep    AUTOPROMPT_KEEP_FREED_MEMORY=0: glibc's own thresholds, the heap trimmed before every evaluation
+  cast-every-pass  as keep, LoRA's frozen projections cast by autocast in every pass and each adapter's input
+             cast up to fp32 by peft (the code before `training.tuning.adapted_projections_in`)
 Saves results/<name>.{md,json}.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import child_result, save  # noqa: E402
 
-VARIANTS = {"keep": {}, "keep-copy": {}, "no-keep": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}}
+VARIANTS = {"keep": {}, "keep-copy": {}, "no-keep": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}, "cast-every-pass": {}}
 TEMPLATES = ("*cls**sent_0*_It_was*mask*.*sep+*", "*cls*_is_a*mask*_thing.*+sent_0**sep+*")
 
 
@@ -60,6 +62,10 @@ def measure(args) -> dict:
 
         in_memory = models.weights_to_restore
         models.weights_to_restore = lambda model, prefer_disk=True: in_memory(model, prefer_disk=False)
+    if args.child_variant == "cast-every-pass":
+        import contextlib
+
+        trainer.adapted_projections_in = lambda model, dtype: contextlib.nullcontext(0)
     task = get_task(args.task)
     train = {**TrainConfig().to_dict(), "precision": args.precision, "tuning": args.child_tuning}
     if args.child_tuning == "lora":

@@ -195,6 +195,13 @@ def cell(values) -> str:
     return f"{mean * 100:.1f} ({std * 100:.1f})"
 
 
+def table_tasks(state: dict, args) -> list[str]:
+    """The issue's tasks in their order, then any other task this run or an earlier one (another process on
+    the same results file, perhaps) ran: the table covers the whole file, not just this run's --tasks."""
+    others = [t for t in [*state["tasks"], *args.tasks] if t not in DEFAULT_TASKS]
+    return list(DEFAULT_TASKS) + list(dict.fromkeys(others))
+
+
 def markdown(state: dict, args) -> str:
     protocol = ("one search per seed, its pick scored on that seed" if args.protocol == "per-seed"
                 else "one search over all seeds")
@@ -208,7 +215,7 @@ def markdown(state: dict, args) -> str:
              "| task | manual | search pick (exported single) | ensemble | pick - manual | picked prompt | evaluations | train steps | search s | peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     missing, met_floor, wins, done_tasks, ensembles, ensemble_ok = [], 0, 0, 0, 0, 0
-    for task_name in args.tasks:
+    for task_name in table_tasks(state, args):
         entry = state["tasks"].get(task_name, {})
         manual = entry.get("manual", {})
         search = merged_search(entry, args)
