@@ -6,7 +6,7 @@ fine-tuned with the same final budget, per task, on the full test sets.
 
 For each task and seed (`--protocol per-seed`, the default, as LM-BFF and the tool's one-seed default do: a
 search per k-shot split): `run_pipeline` with the default `SearchOptions` (only task, model, seed, output
-folder, test sample and `--ensemble-size`, 3 here, changed) in runs/quality/<model>/<task>/seed<seed>/,
+folder, test sample, `--ensemble-size`, 3 here, and `--demonstrations` where given, changed) in runs/quality/<model>/<task>/seed<seed>/,
 whose leaderboard resumes by itself; its pick's test metric on that seed is the search's score for the
 seed. `--protocol pooled` runs one search over all seeds instead (runs/quality/<model>/<task>/). Then the
 manual prompt, evaluated per seed by the search's own evaluator (`PromptEvaluator`) at the final
@@ -51,6 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--test-limit", type=int, default=None,
                         help=f"score a seeded sample of N test examples where the set is larger (N >= {LARGE_TEST})")
     parser.add_argument("--ensemble-size", type=int, default=3, help="the search's --ensemble-size (0: none)")
+    parser.add_argument("--demonstrations", nargs="+", default=["off"],
+                        help="the search's --demonstrations modes (default: the search's default, off); the first is "
+                             "the manual prompt's, e.g. 'off random' lets prompts with demonstrations challenge it")
     parser.add_argument("--protocol", choices=("per-seed", "pooled"), default="per-seed",
                         help="a search per seed (LM-BFF; the default) or one search over all seeds")
     parser.add_argument("--threads", type=int, default=1)
@@ -64,7 +67,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def settings_of(args) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in RUN_ONLY}
+    settings = {k: v for k, v in vars(args).items() if k not in RUN_ONLY}
+    if settings["demonstrations"] == ["off"]:  # the default before the option existed: earlier files resume
+        del settings["demonstrations"]
+    return settings
 
 
 def load_state(path: Path, args) -> dict:
@@ -74,11 +80,13 @@ def load_state(path: Path, args) -> dict:
 def search_options(args, task_name: str, seed: int | None = None) -> SearchOptions:
     """The search of one seed (per-seed protocol) or of all seeds (seed None: pooled)."""
     out = Path(args.out_root) / Path(args.model).name / task_name.lower()  # a folder model by its name
+    if args.demonstrations != ["off"]:
+        out = out.with_name(out.name + "-demos-" + "-".join(args.demonstrations))
     if seed is not None:
         out = out / f"seed{seed}"
     return SearchOptions(task=task_name, model=args.model, seeds=(seed,) if seed is not None else tuple(args.seeds),
                          out=str(out), data_dir=args.data_dir, test_limit=args.test_limit, progress=False,
-                         ensemble_size=args.ensemble_size)
+                         ensemble_size=args.ensemble_size, demonstrations=tuple(args.demonstrations))
 
 
 def search_units(args) -> list[int | None]:
@@ -205,6 +213,8 @@ def table_tasks(state: dict, args) -> list[str]:
 def markdown(state: dict, args) -> str:
     protocol = ("one search per seed, its pick scored on that seed" if args.protocol == "per-seed"
                 else "one search over all seeds")
+    if args.demonstrations != ["off"]:
+        protocol += f", the search with --demonstrations {' '.join(args.demonstrations)}"
     lines = [f"## Default search vs manual prompt, {args.model}, seeds {args.seeds}, {protocol}"
              + ("" if len(args.seeds) >= 5 else " (first pass: fewer than 5 seeds)"), "",
              "Test metric mean (std) over seeds; manual = the task's manual prompt fine-tuned with the "
