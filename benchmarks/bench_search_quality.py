@@ -184,6 +184,17 @@ def manual_from_search(args, task_name: str, seed: int) -> dict | None:
             "seconds": row.wall_time_s, "from": "the search's own final-rung row"}
 
 
+def manual_pair_from_search(entry: dict, args, task_name: str, seed: int) -> bool:
+    """Record the seed's manual unit from its finished search as soon as there is one, so that a run
+    stopped before the last seed keeps each finished seed's pair; True when one was recorded."""
+    if str(seed) in entry["manual"]:
+        return False
+    manual = manual_from_search(args, task_name, seed)
+    if manual is not None:
+        entry["manual"][str(seed)] = manual
+    return manual is not None
+
+
 def manual_unit(options: SearchOptions, seed: int) -> dict:
     """The task's manual prompt through the search's own evaluator at the final budget."""
     task = load_task(options.task)
@@ -208,6 +219,25 @@ def table_tasks(state: dict, args) -> list[str]:
     the same results file, perhaps) ran: the table covers the whole file, not just this run's --tasks."""
     others = [t for t in [*state["tasks"], *args.tasks] if t not in DEFAULT_TASKS]
     return list(DEFAULT_TASKS) + list(dict.fromkeys(others))
+
+
+def finished_seeds_of_unfinished_tasks(state: dict, args) -> list[str]:
+    """Per-seed results of the tasks the table cannot summarise yet (some seeds still missing)."""
+    lines = []
+    for task_name in table_tasks(state, args):
+        entry = state["tasks"].get(task_name, {})
+        searches, manual = entry.get("searches", {}), entry.get("manual", {})
+        if args.protocol != "per-seed" or not searches or merged_search(entry, args) is not None:
+            continue
+        for seed, search in sorted(searches.items()):
+            ensemble = (search.get("ensemble") or {}).get("test_per_seed", {}).get(seed)
+            lines.append(f"- {task_name} seed {seed}: pick {prompt_text(search['pick'])}, test "
+                         f"{search['pick']['test_per_seed'][seed] * 100:.1f}"
+                         + (f"; ensemble {ensemble * 100:.1f}" if ensemble is not None else "")
+                         + (f"; manual {manual[seed]['test'] * 100:.1f}" if seed in manual else "; manual not run")
+                         + f"; {search['selection']['reason']}; {search['evaluations']} evaluations, "
+                         f"{search['wall_seconds']:.0f} s")
+    return ["", "Finished seeds of unfinished tasks:", *lines] if lines else []
 
 
 def markdown(state: dict, args) -> str:
@@ -263,6 +293,7 @@ def markdown(state: dict, args) -> str:
               f"candidate on {ensemble_ok}/{ensembles} task(s) with an ensemble."]
     if args.test_limit:
         lines.append(f"Test sets larger than {args.test_limit} examples were scored on a seeded sample of {args.test_limit}.")
+    lines += finished_seeds_of_unfinished_tasks(state, args)
     if missing:
         lines += ["", f"Partial: not run yet: {', '.join(missing)}."]
     return "\n".join(lines)
@@ -294,6 +325,8 @@ def main() -> None:
             options = search_options(args, task_name, seed)
             done = entry.get("search") if seed is None else entry.setdefault("searches", {}).get(str(seed))
             if done is not None and summarised_under(done, options):
+                if seed is not None and manual_pair_from_search(entry, args, task_name, seed):
+                    save_state(path, state, args)
                 continue
             if done is None:
                 start = time.perf_counter()
@@ -306,6 +339,7 @@ def main() -> None:
                 entry["search"] = summary
             else:
                 entry["searches"][str(seed)] = summary
+                manual_pair_from_search(entry, args, task_name, seed)
             save_state(path, state, args)
         options = search_options(args, task_name)
         for seed in args.seeds:
