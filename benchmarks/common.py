@@ -116,15 +116,13 @@ def write_json_atomic(path: Path, value: dict) -> None:
 
 
 def merge_missing(target: dict, saved: dict) -> None:
-    """Add to `target` what `saved` holds and `target` lacks, at any depth; where both hold a value, the
-    target's stays. Lists (the commands) become their union, in order."""
+    """Add to `target` what `saved` holds and `target` lacks, at any depth; where both hold a value (a
+    list included), the target's stays."""
     for key, value in saved.items():
         if key not in target:
             target[key] = value
         elif isinstance(target[key], dict) and isinstance(value, dict):
             merge_missing(target[key], value)
-        elif isinstance(target[key], list) and isinstance(value, list):
-            target[key] = value + [item for item in target[key] if item not in value]
 
 
 def save_merged(path: Path, state: dict) -> None:
@@ -141,5 +139,7 @@ def save_merged(path: Path, state: dict) -> None:
         if path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
             if saved.get("settings") == state.get("settings"):
+                mine = state.get("commands", [])
                 merge_missing(state, saved)
+                state["commands"] = saved.get("commands", []) + [c for c in mine if c not in saved.get("commands", [])]
         write_json_atomic(path, state)

@@ -42,10 +42,12 @@ def test_two_processes_fill_one_file(common, tmp_path):
 
 def test_own_values_win_and_other_settings_are_not_merged(common, tmp_path):
     path = tmp_path / "bench.json"
-    common.save_merged(path, {**fresh({"seeds": [13]}), "tasks": {"A": {"manual": {"13": 0.5}}}})
-    mine = {**fresh({"seeds": [13]}), "tasks": {"A": {"manual": {"13": 0.9}}}}
+    stale = {"manual": {"13": 0.5}, "prompts": [[13, "old pick"]]}
+    common.save_merged(path, {**fresh({"seeds": [13]}), "tasks": {"A": stale}})
+    mine = {**fresh({"seeds": [13]}), "tasks": {"A": {"manual": {"13": 0.9}, "prompts": [[13, "new pick"]]}}}
     common.save_merged(path, mine)
-    assert json.loads(path.read_text())["tasks"]["A"]["manual"]["13"] == 0.9
+    saved = json.loads(path.read_text())["tasks"]["A"]
+    assert saved == {"manual": {"13": 0.9}, "prompts": [[13, "new pick"]]}  # a unit's lists are not mixed
 
     other = fresh({"seeds": [42]})
     common.save_merged(path, other)

@@ -192,10 +192,11 @@ def _searched_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[E
         key["words_per_class"] = options.label_words_per_class
     if not task.has_manual_prompt:
         key["template"] = task.template
-    probe = label_search_template(task, backbone).to_lmbff()
-    if probe != Template.parse(task.template).to_lmbff():
-        say(f"label words: searched on {probe} (a causal model sees no input at the label of {task.template})")
-        key["label_template"] = probe
+    probe = label_search_template(task, backbone)
+    if probe != Template.parse(task.template):
+        say(f"label words: searched on {probe.to_lmbff()} (a causal model sees no input at the label of "
+            f"{task.template})")
+        key["label_template"] = probe.to_lmbff()
     return cached_json(Path(options.out) / "label_words.json", key,
                        lambda: search_mappings(options, task, train, backbone), warn=say)
 
