@@ -6,8 +6,9 @@ fine-tuned with the same final budget, per task, on the full test sets.
 
 For each task and seed (`--protocol per-seed`, the default, as LM-BFF and the tool's one-seed default do: a
 search per k-shot split): `run_pipeline` with the default `SearchOptions` (only task, model, seed, output
-folder, test sample, `--ensemble-size`, 3 here, and `--demonstrations` where given, changed) in runs/quality/<model>/<task>/seed<seed>/,
-whose leaderboard resumes by itself; its pick's test metric on that seed is the search's score for the
+folder, test sample, `--ensemble-size`, 3 here, and `--demonstrations` or `--finalist-demonstrations` where given,
+changed) in runs/quality/<model>/<task>/seed<seed>/, whose leaderboard resumes by itself (`--finalist-demonstrations`
+leaves the race as it is, so it shares the default search's folders and runs only the finalists' variants); its pick's test metric on that seed is the search's score for the
 seed. `--protocol pooled` runs one search over all seeds instead (runs/quality/<model>/<task>/). Then the
 manual prompt, evaluated per seed by the search's own evaluator (`PromptEvaluator`) at the final
 budget, so both sides are trained and scored by the same code; per seed, the search's own final-rung row
@@ -54,6 +55,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--demonstrations", nargs="+", default=["off"],
                         help="the search's --demonstrations modes (default: the search's default, off); the first is "
                              "the manual prompt's, e.g. 'off random' lets prompts with demonstrations challenge it")
+    parser.add_argument("--finalist-demonstrations", nargs="+", default=[], choices=["random", "filtered"],
+                        help="the search's --finalist-demonstrations: after the race its best --demo-finalists "
+                             "candidates are evaluated again with these demonstration modes. The race is the default "
+                             "search's, in the same run folders, so a finished search is reused and only the variants run")
+    parser.add_argument("--demo-finalists", type=int, default=2, help="the search's --demo-finalists")
     parser.add_argument("--protocol", choices=("per-seed", "pooled"), default="per-seed",
                         help="a search per seed (LM-BFF; the default) or one search over all seeds")
     parser.add_argument("--threads", type=int, default=1)
@@ -70,6 +76,8 @@ def settings_of(args) -> dict:
     settings = {k: v for k, v in vars(args).items() if k not in RUN_ONLY}
     if settings["demonstrations"] == ["off"]:  # the default before the option existed: earlier files resume
         del settings["demonstrations"]
+    if not settings["finalist_demonstrations"]:  # likewise
+        del settings["finalist_demonstrations"], settings["demo_finalists"]
     return settings
 
 
@@ -86,7 +94,8 @@ def search_options(args, task_name: str, seed: int | None = None) -> SearchOptio
         out = out / f"seed{seed}"
     return SearchOptions(task=task_name, model=args.model, seeds=(seed,) if seed is not None else tuple(args.seeds),
                          out=str(out), data_dir=args.data_dir, test_limit=args.test_limit, progress=False,
-                         ensemble_size=args.ensemble_size, demonstrations=tuple(args.demonstrations))
+                         ensemble_size=args.ensemble_size, demonstrations=tuple(args.demonstrations),
+                         finalist_demonstrations=tuple(args.finalist_demonstrations), demo_finalists=args.demo_finalists)
 
 
 def search_units(args) -> list[int | None]:
@@ -123,10 +132,11 @@ def prompt_text(pick: dict) -> str:
             + (f" demos={pick['demonstrations']}" if pick.get("demonstrations", "off") != "off" else ""))
 
 
-def summarise_search(options: SearchOptions) -> dict:
+def summarise_search(options: SearchOptions, ensemble_id: str | None = None) -> dict:
     """The single candidate the search's export rule (`options.selection`) chooses from its leaderboard, replayed
     so that searches finished under an older rule are summarised under the current one; the ensemble row if the
-    search made one; and the compute recorded in the leaderboard."""
+    search made one (`ensemble_id`, the one this run of the search made, where a reused folder holds several);
+    and the compute recorded in the leaderboard."""
     choices, facts = replayed_choices(Path(options.out) / "leaderboard.sqlite", rules=(options.selection,),
                                       alpha=options.selection_alpha)
     chosen = choices[options.selection]
@@ -135,7 +145,8 @@ def summarise_search(options: SearchOptions) -> dict:
     def per_seed_test(candidate_id: str) -> dict:
         return {r.seed: r.test_metric for r in rows if r.candidate_id == candidate_id and r.budget == options.max_steps}
 
-    ensemble = next((entry for entry in ranking if "ensemble" in entry.candidate), None)
+    ensemble = next((entry for entry in ranking if "ensemble" in entry.candidate
+                     and entry.candidate_id == (ensemble_id or entry.candidate_id)), None)
     # The pick is a single prompt: where the rule chose the ensemble, the best single candidate stands in.
     single = (chosen.entry if "ensemble" not in chosen.entry.candidate
               else next(entry for entry in ranking if "ensemble" not in entry.candidate))
@@ -245,6 +256,9 @@ def markdown(state: dict, args) -> str:
                 else "one search over all seeds")
     if args.demonstrations != ["off"]:
         protocol += f", the search with --demonstrations {' '.join(args.demonstrations)}"
+    if args.finalist_demonstrations:
+        protocol += (f", then --finalist-demonstrations {' '.join(args.finalist_demonstrations)} for the race's best "
+                     f"{args.demo_finalists}")
     lines = [f"## Default search vs manual prompt, {args.model}, seeds {args.seeds}, {protocol}"
              + ("" if len(args.seeds) >= 5 else " (first pass: fewer than 5 seeds)"), "",
              "Test metric mean (std) over seeds; manual = the task's manual prompt fine-tuned with the "
@@ -330,11 +344,13 @@ def main() -> None:
                 continue
             if done is None:
                 start = time.perf_counter()
-                run_pipeline(options)
-                summary = summarise_search(options)
+                result = run_pipeline(options)
+                summary = summarise_search(options, next((e.candidate_id for e in result.ranking
+                                                          if "ensemble" in e.candidate), None))
                 summary["pipeline_seconds"] = time.perf_counter() - start
             else:  # finished under another export rule: the leaderboard holds all it needs
-                summary = {**summarise_search(options), "pipeline_seconds": done.get("pipeline_seconds")}
+                summary = {**summarise_search(options, (done.get("ensemble") or {}).get("candidate_id")),
+                           "pipeline_seconds": done.get("pipeline_seconds")}
             if seed is None:
                 entry["search"] = summary
             else:

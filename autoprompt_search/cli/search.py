@@ -77,6 +77,12 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--mapping-file", dest="mapping_files", action="append", help="file of label-word mappings, one per line")
     parser.add_argument("--demonstrations", nargs="+", choices=["off", "random", "filtered"],
                         help="demonstration modes to try (default off)")
+    parser.add_argument("--finalist-demonstrations", nargs="+", choices=["random", "filtered"],
+                        help="after the race, also evaluate the best --demo-finalists candidates with these "
+                             "demonstration modes at the full budget (default: none)")
+    parser.add_argument("--demo-finalists", type=int,
+                        help=f"how many of the race's best candidates --finalist-demonstrations takes "
+                             f"(default {d.demo_finalists})")
     parser.add_argument("--filter-rate", dest="demo_filter_rate", type=float,
                         help=f"filtered demonstrations: share of each class most similar to the query (default {d.demo_filter_rate})")
     parser.add_argument("--inference-samples", dest="demo_inference_samples", type=int,

@@ -12,6 +12,7 @@ from ..errors import UserError
 from ..prompts import Template, Verbalizer
 
 DEMO_MODES = ("off", "random", "filtered")
+FINALIST_MODES = ("random", "filtered")  # demonstration modes a finalist can be given after the race
 
 
 def make_candidate(template: Template | str, verbalizer: Verbalizer | Mapping[str, str],

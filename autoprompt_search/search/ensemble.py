@@ -23,8 +23,8 @@ from .evaluator import continuous_score
 from .leaderboard import Leaderboard
 from .predictions import SplitPredictions, load_predictions, predictions_payload, store_predictions
 from .records import (DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, Evaluation, RankedCandidate, aggregate, candidate_id,
-                      package_versions, rank_key)
-from .strategies import Rung, top_candidates
+                      package_versions, with_entries)
+from .strategies import FinalRung, top_candidates
 from .study import SearchResult, Study, run_search, unique_candidates
 
 ENSEMBLE = "ensemble"
@@ -47,21 +47,6 @@ def race_order(result: SearchResult) -> list[str]:
             if cid not in order:
                 order.append(cid)
     return order
-
-
-@dataclass(frozen=True)
-class FinalRung:
-    """A strategy of one rung: the given candidates at the final budget on every seed."""
-
-    index: int
-    steps: int
-    seeds: tuple[int, ...]
-
-    def plan(self, n_candidates: int) -> list[Rung]:
-        return [Rung(self.index, self.steps, self.seeds, n_candidates)] if n_candidates else []
-
-    def select(self, rung: Rung, scores, tie_scores=None) -> list[str]:
-        return top_candidates(scores, len(scores), tie_scores)
 
 
 @dataclass
@@ -167,7 +152,4 @@ def _score_seed(leaderboard: Leaderboard, config_hash: str, candidate: dict[str,
 
 def with_ensemble(ranking: Sequence[RankedCandidate], outcome: EnsembleOutcome) -> list[RankedCandidate]:
     """The final ranking with the members brought to the final budget and the ensemble, best first."""
-    by_id = {entry.candidate_id: entry for entry in ranking}
-    for entry in [*outcome.members, *([outcome.ranked] if outcome.ranked else [])]:
-        by_id[entry.candidate_id] = entry
-    return sorted(by_id.values(), key=rank_key)
+    return with_entries(ranking, [*outcome.members, *([outcome.ranked] if outcome.ranked else [])])

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from ..errors import UserError
 from ..training import PRECISIONS, TUNING_MODES, TrainConfig
-from .candidates import DEMO_MODES
+from .candidates import DEMO_MODES, FINALIST_MODES
 from .settings import EvaluatorSettings
 from .executors import make_executor
 from .prompt_origin import check_derived_prompt
@@ -82,6 +82,10 @@ class SearchOptions:
     template_files: tuple[str, ...] = ()
     mapping_files: tuple[str, ...] = ()
     demonstrations: tuple[str, ...] = ("off",)
+    # Demonstration modes tried after the race on its `demo_finalists` best candidates, at the full budget
+    # (finalists.py): the few prompts that matter get demonstrations without doubling the race.
+    finalist_demonstrations: tuple[str, ...] = ()
+    demo_finalists: int = 2
     demo_filter_rate: float = 0.5  # filtered: share of each class's examples most similar to the query
     demo_inference_samples: int = 4  # demonstration sets averaged per query (LM-BFF 16; fewer on a CPU)
     demo_encoder: str = "minilm-l6"  # filtered: sentence encoder
@@ -159,6 +163,11 @@ class SearchOptions:
         need(all(m in DEMO_MODES for m in self.demonstrations) and bool(self.demonstrations), "demonstrations",
              f"a non-empty list of {DEMO_MODES}")
         need(len(set(self.demonstrations)) == len(self.demonstrations), "demonstrations", "distinct modes")
+        need(all(m in FINALIST_MODES for m in self.finalist_demonstrations), "finalist_demonstrations",
+             f"a list of {FINALIST_MODES}")
+        need(len(set(self.finalist_demonstrations)) == len(self.finalist_demonstrations), "finalist_demonstrations",
+             "distinct modes")
+        need(self.demo_finalists >= 1, "demo_finalists", "an integer >= 1")
         need(0 < self.demo_filter_rate <= 1, "demo_filter_rate", "a number in (0, 1]")
         need(self.demo_inference_samples >= 1, "demo_inference_samples", "an integer >= 1")
         need(len(self.seeds) >= 1, "seeds", "at least one seed")
@@ -310,7 +319,7 @@ def _check_search_inputs(options: SearchOptions, where):
     task = load_task(options.task)
     _check_out_folder(Path(options.out), where("out"))
     _check_model_folder(options.model, where("model"))
-    if "filtered" in options.demonstrations:
+    if "filtered" in (*options.demonstrations, *options.finalist_demonstrations):
         _check_model_folder(options.demo_encoder, where("demo_encoder"))
     if options.generator not in ("auto", "none", "causal") and _looks_like_path(options.generator):
         _check_model_folder(options.generator, where("generator"))

@@ -18,8 +18,9 @@ from .options import SearchOptions, make_strategy, search_executor
 from .plots import plot_leaderboard
 from .prompt_origin import describe_start, with_origins
 from .ensemble import ENSEMBLE, build_ensemble, is_ensemble, with_ensemble
+from .finalists import evaluate_finalist_demonstrations
 from .predictions import load_predictions
-from .records import candidate_id, describe_candidate
+from .records import candidate_id, describe_candidate, with_entries
 from .selection import select_final
 from .sidefiles import write_json_atomic
 from .sources import build_candidates
@@ -116,6 +117,14 @@ def run_pipeline(options: SearchOptions, say=print):
     if result.failures:
         say(f"{result.n_failed} evaluation(s) failed and left the race (FAIL rows in the leaderboard); "
             f"a rerun skips them unless given --retry-failed")
+    finalists = evaluate_finalist_demonstrations(study, result, options.finalist_demonstrations, options.demo_finalists,
+                                                 task.num_sentences, task.num_classes, progress=options.progress,
+                                                 say=say)
+    if finalists.candidates:
+        candidates = [*candidates, *finalists.candidates]
+        write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
+    result.ranking = with_entries(result.ranking, finalists.ranked)
+    result.n_evaluated += finalists.n_evaluated
     ensemble = build_ensemble(study, result, candidates, task, options.ensemble_size, progress=options.progress, say=say)
     if options.ensemble_size and ensemble.ranked is None:
         say(f"no ensemble: {ensemble.reason}")

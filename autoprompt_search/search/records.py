@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import UserError
 
@@ -168,6 +168,14 @@ def rank_key(entry: RankedCandidate) -> tuple[float, float, str]:
     """Sort key, best first: higher mean dev metric, then higher continuous dev score (missing
     last), then candidate id (only when both tie, so the order is still deterministic)."""
     return (-_metric_sort_key(entry.mean_dev), score_sort_key(entry.mean_dev_score), entry.candidate_id)
+
+
+def with_entries(ranking: Iterable[RankedCandidate], entries: Iterable[RankedCandidate]) -> list[RankedCandidate]:
+    """A ranking with more entries (an entry replaces the one of the same candidate), best first."""
+    by_id = {entry.candidate_id: entry for entry in ranking}
+    for entry in entries:
+        by_id[entry.candidate_id] = entry
+    return sorted(by_id.values(), key=rank_key)
 
 
 def aggregate(evaluations: list[Evaluation]) -> RankedCandidate:

@@ -183,6 +183,22 @@ class SuccessiveHalving:
         return survivors
 
 
+@dataclass(frozen=True)
+class FinalRung:
+    """A strategy of one rung: the given candidates at the final budget on every seed
+    (the stages after a race: the ensemble's members, the finalists' demonstration variants)."""
+
+    index: int
+    steps: int
+    seeds: tuple[int, ...]
+
+    def plan(self, n_candidates: int) -> list[Rung]:
+        return [Rung(self.index, self.steps, self.seeds, n_candidates)] if n_candidates else []
+
+    def select(self, rung: Rung, scores, tie_scores=None) -> list[str]:
+        return top_candidates(scores, len(scores), tie_scores)
+
+
 def describe_plan(rungs: Sequence[Rung]) -> str:
     """Human-readable compute plan: evaluations and training steps per rung, and totals."""
     lines = []
