@@ -2,6 +2,8 @@
 and the label names, against the manual prompt fine-tuned with the same budget.
 
     python benchmarks/bench_prompts_from_labels.py --tasks sst2 cr --work /tmp/prompts_from_labels
+    python benchmarks/bench_prompts_from_labels.py ... --finalist-demonstrations random  # the search's finalists
+                                                                                        # also with demonstrations
 
 Each task's first-seed k-shot split is written as CSV files under --work (not in the repository) with
 two custom task files: one with only data, text column, labels and label names ("from labels"), one
@@ -64,7 +66,8 @@ def run_task(task_name: str, args) -> dict:
                                 n_mappings=args.n_mappings if searched else 0, label_k=args.label_k,
                                 screening_split=args.screening_split, min_steps=args.min_steps,
                                 max_steps=args.max_steps, test_limit=args.test_limit, device="cpu", progress=False,
-                                strategy="halving" if searched else "exhaustive")
+                                strategy="halving" if searched else "exhaustive",
+                                finalist_demonstrations=tuple(args.finalist_demonstrations) if searched else ())
         started = time.time()
         messages: list[str] = []
         run_pipeline(options, say=lambda m: (messages.append(str(m)), print(m, flush=True)))
@@ -104,6 +107,10 @@ def markdown(reports: list[dict], args) -> str:
               f"halving {args.min_steps} -> {args.max_steps} steps; {args.n_templates} generated templates (beam "
               f"{args.beam_width}, screened zero-shot on {args.screening_split}), {args.n_mappings} searched "
               f"mappings (label k {args.label_k})")
+    if args.finalist_demonstrations:
+        search += (f"; then the race's best {SearchOptions.demo_finalists} with "
+                   f"{' and '.join(args.finalist_demonstrations)} demonstrations (`--finalist-demonstrations`; the "
+                   "manual prompt is fine-tuned without)")
     lines.append(f"Model {args.model}; the k-shot split of data seed {args.data_seed} (K={args.k}) as a custom task; "
                  f"training seeds {args.seeds}; {search}; test: a seeded sample of {args.test_limit} examples, "
                  "the same for both prompts.")
@@ -126,6 +133,8 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=16)
     parser.add_argument("--test-limit", type=int, default=500)
+    parser.add_argument("--finalist-demonstrations", nargs="+", default=[], choices=["random", "filtered"],
+                        help="the from-labels search's --finalist-demonstrations (the manual prompt stays without)")
     parser.add_argument("--collect", action="store_true", help="only gather finished tasks into results/")
     parser.add_argument("--start-only", action="store_true",
                         help="no generation or label search: the generic template with the label-name words alone")

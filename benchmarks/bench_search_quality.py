@@ -143,7 +143,7 @@ def summarise_search(options: SearchOptions, ensemble_id: str | None = None) -> 
     rows, ranking = facts["board"].rows(facts["config_hash"]), facts["ranking"]
 
     def per_seed_test(candidate_id: str) -> dict:
-        return {r.seed: r.test_metric for r in rows if r.candidate_id == candidate_id and r.budget == options.max_steps}
+        return {str(r.seed): r.test_metric for r in rows if r.candidate_id == candidate_id and r.budget == options.max_steps}
 
     ensemble = next((entry for entry in ranking if "ensemble" in entry.candidate
                      and entry.candidate_id == (ensemble_id or entry.candidate_id)), None)
