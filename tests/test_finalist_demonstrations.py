@@ -90,18 +90,24 @@ def test_bad_finalist_options_name_the_field(field, value, expected):
     assert field in str(error.value) and expected in str(error.value)
 
 
-def test_the_search_exports_a_finalists_variant_and_predict_runs_it(tiny_causal_folder, tmp_path, capsys):
-    data = write_toy_lmbff(tmp_path / "lmbff")
-    mappings = write_mapping_file(tmp_path / "mappings.txt", MAPPINGS[:2])
-    out = tmp_path / "out"
-    options = search_options(tiny_causal_folder, data, out, mapping_files=(str(mappings),),
-                             finalist_demonstrations=("random",), demo_finalists=1)
-    result = run_pipeline(options, say=lambda *_: None)
-    variants = [e for e in result.ranking if e.candidate["demonstrations"] == "random"]
+@pytest.fixture(scope="module")
+def searched(tiny_causal_folder, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finalists")
+    data = write_toy_lmbff(folder / "lmbff")
+    mappings = write_mapping_file(folder / "mappings.txt", MAPPINGS[:2])
+    options = search_options(tiny_causal_folder, data, folder / "out", mapping_files=(str(mappings),),
+                             finalist_demonstrations=("random",), demo_finalists=1, ensemble_size=3)
+    return options, run_pipeline(options, say=lambda *_: None)
+
+
+def test_the_search_exports_a_finalists_variant_and_predict_runs_it(searched, tmp_path, capsys):
+    options, result = searched
+    out = Path(options.out)
+    variants = [e for e in result.ranking if e.candidate.get("demonstrations") == "random"]
     assert len(variants) == 1 and variants[0].budget == options.max_steps and variants[0].n_seeds == len(options.seeds)
-    written = json.loads((out / "candidates.json").read_text())
-    assert candidate_id({k: variants[0].candidate[k] for k in ("template", "label_words", "demonstrations")}) in {
-        candidate_id({k: c[k] for k in ("template", "label_words", "demonstrations")}) for c in written}
+    written = [{k: c[k] for k in ("template", "label_words", "demonstrations")}
+               for c in json.loads((out / "candidates.json").read_text())]
+    assert variants[0].candidate in written
 
     assert main(["export", "--out", str(out), "--candidate", variants[0].candidate_id[:12],
                  "--output", str(tmp_path / "variant.json")]) == 0
@@ -112,6 +118,23 @@ def test_the_search_exports_a_finalists_variant_and_predict_runs_it(tiny_causal_
     assert main(["predict", "--prompt", str(tmp_path / "variant.json"), "--input", str(tmp_path / "inputs.txt"),
                  "--device", TEST_DEVICE]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_the_ensemble_may_take_a_finalists_variant_and_still_exports_and_predicts(searched, tmp_path, capsys):
+    options, result = searched
+    ensemble = next(e for e in result.ranking if "ensemble" in e.candidate)
+    # Members come in race order, which starts with the final ranking that now holds the variant.
+    ranked_singles = [e.candidate for e in result.ranking if "ensemble" not in e.candidate]
+    assert ensemble.candidate["ensemble"][0] == ranked_singles[0]
+    assert any(m.get("demonstrations") == "random" for m in ensemble.candidate["ensemble"])
+    assert main(["export", "--out", options.out, "--candidate", "ensemble", "--output", str(tmp_path / "e.json")]) == 0
+    members = read_document(tmp_path / "e.json").document["members"]
+    assert [m["demonstrations"]["mode"] for m in members] == [m["demonstrations"] for m in ensemble.candidate["ensemble"]]
+    (tmp_path / "inputs.txt").write_text("A wonderful film.\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["predict", "--prompt", str(tmp_path / "e.json"), "--input", str(tmp_path / "inputs.txt"),
+                 "--device", TEST_DEVICE]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 def test_the_flags_and_a_config_file_reach_the_options(tmp_path):
