@@ -74,6 +74,7 @@ def run_task(task_name: str, args) -> dict:
         document = read_document(out / "best.json").document
         test = [v for v in document["test"]["per_seed"].values()]
         report[mode] = {"template": document["template"]["lmbff"], "label_words": document["label_words"],
+                        "demonstrations": document["demonstrations"]["mode"],
                         "template_source": document["found_by"].get("template_source"),
                         "label_words_source": document["found_by"].get("label_words_source"),
                         "dev": document["dev"]["per_seed"], "test": document["test"]["per_seed"],
@@ -88,12 +89,13 @@ def run_task(task_name: str, args) -> dict:
 
 def markdown(reports: list[dict], args) -> str:
     lines = ["| task | manual prompt (test) | from label names (test) | ratio | picked template (source) | "
-             "picked words (source) | candidates / evaluations / seconds |", "|---|---|---|---|---|---|---|"]
+             "picked words (source) | demonstrations | candidates / evaluations / seconds |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in reports:
         m, f = r["manual"], r["from_labels"]
         lines.append(f"| {r['task']} | {fmt(*m['test_mean_std'])} | {fmt(*f['test_mean_std'])} | "
                      f"{r['ratio'] * 100:.1f}% | `{f['template']}` ({', '.join(f['template_source'] or [])}) | "
-                     f"{f['label_words']} ({f['label_words_source']}) | "
+                     f"{f['label_words']} ({f['label_words_source']}) | {f.get('demonstrations', 'off')} | "
                      f"{f['candidates']} / {f['evaluations']} / {f['seconds']:.0f} (manual: {m['evaluations']} / "
                      f"{m['seconds']:.0f}) |")
     lines.append("")
