@@ -14,6 +14,7 @@ from ..training import PRECISIONS, TUNING_MODES, TrainConfig
 from .candidates import DEMO_MODES, FINALIST_MODES
 from .settings import EvaluatorSettings
 from .executors import make_executor
+from .path_checks import check_model_folder, check_out_folder, looks_like_path
 from .prompt_origin import check_derived_prompt
 from .strategies import Exhaustive, SuccessiveHalving
 
@@ -210,7 +211,7 @@ class SearchOptions:
 
     @staticmethod
     def check_model(name: str, where: str = "--model") -> None:
-        _check_model_folder(name, where)
+        check_model_folder(name, where)
 
     def check_inputs(self, *, origins: Mapping[str, str] | None = None, source: str = "search options"):
         """Everything the search will read, checked before any model loads (only a masked LM's
@@ -317,12 +318,12 @@ def _check_search_inputs(options: SearchOptions, where):
     from ..prompts import Template, Verbalizer, mapping_entries, template_lines
 
     task = load_task(options.task)
-    _check_out_folder(Path(options.out), where("out"))
-    _check_model_folder(options.model, where("model"))
+    check_out_folder(Path(options.out), where("out"))
+    check_model_folder(options.model, where("model"))
     if "filtered" in (*options.demonstrations, *options.finalist_demonstrations):
-        _check_model_folder(options.demo_encoder, where("demo_encoder"))
-    if options.generator not in ("auto", "none", "causal") and _looks_like_path(options.generator):
-        _check_model_folder(options.generator, where("generator"))
+        check_model_folder(options.demo_encoder, where("demo_encoder"))
+    if options.generator not in ("auto", "none", "causal") and looks_like_path(options.generator):
+        check_model_folder(options.generator, where("generator"))
     templates = [(f"task {task.name}'s manual template", Template.parse(task.template))]
     for path in options.template_files:
         templates += template_lines(path)
@@ -349,36 +350,6 @@ def _check_search_inputs(options: SearchOptions, where):
                 hint = "; or pass --no-test (test = false)" if split == "test" else ""
                 raise UserError(f"{error}{hint}") from None
     return task
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
-
-
-def _check_model_folder(name: str, where: str) -> None:
-    """A folder given as a model must hold one (config.json, or a GGUF file): transformers would
-    otherwise fail deep inside with its own error."""
-    path = Path(name).expanduser()
-    if _looks_like_path(name) and not path.exists():
-        raise UserError(f"{where}: model folder {path} does not exist")
-    if path.is_dir() and not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
-        raise UserError(f"{where}: {path} is not a model folder (no config.json); expected a folder written "
-                        "by save_pretrained, a model name such as smollm2-135m, or a hub id")
-
-
-def _check_out_folder(out: Path, where: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{where}: {out} is a file; expected an output folder")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"{where}: {existing} is a file, so the output folder {out} cannot be made in it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{where}: the folder {existing} is not writable, so the search cannot write {out}")
-    board = out / "leaderboard.sqlite"
-    if board.exists() and not os.access(board, os.W_OK):
-        raise UserError(f"{where}: {board} is read-only; the search records every evaluation there")
 
 
 def _derived_prompt_checked(options: SearchOptions, task, where):
