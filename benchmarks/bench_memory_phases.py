@@ -13,6 +13,7 @@ Variants, each in a fresh process:
   no-keep    AUTOPROMPT_KEEP_FREED_MEMORY=0: glibc's own thresholds, the heap trimmed before every evaluation
   cast-every-pass  as keep, LoRA's frozen projections cast by autocast in every pass and each adapter's input
              cast up to fp32 by peft (the code before `training.tuning.adapted_projections_in`)
+Each variant runs once per `--micro-batch-tokens` value (0: no bound; N: `TrainConfig.micro_batch_tokens`).
 Saves results/<name>.{md,json}.
 """
 from __future__ import annotations
@@ -67,7 +68,8 @@ def measure(args) -> dict:
 
         trainer.adapted_projections_in = lambda model, dtype: contextlib.nullcontext(0)
     task = get_task(args.task)
-    train = {**TrainConfig().to_dict(), "precision": args.precision, "tuning": args.child_tuning}
+    train = {**TrainConfig().to_dict(), "precision": args.precision, "tuning": args.child_tuning,
+             "micro_batch_tokens": args.child_tokens or None}
     if args.child_tuning == "lora":
         train["lr"] = args.lora_lr
     settings = EvaluatorSettings(task=task.name, model=args.model, data_dir=args.data_dir, train=train,
@@ -102,7 +104,8 @@ def measure(args) -> dict:
                      "test": outcome.test_metric, "best_step": outcome.extra.get("best_step")})
     sampler.stopped = True
     sampler.join()
-    return {"variant": args.child_variant, "tuning": args.child_tuning, "pristine": pristine, "loaded_mb": loaded,
+    return {"variant": args.child_variant, "tuning": args.child_tuning, "micro_batch_tokens": args.child_tokens or None,
+            "pristine": pristine, "loaded_mb": loaded,
             "evaluations": rows}
 
 
@@ -122,7 +125,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--name", default="memory_phases")
     parser.add_argument("--child-variant", help=argparse.SUPPRESS)
+    parser.add_argument("--micro-batch-tokens", type=int, nargs="+", default=[0],
+                        help="bounds on the padded tokens of a training micro-batch, each in its own process (0: none)")
     parser.add_argument("--child-tuning", help=argparse.SUPPRESS)
+    parser.add_argument("--child-tokens", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_variant is not None:
         print(json.dumps(measure(args)))
@@ -130,18 +136,21 @@ def main() -> None:
     runs = []
     for tuning in args.tuning:
         for variant in args.variants:
-            command = [sys.executable, __file__, *sys.argv[1:], "--child-variant", variant, "--child-tuning", tuning]
-            runs.append(child_result(command, env={**os.environ, **VARIANTS[variant]}))
-            print(runs[-1], flush=True)
+            for tokens in args.micro_batch_tokens:
+                command = [sys.executable, __file__, *sys.argv[1:], "--child-variant", variant, "--child-tuning", tuning,
+                           "--child-tokens", str(tokens)]
+                runs.append(child_result(command, env={**os.environ, **VARIANTS[variant]}))
+                print(runs[-1], flush=True)
     lines = [f"{args.model}, {args.task} (k-shot seed {args.seed}), {args.steps} steps of 8 then the test set "
              f"({args.test_limit or 'all'} examples), precision {args.precision}, {args.threads} thread(s), through the "
              "search's evaluator (the pretrained weights kept for the next candidate under full fine-tuning); the "
              "evaluations run one after another in one process, as in a search. Resident set sampled every 0.1 s.", "",
-             "| tuning | variant | pretrained weights | after loading MB | template | training peak MB | test scoring peak MB | at the end MB | "
-             "training s | test s | dev | test | best step |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| tuning | variant | micro-batch tokens | pretrained weights | after loading MB | template | training peak MB | "
+             "test scoring peak MB | at the end MB | training s | test s | dev | test | best step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         for r in run["evaluations"]:
-            lines.append(f"| {run['tuning']} | {run['variant']} | {run['pristine']} | {run['loaded_mb']:.0f} | `{r['template']}` | "
+            lines.append(f"| {run['tuning']} | {run['variant']} | {run.get('micro_batch_tokens') or 'no bound'} | {run['pristine']} | {run['loaded_mb']:.0f} | `{r['template']}` | "
                          f"{r['train_peak_mb']:.0f} | {r['test_peak_mb']:.0f} | {r['end_mb']:.0f} | {r['train_s']:.0f} | "
                          f"{r['test_s']:.0f} | {r['dev']:.4f} | {r['test']:.4f} | {r['best_step']} |")
     save(args.name, "\n".join(lines), {"runs": runs, "args": vars(args)})

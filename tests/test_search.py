@@ -222,6 +222,16 @@ def test_a_moved_output_folder_resumes_but_a_changed_setting_does_not_reuse(firs
     assert len(moved_board.config_hashes()) == 2 and config_hash in moved_board.config_hashes()
 
 
+def test_a_micro_batch_bound_reuses_what_the_search_stored(first_run, tmp_path):
+    """The bound changes how an evaluation is computed, not which, so it is not in the configuration hash."""
+    options, first, board, config_hash = first_run
+    bounded_folder = tmp_path / "bounded"
+    shutil.copytree(options.out, bounded_folder)
+    bounded = run_pipeline(replace(options, out=str(bounded_folder), micro_batch_tokens=16), say=lambda *_: None)
+    assert bounded.n_evaluated == 0 and bounded.n_reused == first.n_evaluated
+    assert Leaderboard(bounded_folder / "leaderboard.sqlite").config_hashes() == [config_hash]
+
+
 # ---------------------------------------------------------------------------------------------
 # Candidate sources
 

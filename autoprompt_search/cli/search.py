@@ -105,6 +105,9 @@ def build_search_parser(sub) -> None:
                         help="fp32, bf16 autocast of training and scoring, or auto (default): bf16 where the "
                              "hardware computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX), "
                              "else fp32")
+    parser.add_argument("--micro-batch-tokens", type=int,
+                        help="at most this many padded tokens per training micro-batch (default: no bound): less "
+                             "memory for more passes, the same gradient; e.g. 128 for --jobs 2 on a 16 GB laptop")
     parser.add_argument("--no-keep-task-prompt", dest="keep_task_prompt", action="store_false", default=None,
                         help="let halving drop the task's own prompt before the final rung (by default it "
                              "always reaches it, so the search returns it unless a candidate beats it there)")

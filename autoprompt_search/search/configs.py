@@ -23,6 +23,14 @@ from .sidefiles import read_json, write_json_atomic
 logger = logging.getLogger(__name__)
 
 CONFIG_MIRROR = "search_config.json"
+# Training fields that change how a result is computed but not which (up to rounding), like --jobs: left
+# out of the configuration hash, so a search resumed with another value reuses what it stored.
+COMPUTE_ONLY_TRAIN_FIELDS = ("micro_batch_tokens",)
+
+
+def hashed_train_config(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings that identify a configuration (`COMPUTE_ONLY_TRAIN_FIELDS` left out)."""
+    return {name: value for name, value in train.items() if name not in COMPUTE_ONLY_TRAIN_FIELDS}
 
 
 def data_fingerprint(task: TaskSpec, *, data_dir: str | None, k: int, seeds: Sequence[int],

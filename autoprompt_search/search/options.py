@@ -104,6 +104,10 @@ class SearchOptions:
     # bf16 autocast of training and scoring ("bf16"), fp32, or "auto": bf16 where the hardware has it natively
     # (the default: it matched fp32 within the seeds' spread on SST-2 and CR, results/speed_precision_accuracy.md).
     precision: str = "auto"
+    # The most padded tokens per training micro-batch (None: no bound): less memory for more passes, the
+    # same gradient. Not in the configuration hash, like `jobs`: it changes how a result is computed, not
+    # which (up to rounding).
+    micro_batch_tokens: int | None = None
     # Evaluations at once; 0: decided once the model is loaded, one per CPU core as memory allows (one on a
     # GPU). Not the default: on the 2-core CPU here 2 single-threaded workers ran the SST-2 race only about
     # 9% faster than 1 with 2 threads (results/demo_timing.md), for twice the memory.
@@ -191,6 +195,8 @@ class SearchOptions:
         need(self.tuning in TUNING_MODES, "tuning", " or ".join(repr(m) for m in TUNING_MODES))
         need(self.precision in PRECISIONS, "precision", ", ".join(repr(p) for p in PRECISIONS))
         need(self.lora_rank >= 1, "lora_rank", "an integer >= 1")
+        need(self.micro_batch_tokens is None or self.micro_batch_tokens >= 1, "micro_batch_tokens",
+             "an integer >= 1 (padded tokens per training micro-batch)")
         need(math.isfinite(self.lora_alpha) and self.lora_alpha > 0, "lora_alpha", "a finite number > 0")
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.max_length >= 8, "max_length", "an integer >= 8 (tokens)")
@@ -236,6 +242,7 @@ class SearchOptions:
     def settings(self) -> EvaluatorSettings:
         train = TrainConfig(steps=self.max_steps, lr=self.lr, batch_size=self.batch_size, tuning=self.tuning,
                             lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, precision=self.resolved_precision(),
+                            micro_batch_tokens=self.micro_batch_tokens,
                             max_length=self.max_length, eval_every=max(1, min(TrainConfig.eval_every, self.min_steps)))
         task_file = self.task if self.task.endswith(".json") else None
         return EvaluatorSettings(task=self.task, model=self.model, data_dir=self.data_dir, k=self.k,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .candidates import make_candidate
-from .configs import data_fingerprint, remember_config
+from .configs import data_fingerprint, hashed_train_config, remember_config
 from ..data import load_task
 from ..prompts import Verbalizer
 from ..training import release_freed_memory
@@ -105,7 +105,8 @@ def run_pipeline(options: SearchOptions, say=print):
                              else ())
     say(f"{len(candidates)} candidates; plan:\n{describe_plan(strategy.plan(len(candidates)))}")
     # The cache folder lives in `out`; leaving it out of the hash lets a moved output folder resume.
-    config = {"settings": {**asdict(settings), "cache_dir": None}, "strategy": options.strategy,
+    config = {"settings": {**asdict(settings), "cache_dir": None, "train": hashed_train_config(settings.train)},
+              "strategy": options.strategy,
               "seeds": list(options.seeds),
               "min_steps": options.min_steps, "max_steps": options.max_steps, "eta": options.eta}
     leaderboard = Leaderboard(out / "leaderboard.sqlite")

@@ -38,6 +38,10 @@ class TrainConfig:
     # "bf16": bf16 autocast of the forward passes (training and scoring); "auto": bf16 only where the
     # hardware computes it natively (training/precision.py), else fp32.
     precision: str = "fp32"
+    # The most padded tokens a training micro-batch may hold (None: no bound). The gradient is the same
+    # (micro_batches.py); a bound trades passes for the activations the backward pass keeps, so that
+    # several evaluations fit in a laptop's memory (results/memory_micro_batch_tokens.md).
+    micro_batch_tokens: int | None = None
 
     @classmethod
     def paper(cls, **overrides) -> "TrainConfig":
@@ -69,6 +73,10 @@ class TrainConfig:
                   "max_grad_norm": (lambda v: v > 0, "a finite number > 0"),
                   "lora_alpha": (lambda v: v > 0, "a finite number > 0"),
                   "lora_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)")}
+        tokens = self.micro_batch_tokens
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, numbers.Integral) or tokens < 1):
+            raise UserError(f"{source}: field 'micro_batch_tokens' has an invalid value {tokens!r}; expected an "
+                            "integer >= 1, or null for no bound")
         if self.precision not in PRECISIONS:
             raise UserError(f"{source}: field 'precision' has an invalid value {self.precision!r}; expected one of "
                             f"{', '.join(repr(p) for p in PRECISIONS)}")

@@ -25,16 +25,23 @@ def overhead_tokens_for(precision: str) -> float:
     return BF16_OVERHEAD_TOKENS if precision == "bf16" else DEFAULT_OVERHEAD_TOKENS
 
 
-def plan_micro_batches(lengths: Sequence[int],
-                       overhead_tokens: float | None = DEFAULT_OVERHEAD_TOKENS) -> list[list[int]]:
+def plan_micro_batches(lengths: Sequence[int], overhead_tokens: float | None = DEFAULT_OVERHEAD_TOKENS,
+                       max_tokens: int | None = None) -> list[list[int]]:
     """Groups of indices into `lengths`, each group padded to its own longest member, that minimise
     sum(group size x longest length) + overhead_tokens x number of groups. Sorted by length, the best
     groups are contiguous runs, found exactly by dynamic programming (O(n^2), n = batch size).
-    `overhead_tokens=None`: no splitting, one group in the original order."""
+    `max_tokens`: no group of two or more pads to more tokens than this (a prompt longer than it runs
+    alone), which bounds the activations one pass keeps for the backward pass; swapping members between
+    two sorted groups keeps their sizes and lowers neither longest length, so runs stay optimal.
+    `overhead_tokens=None`: no splitting for speed: one group in the original order, or under
+    `max_tokens` the fewest groups that respect it."""
     if not lengths:
         return []
     if overhead_tokens is None:
-        return [list(range(len(lengths)))]
+        if max_tokens is None or len(lengths) * max(lengths) <= max_tokens:
+            return [list(range(len(lengths)))]
+        # Fewest groups first, then the least padding: one more group costs more than any padding.
+        overhead_tokens = len(lengths) * max(lengths) + 1
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     sorted_lengths = [lengths[i] for i in order]
     n = len(order)
@@ -44,7 +51,10 @@ def plan_micro_batches(lengths: Sequence[int],
     for end in range(1, n + 1):
         longest = sorted_lengths[end - 1]
         for start in range(end):
-            cost = best[start] + (end - start) * longest + overhead_tokens
+            size = end - start
+            if max_tokens is not None and size > 1 and size * longest > max_tokens:
+                continue
+            cost = best[start] + size * longest + overhead_tokens
             if cost < best[end]:
                 best[end], cut[end] = cost, start
     groups = []

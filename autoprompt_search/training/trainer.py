@@ -185,15 +185,17 @@ def encoded_length(item) -> int:
 
 
 def backward_batch(backbone, task: TaskSpec, prompt: Prompt | None, encoded: Sequence, examples: Sequence[Example], *,
-                   precision: str = "fp32", overhead_tokens: float | None | str = "auto") -> float:
+                   precision: str = "fp32", overhead_tokens: float | None | str = "auto",
+                   max_tokens: int | None = None) -> float:
     """Accumulate the gradient of the batch's mean loss and return that loss. The batch runs as
     micro-batches of similar length (`plan_micro_batches`; `overhead_tokens=None`: as one batch; "auto":
     priced for the precision, `overhead_tokens_for`), each contributing its summed loss / batch size,
-    which adds up to the gradient of the mean."""
+    which adds up to the gradient of the mean. `max_tokens`: the most padded tokens one micro-batch may
+    hold (`TrainConfig.micro_batch_tokens`), a bound on the activations kept for the backward pass."""
     verbalizer = prompt.verbalizer if prompt else None
     if overhead_tokens == "auto":
         overhead_tokens = overhead_tokens_for(resolve_precision(precision, backbone.device))
-    groups = plan_micro_batches([encoded_length(item) for item in encoded], overhead_tokens)
+    groups = plan_micro_batches([encoded_length(item) for item in encoded], overhead_tokens, max_tokens)
     total = 0.0
     for group in groups:
         with precision_context(precision, backbone.device):
@@ -300,7 +302,8 @@ def _fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[
                 demos = prompt.demonstrations(example, i, rng)  # fresh demonstrations every time
             # Fresh demonstrations make every training prompt new: caching them would only evict the dev set.
             encoded.append(_encode(backbone, example, prompt, demos, config.max_length, cached=not demos))
-        loss = backward_batch(backbone, task, prompt, encoded, examples, precision=precision)
+        loss = backward_batch(backbone, task, prompt, encoded, examples, precision=precision,
+                              max_tokens=config.micro_batch_tokens)
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         learning_rates.append(optimizer.param_groups[0]["lr"])
