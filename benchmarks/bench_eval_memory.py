@@ -1,6 +1,6 @@
 """Scoring a test set with a causal backbone: seconds and peak resident memory per template, with the
 vocabulary projection of the continuation tokens done at once or in chunks (models/causal.py,
-TARGET_ROWS_PER_CHUNK). A label-first template (`is a [MASK] thing. <sentence>`) makes the causal model
+rows of logits per chunk). A label-first template (`is a [MASK] thing. <sentence>`) makes the causal model
 score every sentence token once per class, which is what drove a demo search's peak to 10 GB.
 
     python benchmarks/bench_eval_memory.py --task SST-2 --chunks 0 512 --threads 2
@@ -37,10 +37,8 @@ def measure(args) -> dict:
     from autoprompt_search.training import trainer
     from autoprompt_search.training.trainer import evaluate
 
-    if args.child_chunk == 0:
-        causal.TARGET_ROWS_PER_CHUNK = 10**9
-    else:
-        causal.TARGET_ROWS_PER_CHUNK = args.child_chunk
+    # Rows per chunk as given (0: every row at once) instead of the vocabulary-sized default.
+    causal.rows_per_chunk = lambda vocabulary, budget: args.child_chunk or 10**9
     if args.child_order == "input":
         trainer.padded_length = lambda item: len(item.input_ids)
     task = load_task(args.task)

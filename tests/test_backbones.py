@@ -106,11 +106,49 @@ def test_causal_scores_without_gradients_go_through_the_vocabulary_in_chunks_wit
     projected_rows = []
     original = tiny_causal._vocab_logprobs
     monkeypatch.setattr(tiny_causal, "_vocab_logprobs", lambda hidden: projected_rows.append(len(hidden)) or original(hidden))
-    monkeypatch.setattr(causal, "TARGET_ROWS_PER_CHUNK", 3)
+    vocabulary = tiny_causal.model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(causal, "LOGITS_BYTES_PER_CHUNK", 3 * 4 * vocabulary)  # 3 rows of fp32 logits
     with torch.no_grad():
         chunked = tiny_causal.class_scores(batch, verbalizer).double().cpu()
     assert max(projected_rows[1:]) <= 3 < sum(projected_rows[1:])  # after the shared first position: in chunks
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_training_scores_past_the_logits_budget_are_checkpointed_with_equal_gradients(fresh_tiny_causal,
+                                                                                             monkeypatch):
+    """A label-first continuation on a large vocabulary is projected in chunks whose logits are recomputed
+    in the backward pass: the same scores and gradients, and no chunk holds more rows than the budget."""
+    from autoprompt_search.models import causal
+
+    backbone = fresh_tiny_causal
+    backbone.train(False)  # no dropout: both passes compute the same function
+    template, verbalizer = Template.parse(RTE.template), Verbalizer.for_task(RTE)
+    batch = backbone.collate([backbone.encode(e, template, verbalizer) for e in PAIRS])
+
+    def scores_and_gradients():
+        backbone.model.zero_grad(set_to_none=True)
+        scores = backbone.class_scores(batch, verbalizer)
+        scores.sum().backward()
+        grads = {n: p.grad.clone() for n, p in backbone.model.named_parameters() if p.grad is not None}
+        backbone.model.zero_grad(set_to_none=True)
+        return scores.detach(), grads
+
+    projected_rows = []
+    original = backbone._vocab_logprobs
+    monkeypatch.setattr(backbone, "_vocab_logprobs", lambda hidden: projected_rows.append(len(hidden)) or original(hidden))
+    whole_scores, whole = scores_and_gradients()
+    kept_rows = max(projected_rows[1:])
+    assert kept_rows > 3
+    projected_rows.clear()
+    vocabulary = backbone.model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(causal, "GRAD_LOGITS_BYTES", 3 * 4 * vocabulary)
+    chunked_scores, chunked = scores_and_gradients()
+    # Forward chunks of at most 3 rows, each projected once more in the backward pass.
+    assert max(projected_rows[1:]) <= 3 and sum(projected_rows[1:]) == 2 * kept_rows
+    torch.testing.assert_close(chunked_scores, whole_scores, atol=1e-5, rtol=1e-5)
+    assert chunked.keys() == whole.keys() and whole
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_causal_continuations_are_label_word_and_template_suffix(tiny_causal):

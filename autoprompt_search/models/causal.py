@@ -1,20 +1,33 @@
 """`CausalLMBackbone` (SmolLM2, GPT-2, Llama...): the log-likelihood of the label word and the template
 text after it, given everything before it. The prefix is run once per example and its key/value
-cache shared by all classes; only the few continuation positions are projected onto the vocabulary."""
+cache shared by all classes; only the few continuation positions are projected onto the vocabulary, in
+chunks sized by the vocabulary so that a 262k one (Gemma 3) holds no more at once than a 49k one."""
 from __future__ import annotations
 
 import inspect
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..prompts import Verbalizer, render_blocks, word_in_context
-from .base import Backbone, Batch, Encoded, pad_sequences, vocabulary_logits
+from .base import Backbone, Batch, Encoded, output_projection, pad_sequences, vocabulary_logits
 from .combine import combine_word_scores
 
 
-# Rows of the vocabulary projection scored at once without gradients: 512 x a 49k vocabulary is 100 MB in fp32.
-TARGET_ROWS_PER_CHUNK = 512
+# fp32 logits held at once when continuation positions are scored without gradients: 96 MiB is 512 rows of
+# SmolLM2's 49k vocabulary, 96 rows of Gemma 3's 262k one (512 of those rows were 537 MB a tensor).
+LOGITS_BYTES_PER_CHUNK = 96 * 2**20
+# With gradients, each projected position's logits are kept for the backward pass. Past this many bytes
+# (a label-first template on a 262k vocabulary: 8 x 2 x 45 rows, 755 MB a tensor) the rows are projected in
+# chunks of this size whose logits are recomputed in the backward pass instead of kept; below it (every
+# SmolLM2 prompt measured, results/memory_gemma_label_first.md) nothing changes.
+GRAD_LOGITS_BYTES = 256 * 2**20
+
+
+def rows_per_chunk(vocabulary: int, budget: int) -> int:
+    """Rows of fp32 logits over `vocabulary` entries that fit in `budget` bytes (at least one)."""
+    return max(1, budget // (4 * vocabulary))
 
 
 class CausalLMBackbone(Backbone):
@@ -81,15 +94,24 @@ class CausalLMBackbone(Backbone):
         return F.log_softmax(vocabulary_logits(self.model, hidden).float(), dim=-1)
 
     def _target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """[N]: log P(targets[i] | hidden[i]) over the full vocabulary. Without gradients the rows go through
-        the vocabulary in chunks, so that scoring a long label-first continuation (every sentence token,
-        once per class) holds a few hundred MB of logits at a time (results/eval_memory.md: SST-2's test
-        set with a label-first template peaked at 1773 MB instead of 2101 MB)."""
-        if torch.is_grad_enabled() or len(hidden) <= TARGET_ROWS_PER_CHUNK:
-            chunks = [(hidden, targets)]
-        else:
-            chunks = zip(hidden.split(TARGET_ROWS_PER_CHUNK), targets.split(TARGET_ROWS_PER_CHUNK))
-        return torch.cat([self._vocab_logprobs(rows).gather(1, ids[:, None])[:, 0] for rows, ids in chunks])
+        """[N]: log P(targets[i] | hidden[i]) over the full vocabulary. A long label-first continuation
+        (every sentence token, once per class) goes through the vocabulary in chunks of a few hundred MB:
+        without gradients so that little is held at a time (results/eval_memory.md: SST-2's test set with a
+        label-first template peaked at 1773 MB instead of 2101 MB), with gradients only past
+        `GRAD_LOGITS_BYTES`, each chunk's logits recomputed in the backward pass rather than kept."""
+        vocabulary = output_projection(self.model)[0].shape[0]
+        if not torch.is_grad_enabled():
+            size = rows_per_chunk(vocabulary, LOGITS_BYTES_PER_CHUNK)
+            return torch.cat([self._gathered_logprobs(rows, ids)
+                              for rows, ids in zip(hidden.split(size), targets.split(size))])
+        size = rows_per_chunk(vocabulary, GRAD_LOGITS_BYTES)
+        if len(hidden) <= size:
+            return self._gathered_logprobs(hidden, targets)
+        return torch.cat([checkpoint(self._gathered_logprobs, rows, ids, use_reentrant=False)
+                          for rows, ids in zip(hidden.split(size), targets.split(size))])
+
+    def _gathered_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self._vocab_logprobs(hidden).gather(1, targets[:, None])[:, 0]
 
     def label_position_logprobs(self, batch: Batch) -> torch.Tensor:
         batch = batch.to(self.device)
