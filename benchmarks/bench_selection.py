@@ -78,6 +78,16 @@ def main() -> None:
     tests = {rule: [row[rule]["test"] for row in rows if row[rule]["test"] is not None] for rule in ("dev", "paired")}
     lines += ["", f"Mean test over the searches: dev rule {fmt(*mean_std(tests['dev']))}, "
                   f"paired rule {fmt(*mean_std(tests['paired']))}."]
+    tasks = sorted({row["task"] for row in rows})
+    if len(tasks) > 1:  # metrics differ between tasks: compare the rules task by task
+        lines += ["", "Per task (test metric x 100, mean over the task's searches):", "",
+                  "| task | searches | dev rule | paired rule | dev - paired |", "|---|---|---|---|---|"]
+        for task in tasks:
+            scores = {rule: [100 * row[rule]["test"] for row in rows if row["task"] == task
+                             and row[rule]["test"] is not None] for rule in ("dev", "paired")}
+            if scores["dev"] and scores["paired"]:
+                dev, paired = (sum(v) / len(v) for v in (scores["dev"], scores["paired"]))
+                lines.append(f"| {task} | {len(scores['dev'])} | {dev:.1f} | {paired:.1f} | {dev - paired:+.1f} |")
     save(args.name, "\n".join(lines), {"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}})
 
 
