@@ -3,7 +3,6 @@ the planner never exceeds it and stays optimal under it, fine-tuning under it le
 it, and bad values are one-line errors naming the field or flag."""
 from __future__ import annotations
 
-import itertools
 import random
 
 import numpy as np
@@ -21,22 +20,9 @@ from autoprompt_search.training.micro_batches import padded_tokens, plan_micro_b
 from autoprompt_search.training.trainer import _encode, backward_batch, encoded_length, fine_tune
 
 from conftest import toy_sentiment_examples
+from test_micro_batches import brute_force_cost, within_bound
 
 SST2 = get_task("SST-2")
-
-
-def _within(lengths, groups, cap):
-    return all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= cap for g in groups)
-
-
-def _brute_force_cost(lengths, overhead, cap):
-    best = float("inf")
-    n = len(lengths)
-    for labels in itertools.product(range(n), repeat=n):
-        groups = [[i for i in range(n) if labels[i] == g] for g in set(labels)]
-        if _within(lengths, groups, cap):
-            best = min(best, padded_tokens(lengths, groups) + overhead * len(groups))
-    return best
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -47,15 +33,15 @@ def test_the_plan_respects_the_bound_and_is_the_cheapest_that_does(seed):
     cap = rng.randint(40, 150)
     groups = plan_micro_batches(lengths, overhead, max_tokens=cap)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-    assert _within(lengths, groups, cap)
-    assert padded_tokens(lengths, groups) + overhead * len(groups) == _brute_force_cost(lengths, overhead, cap)
+    assert within_bound(lengths, groups, cap)
+    assert padded_tokens(lengths, groups) + overhead * len(groups) == brute_force_cost(lengths, overhead, cap)
 
 
 def test_without_speed_splitting_the_bound_makes_the_fewest_groups():
     lengths = [30, 10, 31, 12, 29, 11]
     assert plan_micro_batches(lengths, None, max_tokens=1000) == [list(range(6))]
     groups = plan_micro_batches(lengths, None, max_tokens=93)
-    assert len(groups) == 2 and _within(lengths, groups, 93)
+    assert len(groups) == 2 and within_bound(lengths, groups, 93)
     # A prompt longer than the bound runs alone rather than failing.
     assert plan_micro_batches([500, 10, 10], None, max_tokens=64) == [[1, 2], [0]]
 

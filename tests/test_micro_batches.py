@@ -18,13 +18,20 @@ from conftest import toy_sentiment_examples
 SST2 = get_task("SST-2")
 
 
-def _brute_force_cost(lengths, overhead):
-    """The least cost over every partition of the indices (not only contiguous runs of sorted lengths)."""
+def within_bound(lengths, groups, max_tokens) -> bool:
+    """No group of two or more pads to more than `max_tokens` (None: no bound)."""
+    return max_tokens is None or all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= max_tokens for g in groups)
+
+
+def brute_force_cost(lengths, overhead, max_tokens=None):
+    """The least cost over every partition of the indices (not only contiguous runs of sorted lengths)
+    whose groups respect `max_tokens`."""
     best = float("inf")
     n = len(lengths)
     for labels in itertools.product(range(n), repeat=n):  # group label per index
         groups = [[i for i in range(n) if labels[i] == g] for g in set(labels)]
-        best = min(best, padded_tokens(lengths, groups) + overhead * len(groups))
+        if within_bound(lengths, groups, max_tokens):
+            best = min(best, padded_tokens(lengths, groups) + overhead * len(groups))
     return best
 
 
@@ -36,7 +43,7 @@ def test_plan_is_a_partition_with_the_least_cost(seed):
     groups = plan_micro_batches(lengths, overhead)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     cost = padded_tokens(lengths, groups) + overhead * len(groups)
-    assert cost == _brute_force_cost(lengths, overhead)
+    assert cost == brute_force_cost(lengths, overhead)
 
 
 def test_plan_splits_uneven_lengths_and_keeps_even_ones_together():
