@@ -53,13 +53,29 @@ def test_kept_memory_is_reused_without_faulting_it_in_again():
     assert kept["faults"][1] < pages // 20
 
 
+_STOPPED = _FAULTS.replace("kept = keep_freed_memory()", """kept = keep_freed_memory()
+from autoprompt_search.training.memory import stop_keeping_freed_memory
+stop_keeping_freed_memory()
+kept = [kept, keep_freed_memory()]""")
+
+
+@glibc_only
+def test_stopping_hands_freed_memory_back_for_the_rest_of_the_process():
+    done = subprocess.run([sys.executable, "-c", _STOPPED], capture_output=True, text=True, check=True,
+                          env={k: v for k, v in __import__("os").environ.items() if k != KEEP_FREED_VARIABLE})
+    stopped = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stopped["kept"] == [True, False]
+    # As under glibc's defaults: the freed block is unmapped, so the second allocation faults its pages in again.
+    assert stopped["faults"][1] > 256 * 2**20 // 4096 // 2
+
+
 def test_turned_off_by_the_environment(monkeypatch):
     monkeypatch.setenv(KEEP_FREED_VARIABLE, "0")
-    memory.keep_freed_memory.cache_clear()
+    memory._keep_once.cache_clear()
     try:
         assert memory.keep_freed_memory() is False
     finally:
-        memory.keep_freed_memory.cache_clear()
+        memory._keep_once.cache_clear()
 
 
 class _Fake:

@@ -6,7 +6,7 @@ import pytest
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.search import SearchOptions
-from autoprompt_search.search.parallelism import auto_jobs, evaluation_memory
+from autoprompt_search.search.parallelism import auto_jobs, evaluation_memory, kept_memory_fits
 
 GB = 2**30
 
@@ -57,3 +57,36 @@ def test_the_pipeline_chooses_and_reports_its_jobs(tiny_causal_folder, tmp_path,
     pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "out2", seeds=(13,), jobs=2),
                           say=said.append)
     assert chosen == [2]
+
+
+def test_kept_freed_memory_must_fit_twice_over():
+    """Gemma keeps its freed memory on this 24 GB machine but not on a 16 GB laptop; SmolLM2 on both."""
+    smollm2, gemma = 135_000_000, 268_000_000
+    assert kept_memory_fits(smollm2, memory=12 * GB) and kept_memory_fits(gemma, memory=21 * GB)
+    assert not kept_memory_fits(gemma, memory=12 * GB)
+    assert kept_memory_fits(gemma, "lora", memory=12 * GB)  # no gradients or moments of the base weights
+
+
+def test_kept_freed_memory_stays_where_the_available_memory_is_unknown(monkeypatch):
+    from autoprompt_search.search import parallelism
+
+    monkeypatch.setattr(parallelism, "available_memory", lambda: None)
+    assert kept_memory_fits(10**12)
+
+
+def test_the_evaluator_stops_keeping_freed_memory_where_it_would_not_fit(tiny_causal_folder, tmp_path, monkeypatch):
+    from autoprompt_search.search import evaluator as evaluator_module, parallelism
+    from autoprompt_search.search.evaluator import PromptEvaluator
+
+    from test_search import search_options, write_toy_lmbff
+
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    settings = search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,)).settings()
+    stops = []
+    monkeypatch.setattr(evaluator_module, "stop_keeping_freed_memory", lambda: stops.append(1) or True)
+    monkeypatch.setattr(parallelism, "available_memory", lambda: 64 * GB)
+    PromptEvaluator(settings).load_state()
+    assert stops == []
+    monkeypatch.setattr(parallelism, "available_memory", lambda: 1024)  # less than any model needs
+    PromptEvaluator(settings).load_state()
+    assert stops == [1]

@@ -10,6 +10,7 @@ of the dev metric in the race, and how many dev/test examples each metric was co
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,14 @@ import numpy as np
 from ..data import load_task
 from ..tasks import Example, TaskSpec
 from ..training import (FreedMemoryPolicy, PromptClassifier, TrainConfig, keep_freed_memory, peak_resident_mb,
-                        reset_peak_resident, resident_mb)
+                        reset_peak_resident, resident_mb, stop_keeping_freed_memory)
+from .parallelism import kept_memory_fits
 from .predictions import predictions_payload
 from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, PREDICTIONS, RESIDENT_MB
 from .settings import EvaluatorSettings
 from .trial import EvalOutcome, LazyEvaluator
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,6 +68,10 @@ class PromptEvaluator(LazyEvaluator):
         task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
+        parameters = sum(p.numel() for p in backbone.model.parameters())
+        if backbone.device.type == "cpu" and not kept_memory_fits(parameters, self._tuning()):
+            logger.info("freed memory is handed back after each step: keeping it would not fit in memory")
+            stop_keeping_freed_memory()
         pristine = None if self._tuning() == "lora" else weights_to_restore(backbone.model)
         return _State(backbone, pristine, task)
 

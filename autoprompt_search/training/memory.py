@@ -10,6 +10,8 @@ spent 84 s in the kernel beside 215 s of arithmetic (results/speed_freed_memory.
 next step reuses them (the same 6 evaluations: 13 s in the kernel, 0.69x the time). The heap then
 keeps its high-water mark, which `FreedMemoryPolicy` bounds between evaluations with `malloc_trim`.
 
+The heap's high-water mark can be twice what an evaluation needs (Gemma 3 270M: 19.1 GB against 9.1 GB), so
+the search calls `stop_keeping_freed_memory` where that would not fit (search/parallelism.py).
 AUTOPROMPT_KEEP_FREED_MEMORY=0 restores glibc's defaults and a trim after every evaluation. Other C
 libraries (macOS, musl, Windows) are left alone.
 """
@@ -46,15 +48,39 @@ def keeping_enabled() -> bool:
     return os.environ.get(KEEP_FREED_VARIABLE, "").strip() != "0"
 
 
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # glibc's initial mmap and trim thresholds
+_state = {"kept": False, "stopped": False}
+
+
 @lru_cache(maxsize=1)
-def keep_freed_memory() -> bool:
-    """Make freed tensor memory stay in this process for reuse (once per process; idempotent).
-    False where it is turned off or the C library is not glibc."""
+def _keep_once() -> bool:
     libc = _libc()
     if libc is None or not keeping_enabled():
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(_MMAP_THRESHOLD))
-                and libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(_TRIM_THRESHOLD)))
+    _state["kept"] = bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(_MMAP_THRESHOLD))
+                          and libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(_TRIM_THRESHOLD)))
+    return _state["kept"]
+
+
+def keep_freed_memory() -> bool:
+    """Make freed tensor memory stay in this process for reuse (once per process; idempotent).
+    False where it is turned off, the C library is not glibc, or `stop_keeping_freed_memory` ran."""
+    return not _state["stopped"] and _keep_once()
+
+
+def stop_keeping_freed_memory() -> bool:
+    """For the rest of this process, hand freed memory back as glibc does by default, and release what is
+    kept now: for a model whose kept heap would not fit in memory (Gemma 3 270M kept 19.1 GB where 9.1 GB
+    were needed, results/memory_gemma_keep_freed.md). False where the C library is not glibc."""
+    _state["stopped"] = True
+    libc = _libc()
+    if libc is None:
+        return False
+    if _state["kept"]:
+        libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(_GLIBC_DEFAULT_THRESHOLD))
+        libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(_GLIBC_DEFAULT_THRESHOLD))
+        _state["kept"] = False
+    return release_freed_memory()
 
 
 def release_freed_memory() -> bool:
