@@ -122,6 +122,14 @@ def test_pipeline_writes_every_output(first_run):
     assert result.n_evaluated == planned == len(board.rows(config_hash)) and result.n_reused == 0
 
 
+def test_the_database_file_alone_holds_every_row_of_a_finished_search(first_run, tmp_path):
+    """A copy of leaderboard.sqlite without its write-ahead log (as a plain file copy may take) loses nothing."""
+    options, result, board, config_hash = first_run
+    shutil.copy(Path(options.out) / "leaderboard.sqlite", tmp_path / "leaderboard.sqlite")
+    copy = Leaderboard(tmp_path / "leaderboard.sqlite")
+    assert len(copy.rows(config_hash)) == result.n_evaluated > 0
+
+
 def test_best_json_follows_the_schema_and_matches_the_leaderboard(first_run):
     options, result, board, config_hash = first_run
     loaded = read_document(Path(options.out) / "best.json")

@@ -1,13 +1,12 @@
 """SQLite store of candidate evaluations: one row per (configuration, candidate, seed, budget).
 
-The database lives in the search's output folder. It runs in WAL mode with a busy timeout, and
-every write is its own short transaction, so several processes (joblib/Dask workers, or two
-searches sharing an output folder) can record at once without losing rows. The unique key
-(config_hash, candidate_id, seed, budget) makes a repeated evaluation a no-op, which is what lets
-an interrupted search resume without redoing finished work. A failed evaluation is a row too
-(state FAIL, with its error); a later success replaces it, nothing replaces a success. The same
-file holds each search configuration with its data fingerprint (`configs`) and the claims of
-running searches (`claims`, see `claims.py`); `schema.py` owns the tables and their migration.
+The database lives in the search's output folder. It runs in WAL mode with a busy timeout, and every write is its
+own short transaction, so several processes (joblib/Dask workers, or two searches sharing an output folder) can
+record at once without losing rows. The unique key (config_hash, candidate_id, seed, budget) makes a repeated
+evaluation a no-op, which is what lets an interrupted search resume without redoing finished work. A failed
+evaluation is a row too (state FAIL, with its error); a later success replaces it, nothing replaces a success. The
+same file holds each search configuration with its data fingerprint (`configs`) and the claims of running searches
+(`claims`, see `claims.py`); `schema.py` owns the tables and their migration.
 """
 from __future__ import annotations
 
@@ -96,10 +95,8 @@ def _now() -> str:
 class Leaderboard:
     """Evaluations of one or more searches, stored in an SQLite file.
 
-    `path` is the database file, or an existing folder (the output folder) in which
-    `leaderboard.sqlite` is used. The object is cheap and picklable: each process (and thread)
-    opens its own connection on first use.
-    """
+    `path` is the database file, or an existing folder (the output folder) in which `leaderboard.sqlite` is
+    used. The object is cheap and picklable: each process (and thread) opens its own connection on first use."""
 
     def __init__(self, path: str | os.PathLike[str]):
         path = Path(path)
@@ -132,6 +129,11 @@ class Leaderboard:
         if connection is not None and getattr(self._local, "pid", None) == os.getpid():
             connection.close()
             del self._local.connection, self._local.pid
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file, not waiting for other processes, so that a copy
+        of the .sqlite file alone holds every row written so far."""
+        self._execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         self.close_thread_connection()
@@ -322,15 +324,13 @@ class Leaderboard:
         return hashes[-1] if hashes else None
 
     def ranking(self, budget: int | None = None, config_hash: str | None = None) -> list[RankedCandidate]:
-        """Candidates best first by mean dev metric over seeds, ties broken by the mean continuous
-        dev score (rows without one rank below rows with one), then by candidate id.
+        """Candidates best first by mean dev metric over seeds, ties broken by the mean continuous dev score
+        (rows without one rank below rows with one), then by candidate id.
 
-        With a budget, only evaluations at that budget count. Without one, each candidate is
-        aggregated at the largest budget it reached, and candidates that reached a larger budget
-        (survivors of successive halving) rank above those eliminated earlier. Without a
-        config_hash, the most recently written configuration is used (averaging across
-        configurations would mix incomparable runs).
-        """
+        With a budget, only evaluations at that budget count. Without one, each candidate is aggregated at
+        the largest budget it reached, and candidates that reached a larger budget (survivors of successive
+        halving) rank above those eliminated earlier. Without a config_hash, the most recently written
+        configuration is used (averaging across configurations would mix incomparable runs)."""
         config_hash = config_hash or self.latest_config_hash()
         if config_hash is None:
             return []

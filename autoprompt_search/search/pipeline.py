@@ -130,6 +130,7 @@ def run_pipeline(options: SearchOptions, say=print):
     if options.ensemble_size and ensemble.ranked is None:
         say(f"no ensemble: {ensemble.reason}")
     result.ranking, result.n_evaluated = with_ensemble(result.ranking, ensemble), result.n_evaluated + ensemble.n_evaluated
+    leaderboard.checkpoint()  # every row in the .sqlite file itself, so that copying it alone loses nothing
     plot_leaderboard(leaderboard, out / "progress.png", config_hash=study.config_hash)
     say(leaderboard.to_table(config_hash=study.config_hash))
     selection = select_final(
