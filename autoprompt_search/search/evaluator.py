@@ -22,7 +22,7 @@ from ..data import load_task
 from ..tasks import Example, TaskSpec
 from ..training import (FreedMemoryPolicy, PromptClassifier, TrainConfig, keep_freed_memory, peak_resident_mb,
                         reset_peak_resident, resident_mb, stop_keeping_freed_memory)
-from .parallelism import kept_memory_fits
+from .parallelism import kept_memory_fits, parameter_count
 from .predictions import predictions_payload
 from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, PREDICTIONS, RESIDENT_MB
 from .settings import EvaluatorSettings
@@ -68,8 +68,7 @@ class PromptEvaluator(LazyEvaluator):
         task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
-        parameters = sum(p.numel() for p in backbone.model.parameters())
-        if backbone.device.type == "cpu" and not kept_memory_fits(parameters, self._tuning()):
+        if backbone.device.type == "cpu" and not kept_memory_fits(parameter_count(backbone.model), self._tuning()):
             logger.info("freed memory is handed back after each step: keeping it would not fit in memory")
             stop_keeping_freed_memory()
         pristine = None if self._tuning() == "lora" else weights_to_restore(backbone.model)

@@ -19,6 +19,11 @@ FIXED_BYTES = 600 * 2**20
 MAX_JOBS_VARIABLE = "AUTOPROMPT_MAX_JOBS"  # caps the automatic choice (e.g. on a machine shared with others)
 
 
+def parameter_count(model) -> int:
+    """Weights of a loaded model, which size the memory estimates below."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def available_memory() -> int | None:
     """Bytes the system can give without swapping (MemAvailable), or None where unknown."""
     try:

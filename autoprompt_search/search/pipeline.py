@@ -70,10 +70,9 @@ def _with_jobs(options: SearchOptions, backbone, say) -> SearchOptions:
         return options
     if options.scheduler is not None or options.backend in ("dask", "ray"):
         return replace(options, jobs=-1)  # a cluster: as many as it has workers
-    from .parallelism import auto_jobs
+    from .parallelism import auto_jobs, parameter_count
 
-    parameters = sum(p.numel() for p in backbone.model.parameters())
-    jobs, why = auto_jobs(parameters, backbone.device.type, tuning=options.tuning)
+    jobs, why = auto_jobs(parameter_count(backbone.model), backbone.device.type, tuning=options.tuning)
     say(f"parallel evaluations: {jobs} ({why}; --jobs N to choose)")
     return replace(options, jobs=jobs)
 
