@@ -122,15 +122,21 @@ def toy_sentiment():
 
 
 def train_wordpiece_tokenizer(folder: Path):
-    """A cased BERT-style WordPiece tokenizer saved to `folder` and loaded back."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A cased BERT-style WordPiece tokenizer saved to `folder` and loaded back. Its vocabulary is the
+    corpus's words (every one a token, as training gave) and its characters, alone and as "##"
+    continuations, in first-seen order: tokenizers' WordPieceTrainer broke frequency ties differently in
+    every process, so the tiny model, and tests such as a LoRA fit's loss, changed from run to run."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words = [piece for line in training_corpus() for piece, _ in splitter.pre_tokenize_str(line)]
+    characters = [c for word in words for c in word]
+    vocabulary = list(dict.fromkeys([*specials, *characters, *("##" + c for c in characters), *words]))
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocabulary)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = splitter
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(training_corpus(), trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials))
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     wrapped.save_pretrained(folder)
