@@ -1,6 +1,7 @@
 """Selection rules replayed on finished searches: which final-rung candidate `--selection dev` (LM-BFF: the
-best mean dev metric) and `--selection paired` (the task's own prompt unless a candidate wins significantly
-more of the same dev examples) export from the same leaderboard, with their test metrics.
+best mean dev metric), `--selection paired` (the task's own prompt unless a candidate wins significantly
+more of the same dev examples) and `--selection paired-loss` (the same, testing the gold class's
+log-probability on every dev example) export from the same leaderboard, with their test metrics.
 
     python benchmarks/bench_selection.py --leaderboards runs/sst2/leaderboard.sqlite runs/quality/.../leaderboard.sqlite
 
@@ -23,7 +24,7 @@ from autoprompt_search.search import Leaderboard, stored_config  # noqa: E402
 from autoprompt_search.search.candidates import make_candidate  # noqa: E402
 from autoprompt_search.search.predictions import load_predictions  # noqa: E402
 from autoprompt_search.search.records import candidate_id, describe_candidate  # noqa: E402
-from autoprompt_search.search.selection import DEFAULT_ALPHA, select_final  # noqa: E402
+from autoprompt_search.search.selection import DEFAULT_ALPHA, SELECTIONS, select_final  # noqa: E402
 
 
 def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT_ALPHA) -> tuple[dict, dict]:
@@ -49,9 +50,11 @@ def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT
     return choices, facts
 
 
-def replay(path: Path, alpha: float) -> dict:
-    choices, facts = replayed_choices(path, alpha=alpha)
+def replay(path: Path, alpha: float, rules: tuple[str, ...]) -> dict:
+    choices, facts = replayed_choices(path, rules=rules, alpha=alpha)
     row = {"leaderboard": str(path), "task": facts["task"], "seeds": facts["seeds"], "steps": facts["steps"]}
+    incumbent = [entry for entry in facts["ranking"] if entry.candidate_id == facts["incumbent"]]
+    row["task_prompt_test"] = incumbent[0].mean_test if incumbent else None
     for rule, chosen in choices.items():
         row[rule] = {"candidate": describe_candidate(chosen.entry.candidate), "dev": chosen.entry.mean_dev,
                      "test": chosen.entry.mean_test, "is_task_prompt": chosen.entry.candidate_id == facts["incumbent"],
@@ -59,35 +62,53 @@ def replay(path: Path, alpha: float) -> dict:
     return row
 
 
+def _test(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leaderboards", nargs="+", required=True, type=Path)
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
+    parser.add_argument("--rules", nargs="+", choices=SELECTIONS, default=list(SELECTIONS))
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level of the paired rules")
     parser.add_argument("--name", default="selection")
     args = parser.parse_args()
-    rows = [replay(path, args.alpha) for path in args.leaderboards]
-    lines = [f"Rules replayed on {len(rows)} finished search(es); paired alpha {args.alpha}.", "",
-             "| search | task | dev rule: pick | dev | test | paired rule: pick | dev | test | challenger wins / losses (p) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    rules = tuple(args.rules)
+    rows = [replay(path, args.alpha, rules) for path in args.leaderboards]
+    lines = [f"Rules replayed on {len(rows)} finished search(es); paired rules at alpha {args.alpha}. Each cell: the "
+             f"pick, its dev and test metric; for a paired rule the record of the strongest challenger against the "
+             f"task's prompt (wins / losses, p).", "",
+             "| search | task | " + " | ".join(rules) + " |", "|---|---|" + "---|" * len(rules)]
     for row in rows:
-        d, p = row["dev"], row["paired"]
-        record = f"{p['wins']} / {p['losses']} ({p['p_value']:.3f})" if p["p_value"] is not None else "-"
-        lines.append(f"| `{row['leaderboard']}` | {row['task']} | {d['candidate']} | {d['dev']:.3f} | "
-                     f"{d['test'] if d['test'] is None else round(d['test'], 3)} | {p['candidate']} | {p['dev']:.3f} | "
-                     f"{p['test'] if p['test'] is None else round(p['test'], 3)} | {record} |")
-    tests = {rule: [row[rule]["test"] for row in rows if row[rule]["test"] is not None] for rule in ("dev", "paired")}
-    lines += ["", f"Mean test over the searches: dev rule {fmt(*mean_std(tests['dev']))}, "
-                  f"paired rule {fmt(*mean_std(tests['paired']))}."]
+        cells = []
+        for rule in rules:
+            chosen = row[rule]
+            cell = f"{chosen['candidate']}<br>dev {chosen['dev']:.3f}, test {_test(chosen['test'])}"
+            if chosen["p_value"] is not None:
+                cell += f"<br>{chosen['wins']} / {chosen['losses']} (p {chosen['p_value']:.3f})"
+            cells.append(cell)
+        lines.append(f"| `{row['leaderboard']}` | {row['task']} | " + " | ".join(cells) + " |")
+    tests = {rule: [row[rule]["test"] for row in rows if row[rule]["test"] is not None] for rule in rules}
+    lines += ["", "Mean test over the searches: " + ", ".join(f"{rule} {fmt(*mean_std(tests[rule]))}" for rule in rules)
+              + "."]
     tasks = sorted({row["task"] for row in rows})
-    if len(tasks) > 1:  # metrics differ between tasks: compare the rules task by task
-        lines += ["", "Per task (test metric x 100, mean over the task's searches):", "",
-                  "| task | searches | dev rule | paired rule | dev - paired |", "|---|---|---|---|---|"]
-        for task in tasks:
-            scores = {rule: [100 * row[rule]["test"] for row in rows if row["task"] == task
-                             and row[rule]["test"] is not None] for rule in ("dev", "paired")}
-            if scores["dev"] and scores["paired"]:
-                dev, paired = (sum(v) / len(v) for v in (scores["dev"], scores["paired"]))
-                lines.append(f"| {task} | {len(scores['dev'])} | {dev:.1f} | {paired:.1f} | {dev - paired:+.1f} |")
+    manual = "task prompt (its own final-rung evaluation)"
+    lines += ["", "Per task (test metric x 100, mean over the task's searches; the task prompt's own score from the same "
+                  "final rung; + / = / - counts the searches whose pick scores above / equal to / below it):", "",
+              f"| task | searches | {manual} | " + " | ".join(rules) + " |", "|---|---|---|" + "---|" * len(rules)]
+    for task in tasks:
+        mine = [row for row in rows if row["task"] == task and row.get("task_prompt_test") is not None]
+        if not mine:
+            continue
+        base = [100 * row["task_prompt_test"] for row in mine]
+        cells = []
+        for rule in rules:
+            scores = [100 * row[rule]["test"] for row in mine]
+            above = sum(s > b + 1e-9 for s, b in zip(scores, base))
+            below = sum(s < b - 1e-9 for s, b in zip(scores, base))
+            mean = sum(scores) / len(scores)
+            cells.append(f"{mean:.1f} ({mean - sum(base) / len(base):+.1f}; {above}/{len(scores) - above - below}/{below})")
+        lines.append(f"| {task} | {len(mine)} | {sum(base) / len(base):.1f} | " + " | ".join(cells) + " |")
     save(args.name, "\n".join(lines), {"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}})
 
 

@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from autoprompt_search.errors import UserError
 from autoprompt_search.search import Leaderboard, SearchOptions, run_pipeline
 from autoprompt_search.search.predictions import SplitPredictions
 from autoprompt_search.search.records import RankedCandidate
-from autoprompt_search.search.selection import select_final, sign_test_p
+from autoprompt_search.search.selection import (gold_log_probabilities, select_final, sign_test_p,
+                                                signed_rank_p)
 from autoprompt_search.tasks import get_task
 
 SST2 = get_task("sst2")
@@ -142,3 +144,86 @@ def test_ensemble_rows_store_their_dev_predictions_so_they_can_challenge(tiny_ca
     for row in rows:
         dev = load_predictions(board, row.config_hash, row.candidate_id, row.seed, row.budget)["dev"]
         assert float(correct_per_example(SST2, dev).mean()) == pytest.approx(row.dev_metric)
+
+
+def _gold_probabilities(p_gold: list[float]) -> SplitPredictions:
+    """Two-class log-space scores giving the gold class of example i probability p_gold[i]."""
+    scores = np.zeros((len(LABELS), 2))
+    for i, (label, p) in enumerate(zip(LABELS, p_gold)):
+        gold = int(label)
+        scores[i, gold], scores[i, 1 - gold] = np.log(p), np.log(1 - p)
+    return SplitPredictions(LABELS, scores)
+
+
+def _two(challenger: SplitPredictions, task: SplitPredictions, dev=(0.75, 0.75)):
+    """The challenger ranked first (as the dev metric and its continuous tie-break would put it)."""
+    ranking = [RankedCandidate({"template": "challenger"}, "challenger", dev[0], 0.0, 1, None, 32, dev_examples=(32,)),
+               RankedCandidate({"template": "task"}, "task", dev[1], 0.0, 1, None, 32, dev_examples=(32,))]
+    return ranking, (lambda cid, seed: challenger if cid == "challenger" else task)
+
+
+def test_signed_rank_p_values():
+    assert signed_rank_p(np.array([0.5, 1.0, 1.5, 2.0, 2.5])) == pytest.approx(1 / 32)  # W+ = 15, its maximum
+    assert signed_rank_p(np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 0.0])) == pytest.approx(1 / 32)  # zeros dropped
+    assert signed_rank_p(np.zeros(4)) == 1.0
+    assert signed_rank_p(np.array([-1.0, -2.0, -3.0])) > 0.5
+
+
+def test_gold_log_probabilities_are_the_log_softmax_at_the_gold_class():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(len(LABELS), 2)) * 3
+    expected = torch.log_softmax(torch.tensor(scores), dim=1).numpy()[np.arange(len(LABELS)), [int(l) for l in LABELS]]
+    np.testing.assert_allclose(gold_log_probabilities(SST2, SplitPredictions(LABELS, scores)), expected, atol=1e-12)
+
+
+def test_paired_loss_sees_a_difference_the_sign_test_cannot():
+    # Both right on the same 24 examples: no discordant example for the sign test; the challenger gives the
+    # gold class more probability on every one of the 32.
+    right = _correct(24)
+    task = _gold_probabilities([0.6 if r else 0.4 for r in right])
+    challenger = _gold_probabilities([0.8 if r else 0.45 for r in right])
+    ranking, predictions = _two(challenger, task)
+    by_sign = select_final(ranking, SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    assert by_sign.entry.candidate_id == "task" and (by_sign.wins, by_sign.losses) == (0, 0)
+    by_loss = select_final(ranking, SST2, rule="paired-loss", incumbent_id="task", seeds=[13],
+                           dev_predictions=predictions)
+    assert by_loss.entry.candidate_id == "challenger" and by_loss.rule == "paired-loss"
+    assert (by_loss.wins, by_loss.losses) == (32, 0) and by_loss.p_value <= 0.1
+    assert "signed-rank" in by_loss.reason
+
+
+def test_paired_loss_keeps_the_task_prompt_when_the_differences_go_both_ways():
+    # Same right/wrong; the challenger is more sure on half the examples and less sure on the other half.
+    right = _correct(24)
+    task = _gold_probabilities([0.7 if r else 0.4 for r in right])
+    challenger = _gold_probabilities([(0.8 if i % 2 else 0.6) if r else (0.45 if i % 2 else 0.35)
+                                      for i, r in enumerate(right)])
+    ranking, predictions = _two(challenger, task)
+    chosen = select_final(ranking, SST2, rule="paired-loss", incumbent_id="task", seeds=[13],
+                          dev_predictions=predictions)
+    assert chosen.entry.candidate_id == "task" and chosen.p_value > 0.1
+    assert (chosen.wins, chosen.losses) == (16, 16)
+
+
+def test_paired_loss_only_challenges_from_above_the_task_prompt():
+    # Higher gold probabilities everywhere, but ranked below the task prompt on dev: not a challenger.
+    right = _correct(24)
+    task = _gold_probabilities([0.6 if r else 0.4 for r in right])
+    challenger = _gold_probabilities([0.8 if r else 0.45 for r in right])
+    ranking, predictions = _two(challenger, task)
+    below = [ranking[1], ranking[0]]
+    chosen = select_final(below, SST2, rule="paired-loss", incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    assert chosen.entry.candidate_id == "task" and "ranks first" in chosen.reason
+
+
+def test_the_paired_loss_rule_reaches_the_options_from_a_flag_and_a_config_file(tmp_path):
+    from autoprompt_search.cli.main import build_parser
+    from autoprompt_search.cli.search import search_options_from
+
+    args = build_parser().parse_args(["search", "--task", "sst2", "--out", str(tmp_path / "a"),
+                                      "--selection", "paired-loss"])
+    assert search_options_from(args)[0].selection == "paired-loss"
+    config = tmp_path / "search.toml"
+    config.write_text('task = "sst2"\nselection = "paired-log"\n', encoding="utf-8")
+    with pytest.raises(UserError, match="search.toml, line 2.*selection.*paired-loss"):
+        search_options_from(build_parser().parse_args(["search", "--config", str(config)]))

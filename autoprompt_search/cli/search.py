@@ -35,6 +35,7 @@ def _read_config_file(path: str) -> tuple[dict, dict[str, str]]:
 
 def build_search_parser(sub) -> None:
     from ..search import SearchOptions
+    from ..search.selection import SELECTIONS
 
     d = SearchOptions(task="")
     parser = sub.add_parser("search", help="run the whole LM-BFF search (the default command)")
@@ -111,10 +112,12 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--no-keep-task-prompt", dest="keep_task_prompt", action="store_false", default=None,
                         help="let halving drop the task's own prompt before the final rung (by default it "
                              "always reaches it, so the search returns it unless a candidate beats it there)")
-    parser.add_argument("--selection", choices=["paired", "dev"],
+    parser.add_argument("--selection", choices=SELECTIONS,
                         help="which final candidate to export: paired (default): the task's own prompt unless a "
                              "candidate wins significantly more of the same dev examples than it loses "
-                             "(one-sided sign test); dev: the best mean dev metric, as LM-BFF")
+                             "(one-sided sign test); paired-loss: the same, testing the gold class's "
+                             "log-probability on every dev example (one-sided signed-rank test); dev: the best "
+                             "mean dev metric, as LM-BFF")
     parser.add_argument("--selection-alpha", type=float,
                         help=f"significance level of the paired selection (default {d.selection_alpha:g})")
     parser.add_argument("--ensemble-size", type=int,

@@ -16,6 +16,7 @@ from .settings import EvaluatorSettings
 from .executors import make_executor
 from .path_checks import check_model_folder, check_out_folder, looks_like_path
 from .prompt_origin import check_derived_prompt
+from .selection import SELECTIONS
 from .strategies import Exhaustive, SuccessiveHalving
 
 
@@ -201,7 +202,7 @@ class SearchOptions:
         need(self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.max_length >= 8, "max_length", "an integer >= 8 (tokens)")
         need(self.jobs >= 0, "jobs", "an integer >= 1, or 0 to let the search decide")
-        need(self.selection in ("paired", "dev"), "selection", "'paired' or 'dev'")
+        need(self.selection in SELECTIONS, "selection", ", ".join(repr(rule) for rule in SELECTIONS))
         need(math.isfinite(self.selection_alpha) and 0 < self.selection_alpha < 1, "selection_alpha",
              "a number in (0, 1)")
         need(self.ensemble_size == 0 or self.ensemble_size >= 2, "ensemble_size", "0 (no ensemble) or an integer >= 2")

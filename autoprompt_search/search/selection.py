@@ -12,6 +12,15 @@ p <= alpha). Among such candidates the best ranked is exported. Without a hand-w
 final rung (`--no-keep-task-prompt`, or a task file whose prompt was derived from label names: no prior
 to defend), or for regression tasks, the dev rule applies. Candidates without stored per-example
 predictions (rows stored before predictions were) cannot challenge; ensemble rows store theirs.
+
+"paired-loss" keeps the incumbent and the order of challengers (only candidates ranked above it on mean dev
+metric challenge) but tests the gold class's log-probability instead of right/wrong: a challenger replaces
+the task prompt when it gives the gold class a significantly higher probability on the same dev examples
+(one-sided Wilcoxon signed-rank test over every example of every seed). The sign test sees only the few
+examples on which exactly one of the two is right (often 1-6 of 32) and ignores by how much; the signed-rank
+test uses every example and the size of each difference, while its ranks keep one extreme example from
+deciding. The ranks also blunt large losses: a challenger more confident on most examples can pass while
+confidently wrong on a few, which is why it must first rank above the incumbent on the dev metric itself.
 """
 from __future__ import annotations
 
@@ -25,14 +34,14 @@ from ..tasks import TaskSpec
 from .predictions import SplitPredictions
 from .records import RankedCandidate
 
-SELECTIONS = ("paired", "dev")
+SELECTIONS = ("paired", "paired-loss", "dev")
 DEFAULT_ALPHA = 0.1
 
 
 @dataclass(frozen=True)
 class Selection:
     entry: RankedCandidate
-    rule: str                       # "dev", or "paired" when the sign test decided
+    rule: str                       # "dev", or the paired rule ("paired", "paired-loss") when its test decided
     reason: str                     # one line for the user
     wins: int | None = None         # the exported (or strongest rejected) challenger against the incumbent
     losses: int | None = None
@@ -69,6 +78,57 @@ def paired_record(task: TaskSpec, challenger: Sequence[SplitPredictions],
     return wins, losses
 
 
+def gold_log_probabilities(task: TaskSpec, predictions: SplitPredictions) -> np.ndarray:
+    """log p(gold class) per example, the class scores normalised over the classes."""
+    scores = predictions.scores
+    normalised = scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
+    gold = np.asarray([task.label_index(label) for label in predictions.labels])
+    return normalised[np.arange(len(gold)), gold]
+
+
+def paired_log_prob_differences(task: TaskSpec, challenger: Sequence[SplitPredictions],
+                                incumbent: Sequence[SplitPredictions]) -> np.ndarray:
+    """log p(gold) of the challenger minus the incumbent's, per example, pooled over seeds; examples either
+    side scored as non-finite are left out."""
+    differences = []
+    for mine, theirs in zip(challenger, incumbent):
+        if mine.labels != theirs.labels:
+            raise ValueError("paired predictions must be on the same examples in the same order")
+        differences.append(gold_log_probabilities(task, mine) - gold_log_probabilities(task, theirs))
+    pooled = np.concatenate(differences) if differences else np.zeros(0)
+    return pooled[np.isfinite(pooled)]
+
+
+def signed_rank_p(differences: np.ndarray) -> float:
+    """One-sided Wilcoxon signed-rank test that the differences lean positive; zero differences are
+    dropped, and with none left the answer is 1."""
+    from scipy.stats import wilcoxon
+
+    nonzero = differences[differences != 0]
+    if len(nonzero) == 0:
+        return 1.0
+    return float(wilcoxon(nonzero, alternative="greater").pvalue)
+
+
+def _challenge(rule: str, task: TaskSpec, mine: Sequence[SplitPredictions],
+               theirs: Sequence[SplitPredictions]) -> tuple[int, int, float]:
+    """(wins, losses, one-sided p) of a challenger against the incumbent under the paired `rule`."""
+    if rule == "paired-loss":
+        differences = paired_log_prob_differences(task, mine, theirs)
+        return int(np.sum(differences > 0)), int(np.sum(differences < 0)), signed_rank_p(differences)
+    wins, losses = paired_record(task, mine, theirs)
+    return wins, losses, sign_test_p(wins, losses)
+
+
+def _describe_record(rule: str, wins: int, losses: int) -> str:
+    if rule == "paired-loss":
+        return f"gives the gold class a higher probability on {wins} and a lower one on {losses} of the same dev examples"
+    return f"wins {wins} and loses {losses} of the same dev examples"
+
+
+TEST_NAMES = {"paired": "one-sided sign test", "paired-loss": "one-sided signed-rank test"}
+
+
 def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: str = "paired",
                  incumbent_id: str | None, seeds: Sequence[int],
                  dev_predictions: Callable[[str, int], SplitPredictions | None],
@@ -79,6 +139,8 @@ def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: st
         return None
     top = ranking[0]
     ids = [entry.candidate_id for entry in ranking]
+    if rule not in SELECTIONS:
+        raise ValueError(f"selection rule: expected one of {', '.join(SELECTIONS)}, got {rule!r}")
     if rule == "dev" or incumbent_id not in ids or task.is_regression:
         why = ("the best mean dev metric" if rule == "dev" else
                "the best mean dev metric (no hand-written prompt in the final rung)" if incumbent_id not in ids else
@@ -86,7 +148,7 @@ def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: st
         return Selection(top, "dev", why)
     incumbent = ranking[ids.index(incumbent_id)]
     if top.candidate_id == incumbent_id:
-        return Selection(incumbent, "paired", "the task's own prompt ranks first on dev")
+        return Selection(incumbent, rule, "the task's own prompt ranks first on dev")
     theirs = [dev_predictions(incumbent_id, seed) for seed in seeds]
     if any(p is None for p in theirs):
         return Selection(top, "dev", "the best mean dev metric (the task prompt's dev predictions are not stored)")
@@ -95,21 +157,19 @@ def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: st
         mine = [dev_predictions(entry.candidate_id, seed) for seed in seeds]
         if any(p is None for p in mine):
             continue  # stored before predictions were
-        wins, losses = paired_record(task, mine, theirs)
-        p_value = sign_test_p(wins, losses)
+        wins, losses, p_value = _challenge(rule, task, mine, theirs)
         if p_value <= alpha:
-            return Selection(entry, "paired", f"beats the task's own prompt on the same dev examples: {wins} wins, "
-                                              f"{losses} losses (one-sided sign test p = {p_value:.3f} <= {alpha})",
-                             wins, losses, p_value)
+            return Selection(entry, rule, f"beats the task's own prompt: {_describe_record(rule, wins, losses)} "
+                                          f"({TEST_NAMES[rule]} p = {p_value:.3f} <= {alpha})", wins, losses, p_value)
         if strongest is None or p_value < strongest[0]:
             strongest = (p_value, wins, losses, entry)
     if strongest is None:
-        return Selection(incumbent, "paired", "the task's own prompt: no candidate ranked above it can be compared "
-                                              "example by example")
+        return Selection(incumbent, rule, "the task's own prompt: no candidate ranked above it can be compared "
+                                          "example by example")
     p_value, wins, losses, entry = strongest
-    return Selection(incumbent, "paired",
+    return Selection(incumbent, rule,
                      f"the task's own prompt: the best challenger ({entry.candidate_id[:10]}, dev {entry.mean_dev:.4f} "
-                     f"vs {incumbent.mean_dev:.4f}) wins {wins} and loses {losses} of the same dev examples, "
+                     f"vs {incumbent.mean_dev:.4f}) {_describe_record(rule, wins, losses)}, "
                      f"p = {p_value:.3f} > {alpha}: within the noise of "
                      f"{'/'.join(map(str, incumbent.dev_examples)) or '?'} examples",
                      wins, losses, p_value)
