@@ -90,3 +90,44 @@ def test_the_evaluator_stops_keeping_freed_memory_where_it_would_not_fit(tiny_ca
     monkeypatch.setattr(parallelism, "available_memory", lambda: 1024)  # less than any model needs
     PromptEvaluator(settings).load_state()
     assert stops == [1]
+
+
+def test_evaluations_at_once_each_count_on_their_share_of_the_memory(tiny_causal_folder, tmp_path, monkeypatch):
+    """Two workers that load together see the same available memory; each keeps its freed memory only
+    if both together would fit."""
+    from autoprompt_search.search import evaluator as evaluator_module, parallelism
+    from autoprompt_search.search.evaluator import PromptEvaluator
+
+    from test_search import search_options, write_toy_lmbff
+
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    settings = search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,)).settings()
+    one = PromptEvaluator(settings).load_state()
+    need = parallelism.KEPT_MEMORY_FACTOR * parallelism.evaluation_memory(parallelism.parameter_count(one.backbone.model))
+    stops = []
+    monkeypatch.setattr(evaluator_module, "stop_keeping_freed_memory", lambda: stops.append(1) or True)
+    monkeypatch.setattr(parallelism, "available_memory", lambda: int(1.5 * need))  # room for one, not two
+    PromptEvaluator(settings).load_state()
+    assert stops == []
+    PromptEvaluator(settings, concurrent=2).load_state()
+    assert stops == [1]
+    assert kept_memory_fits(135_000_000, memory=12 * GB) and not kept_memory_fits(135_000_000, memory=12 * GB, sharing=2)
+
+
+def test_the_pipeline_tells_the_evaluator_how_many_evaluations_run_at_once(tiny_causal_folder, tmp_path, monkeypatch):
+    from autoprompt_search.search import pipeline
+
+    from test_search import search_options, write_toy_lmbff
+
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    concurrency = []
+    real_study = pipeline.Study
+
+    def study(leaderboard, config, strategy, evaluator, executor, **kwargs):
+        concurrency.append(evaluator.concurrent)
+        return real_study(leaderboard, config, strategy, evaluator, executor, **kwargs)
+
+    monkeypatch.setattr(pipeline, "Study", study)
+    pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "a", seeds=(13,), jobs=2), say=lambda *_: None)
+    pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "b", seeds=(13,)), say=lambda *_: None)
+    assert concurrency == [2, 1]

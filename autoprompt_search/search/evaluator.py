@@ -52,8 +52,12 @@ ZERO_SHOT_ENTRIES = 512
 
 
 class PromptEvaluator(LazyEvaluator):
-    def __init__(self, settings: EvaluatorSettings):
+    def __init__(self, settings: EvaluatorSettings, concurrent: int = 1):
         self.settings = settings
+        # Evaluations that run at once on this machine (local --jobs): each decides alone whether its freed
+        # memory may stay, so each may count on its share of the memory only. Not a setting: it changes
+        # how fast a result comes, not the result.
+        self.concurrent = max(1, concurrent)
 
     def state_config(self) -> dict[str, Any]:
         s = self.settings
@@ -68,8 +72,10 @@ class PromptEvaluator(LazyEvaluator):
         task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
-        if backbone.device.type == "cpu" and not kept_memory_fits(parameter_count(backbone.model), self._tuning()):
-            logger.info("freed memory is handed back after each step: keeping it would not fit in memory")
+        if backbone.device.type == "cpu" and not kept_memory_fits(parameter_count(backbone.model), self._tuning(),
+                                                                   sharing=self.concurrent):
+            logger.info("freed memory is handed back after each step: keeping it would not fit in memory"
+                        + (f" shared by {self.concurrent} evaluations at once" if self.concurrent > 1 else ""))
             stop_keeping_freed_memory()
         pristine = None if self._tuning() == "lora" else weights_to_restore(backbone.model)
         return _State(backbone, pristine, task)

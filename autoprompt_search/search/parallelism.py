@@ -54,11 +54,12 @@ def evaluation_memory(parameters: int, tuning: str = "full") -> int:
 KEPT_MEMORY_FACTOR = 2.1
 
 
-def kept_memory_fits(parameters: int, tuning: str = "full", memory: int | None = None) -> bool:
+def kept_memory_fits(parameters: int, tuning: str = "full", memory: int | None = None, *, sharing: int = 1) -> bool:
     """Whether an evaluation that keeps its freed memory fits in the memory available now (True when
-    that is unknown, as before this check existed)."""
+    that is unknown, as before this check existed). `sharing`: evaluations that run at once on this machine
+    and decide the same way, each from the memory available when it loads, so each may count on its share."""
     memory = available_memory() if memory is None else memory
-    return memory is None or KEPT_MEMORY_FACTOR * evaluation_memory(parameters, tuning) <= memory
+    return memory is None or KEPT_MEMORY_FACTOR * evaluation_memory(parameters, tuning) * max(1, sharing) <= memory
 
 
 def auto_jobs(parameters: int, device_type: str, *, tuning: str = "full", cores: int | None = None,

@@ -61,6 +61,14 @@ def prompt_document(settings: EvaluatorSettings, task, model: str, candidate: Ma
                           demonstrations=demonstration_section_for(settings, candidate, seed))
 
 
+def _local_concurrency(options: SearchOptions) -> int:
+    """How many evaluations run at once on this machine: the local workers; 1 for a cluster (its machines
+    are not this one) or a serial search."""
+    if options.scheduler or options.backend == "serial" or options.jobs < 1:
+        return 1
+    return options.jobs
+
+
 def _with_jobs(options: SearchOptions, backbone, say) -> SearchOptions:
     """`options` with `jobs` decided when left to the search (0): one evaluation per core as memory
     allows on a CPU (parallelism.auto_jobs), sized by the loaded model."""
@@ -97,7 +105,9 @@ def run_pipeline(options: SearchOptions, say=print):
     candidates, sources = build_candidates(options, task, state.backbone, say, screen=screen)
     evaluator.restore(state)
     release_freed_memory()  # generation's beams and caches: the race allocates differently, so give them back
-    executor = search_executor(_with_jobs(options, state.backbone, say))
+    decided = _with_jobs(options, state.backbone, say)
+    executor = search_executor(decided)
+    evaluator.concurrent = _local_concurrency(decided)
     write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
     task_prompt = candidate_id(make_candidate(task.template, Verbalizer.for_task(task), options.demonstrations[0]))
     strategy = make_strategy(options, protected=(task_prompt,) if task_prompt in {candidate_id(c) for c in candidates}
