@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,7 +41,7 @@ from autoprompt_search.search import SearchOptions, run_pipeline  # noqa: E402
 from autoprompt_search.search.evaluator import PromptEvaluator  # noqa: E402
 
 DEFAULT_TASKS = ("SST-2", "SST-5", "MR", "CR", "TREC", "RTE", "MRPC", "CoLA")
-RUN_ONLY = ("tasks", "threads", "data_dir", "name", "out_root")
+RUN_ONLY = ("tasks", "threads", "data_dir", "name", "out_root", "merge")
 LARGE_TEST = 1000  # test sets above this many examples may be sampled (seeded, marked in the table)
 
 
@@ -66,6 +67,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out-root", default="runs/quality")
     parser.add_argument("--name", default=None, help="results file name (default search_quality_<model>)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="run nothing: join the per-seed units of these results files (the same settings but "
+                             "their seeds) into the table of --seeds under --name, e.g. a first pass on seeds 13 21 42 "
+                             "and a later run on 87 100. Units are taken as they were summarised, not replayed again")
     args = parser.parse_args()
     if args.test_limit is not None and args.test_limit < LARGE_TEST:
         parser.error(f"--test-limit: expected at least {LARGE_TEST} (the issue's floor for sampled test sets)")
@@ -321,8 +326,41 @@ def save_state(path: Path, state: dict, args) -> None:
                                        f"\n\n{markdown(state, args)}\n", encoding="utf-8")
 
 
+def merged_state(paths: Sequence[Path], args) -> dict:
+    """The per-seed units of several results files under one state; refused when their settings differ in
+    more than the seeds, or when two files hold different results for the same unit."""
+    wanted = {k: v for k, v in settings_of(args).items() if k != "seeds"}
+    state = {"settings": settings_of(args), "tasks": {}, "commands": [], "merged_from": [str(p) for p in paths]}
+    for path in paths:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        theirs = {k: v for k, v in saved["settings"].items() if k != "seeds"}
+        if theirs != wanted:
+            changed = sorted(k for k in theirs.keys() | wanted.keys() if theirs.get(k) != wanted.get(k))
+            raise SystemExit(f"{path}: cannot merge, settings differ in {changed} (besides seeds)")
+        if saved["settings"].get("protocol", "per-seed") != "per-seed":
+            raise SystemExit(f"{path}: cannot merge, only per-seed units can be joined")
+        state["commands"] += [c for c in saved.get("commands", []) if c not in state["commands"]]
+        for task_name, entry in saved["tasks"].items():
+            mine = state["tasks"].setdefault(task_name, {"manual": {}, "searches": {}})
+            for part in ("manual", "searches"):
+                for seed, unit in entry.get(part, {}).items():
+                    if seed in mine[part] and mine[part][seed] != unit:
+                        raise SystemExit(f"{path}: {task_name} {part} seed {seed} differs from an earlier file's")
+                    mine[part][seed] = unit
+    return state
+
+
 def main() -> None:
     args = parse_args()
+    if args.merge:
+        name = args.name or f"search_quality_{args.model.replace('/', '_')}_merged"
+        path = RESULTS / f"{name}.json"
+        state = merged_state(args.merge, args)
+        state["commands"].append(command_line())
+        save_state(path, state, args)
+        print(markdown(state, args), flush=True)
+        print(f"saved {path} and {path.with_suffix('.md')}")
+        return
     import torch
 
     torch.set_num_threads(args.threads)
