@@ -34,8 +34,7 @@ def _read_config_file(path: str) -> tuple[dict, dict[str, str]]:
 
 
 def build_search_parser(sub) -> None:
-    from ..search import SearchOptions
-    from ..search.selection import SELECTIONS
+    from ..search import SELECTIONS, SearchOptions
 
     d = SearchOptions(task="")
     parser = sub.add_parser("search", help="run the whole LM-BFF search (the default command)")

@@ -33,6 +33,7 @@ _EXPORTS = {
     'prompt_origin': ('check_derived_prompt',),
     'pipeline': ('demonstration_section_for', 'prompt_document', 'run_pipeline'),
     'predictions': ('SplitPredictions', 'load_predictions'),
+    'selection': ('SELECTIONS', 'Selection', 'select_final'),
     'ensemble': ('ENSEMBLE', 'ensemble_candidate', 'is_ensemble', 'build_ensemble', 'ensemble_rows', 'race_order'),
 }
 
