@@ -2,6 +2,8 @@
 by AUTOPROMPT_MAX_JOBS; the pipeline says what it chose."""
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from autoprompt_search.errors import UserError
@@ -131,3 +133,38 @@ def test_the_pipeline_tells_the_evaluator_how_many_evaluations_run_at_once(tiny_
     pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "a", seeds=(13,), jobs=2), say=lambda *_: None)
     pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "b", seeds=(13,)), say=lambda *_: None)
     assert concurrency == [2, 1]
+
+
+def test_with_worker_processes_the_search_process_lets_go_of_its_model(tiny_causal_folder, tmp_path, monkeypatch):
+    """Generation and screening load a model here; once evaluations run in workers (each loading its own),
+    this process's copy is dropped instead of sitting idle beside theirs."""
+    import weakref
+
+    from autoprompt_search.search import pipeline
+    from autoprompt_search.search.evaluator import PromptEvaluator
+    from autoprompt_search.search.executors import SerialExecutor
+
+    from test_search import search_options, write_toy_lmbff
+
+    loaded = []
+    real_load = PromptEvaluator.load_state
+
+    def load_state(self):
+        state = real_load(self)
+        loaded.append(weakref.ref(state.backbone.model))
+        return state
+
+    monkeypatch.setattr(PromptEvaluator, "load_state", load_state)
+    alive_when_racing = []
+
+    class InProcessWorkers:  # not the serial executor, so the search treats it as workers elsewhere
+        def map_unordered(self, function, items):
+            if not alive_when_racing:
+                gc.collect()
+                alive_when_racing.append(loaded[0]() is not None)
+            yield from SerialExecutor().map_unordered(function, items)
+
+    monkeypatch.setattr(pipeline, "search_executor", lambda options: InProcessWorkers())
+    data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
+    pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,)), say=lambda *_: None)
+    assert alive_when_racing == [False]

@@ -13,6 +13,7 @@ from ..data import load_task
 from ..prompts import Verbalizer
 from ..training import release_freed_memory
 from .evaluator import EvaluatorSettings, PromptEvaluator
+from .executors import SerialExecutor
 from .leaderboard import Leaderboard
 from .options import SearchOptions, make_strategy, search_executor
 from .plots import plot_leaderboard
@@ -26,7 +27,7 @@ from .sidefiles import write_json_atomic
 from .sources import build_candidates
 from .strategies import describe_plan
 from .study import Study
-from .trial import process_local
+from .trial import clear_process_state, process_local
 
 
 def demonstration_section_for(settings: EvaluatorSettings, candidate: Mapping[str, Any], seed: int) -> dict:
@@ -108,6 +109,11 @@ def run_pipeline(options: SearchOptions, say=print):
     decided = _with_jobs(options, state.backbone, say)
     executor = search_executor(decided)
     evaluator.concurrent = _local_concurrency(decided)
+    if not isinstance(executor, SerialExecutor):
+        # Evaluations run in worker processes, each with its own model: this one would sit idle beside them.
+        del state, screen
+        clear_process_state()
+        release_freed_memory()
     write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
     task_prompt = candidate_id(make_candidate(task.template, Verbalizer.for_task(task), options.demonstrations[0]))
     strategy = make_strategy(options, protected=(task_prompt,) if task_prompt in {candidate_id(c) for c in candidates}
