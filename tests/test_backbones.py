@@ -457,3 +457,25 @@ def test_cpu_backbones_train_with_eager_attention_and_score_with_their_own(tiny_
             backbone.model.set_attn_implementation("eager")
             eager = backbone.class_scores(batch, verbalizer)
         torch.testing.assert_close(eager, scoring, rtol=1e-4, atol=1e-5)
+
+
+def test_word_token_mask_keeps_only_tokens_that_decode_to_a_word():
+    """Byte-level BPE spells a space 'Ġ', which str.isalpha() calls a letter, and splits multi-byte characters
+    into pieces that decode to nothing printable; a label search once returned the word '' for MRPC."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"Ġ": 0, "g": 1, "r": 2, "e": 3, "a": 4, "t": 5, "â": 6, "Ģ": 7, "ľ": 8, "ĠĠ": 9, "Ġg": 10,
+             "Ġgr": 11, "Ġgre": 12, "Ġgrea": 13, "Ġgreat": 14, "Ġâ": 15, "ĠâĢ": 16, "ĠâĢľ": 17}
+    merges = [("Ġ", "Ġ"), ("Ġ", "g"), ("Ġg", "r"), ("Ġgr", "e"), ("Ġgre", "a"), ("Ġgrea", "t"), ("Ġ", "â"),
+              ("Ġâ", "Ģ"), ("ĠâĢ", "ľ")]
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    fake = SimpleNamespace(tokenizer=tokenizer, model=SimpleNamespace(get_output_embeddings=lambda: SimpleNamespace(
+        weight=torch.zeros(len(vocab), 1))))
+    allowed = Backbone.word_token_mask(fake)
+    assert allowed[vocab["Ġgreat"]] and allowed[vocab["Ġgre"]]
+    for token in ("ĠĠ", "Ġâ", "ĠâĢ", "ĠâĢľ", "Ġ"):
+        assert not allowed[vocab[token]], token

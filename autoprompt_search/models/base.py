@@ -173,10 +173,13 @@ class Backbone:
         special = set(self.tokenizer.all_special_ids)
         tokens = self.tokenizer.convert_ids_to_tokens(list(range(min(vocab_size, len(self.tokenizer)))))
         marks_spaces = any(t is not None and t.startswith(("Ġ", "▁")) for t in tokens)
-        for token_id, token in enumerate(tokens):
-            if token is None or token_id in special:
-                continue
-            allowed[token_id] = _is_word_start_token(token, marks_spaces)
+        starts = [token_id for token_id, token in enumerate(tokens)
+                  if token is not None and token_id not in special and _is_word_start_token(token, marks_spaces)]
+        # The vocabulary's own spelling is not the word: byte-level BPE writes a space as 'Ġ', itself a letter
+        # ('ĠĠ' is two spaces), and a piece of a multi-byte character decodes to nothing printable.
+        words = self.tokenizer.batch_decode([[token_id] for token_id in starts])
+        for token_id, word in zip(starts, words):
+            allowed[token_id] = word.strip().isalpha()
         return allowed
 
     def train(self, mode: bool = True):
