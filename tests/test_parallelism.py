@@ -143,6 +143,7 @@ def test_with_worker_processes_the_search_process_lets_go_of_its_model(tiny_caus
     from autoprompt_search.search import pipeline
     from autoprompt_search.search.evaluator import PromptEvaluator
     from autoprompt_search.search.executors import SerialExecutor
+    from autoprompt_search.search.trial import clear_process_state
 
     from test_search import search_options, write_toy_lmbff
 
@@ -165,6 +166,7 @@ def test_with_worker_processes_the_search_process_lets_go_of_its_model(tiny_caus
             yield from SerialExecutor().map_unordered(function, items)
 
     monkeypatch.setattr(pipeline, "search_executor", lambda options: InProcessWorkers())
+    clear_process_state()  # a model an earlier test left in this process would be reused, not loaded
     data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
     pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,)), say=lambda *_: None)
-    assert alive_when_racing == [False]
+    assert alive_when_racing == [False]  # (the in-process "workers" then load a model of their own)
