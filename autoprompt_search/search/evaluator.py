@@ -23,7 +23,7 @@ from ..tasks import Example, TaskSpec
 from ..training import (FreedMemoryPolicy, PromptClassifier, TrainConfig, keep_freed_memory, peak_resident_mb,
                         reset_peak_resident, resident_mb, stop_keeping_freed_memory)
 from .parallelism import kept_memory_fits, parameter_count
-from .predictions import predictions_payload
+from .predictions import gold_log_probabilities, predictions_payload
 from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, PREDICTIONS, RESIDENT_MB
 from .settings import EvaluatorSettings
 from .trial import EvalOutcome, LazyEvaluator
@@ -217,11 +217,7 @@ def continuous_score(task: TaskSpec, result: Any, examples: Sequence[Example]) -
         gold = np.asarray([float(e.label) for e in examples], dtype=np.float64)
         value = -float(np.mean((predicted - gold) ** 2))
         return "neg_mse", value if np.isfinite(value) else None
-    scores = np.asarray(result.scores, dtype=np.float64)
-    top = scores.max(axis=1, keepdims=True)
-    log_probs = scores - (top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True)))
-    gold = np.asarray([task.label_index(e.label) for e in examples])
-    value = float(np.mean(log_probs[np.arange(len(examples)), gold]))
+    value = float(np.mean(gold_log_probabilities(task, result.scores, [e.label for e in examples])))
     return "mean_gold_logprob", value if np.isfinite(value) else None
 
 

@@ -33,6 +33,16 @@ class SplitPredictions:
                              f"got shape {self.scores.shape}")
 
 
+def gold_log_probabilities(task, scores, labels: Sequence[Any]) -> np.ndarray:
+    """log-softmax of each example's class scores [N, C] at its gold label: the per-example term of the
+    continuous dev score and of the paired log-probability test (selection.py)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    top = scores.max(axis=1, keepdims=True)
+    log_probs = scores - (top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True)))
+    gold = np.asarray([task.label_index(label) for label in labels])
+    return log_probs[np.arange(len(gold)), gold]
+
+
 def predictions_payload(labels: Sequence[Any], scores: np.ndarray) -> dict[str, Any]:
     """What the evaluator puts in `EvalOutcome.extra["predictions"][split]`."""
     return {"labels": list(labels),

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..tasks import TaskSpec
-from .predictions import SplitPredictions
+from .predictions import SplitPredictions, gold_log_probabilities
 from .records import RankedCandidate
 
 SELECTIONS = ("paired", "paired-loss", "dev")
@@ -78,14 +78,6 @@ def paired_record(task: TaskSpec, challenger: Sequence[SplitPredictions],
     return wins, losses
 
 
-def gold_log_probabilities(task: TaskSpec, predictions: SplitPredictions) -> np.ndarray:
-    """log p(gold class) per example, the class scores normalised over the classes."""
-    scores = predictions.scores
-    normalised = scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
-    gold = np.asarray([task.label_index(label) for label in predictions.labels])
-    return normalised[np.arange(len(gold)), gold]
-
-
 def paired_log_prob_differences(task: TaskSpec, challenger: Sequence[SplitPredictions],
                                 incumbent: Sequence[SplitPredictions]) -> np.ndarray:
     """log p(gold) of the challenger minus the incumbent's, per example, pooled over seeds; examples either
@@ -94,7 +86,8 @@ def paired_log_prob_differences(task: TaskSpec, challenger: Sequence[SplitPredic
     for mine, theirs in zip(challenger, incumbent):
         if mine.labels != theirs.labels:
             raise ValueError("paired predictions must be on the same examples in the same order")
-        differences.append(gold_log_probabilities(task, mine) - gold_log_probabilities(task, theirs))
+        differences.append(gold_log_probabilities(task, mine.scores, mine.labels)
+                           - gold_log_probabilities(task, theirs.scores, theirs.labels))
     pooled = np.concatenate(differences) if differences else np.zeros(0)
     return pooled[np.isfinite(pooled)]
 
