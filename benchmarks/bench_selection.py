@@ -55,11 +55,24 @@ def replay(path: Path, alpha: float, rules: tuple[str, ...]) -> dict:
     row = {"leaderboard": str(path), "task": facts["task"], "seeds": facts["seeds"], "steps": facts["steps"]}
     incumbent = [entry for entry in facts["ranking"] if entry.candidate_id == facts["incumbent"]]
     row["task_prompt_test"] = incumbent[0].mean_test if incumbent else None
+    row["oracle"] = oracle(facts["ranking"], row["task_prompt_test"])
     for rule, chosen in choices.items():
         row[rule] = {"candidate": describe_candidate(chosen.entry.candidate), "dev": chosen.entry.mean_dev,
                      "test": chosen.entry.mean_test, "is_task_prompt": chosen.entry.candidate_id == facts["incumbent"],
                      **chosen.to_dict()}
     return row
+
+
+def oracle(ranking, task_prompt_test) -> dict | None:
+    """The final-rung candidate with the best test metric: the ceiling of any rule that picks among them (a rule
+    cannot see test), and how many of them score above the task prompt on test."""
+    scored = [entry for entry in ranking if entry.mean_test is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda entry: entry.mean_test)
+    above = None if task_prompt_test is None else sum(entry.mean_test > task_prompt_test + 1e-9 for entry in scored)
+    return {"candidate": describe_candidate(best.candidate), "dev": best.mean_dev, "test": best.mean_test,
+            "final_rung": len(scored), "above_task_prompt": above}
 
 
 def _test(value) -> str:
@@ -94,8 +107,11 @@ def main() -> None:
     tasks = sorted({row["task"] for row in rows})
     manual = "task prompt (its own final-rung evaluation)"
     lines += ["", "Per task (test metric x 100, mean over the task's searches; the task prompt's own score from the same "
-                  "final rung; + / = / - counts the searches whose pick scores above / equal to / below it):", "",
-              f"| task | searches | {manual} | " + " | ".join(rules) + " |", "|---|---|---|" + "---|" * len(rules)]
+                  "final rung; + / = / - counts the searches whose pick scores above / equal to / below it; the ceiling is the best test metric "
+                  "among each search's final-rung candidates, which no rule that cannot see test can beat, with how "
+                  "many of those candidates score above the task prompt):", "",
+              f"| task | searches | {manual} | " + " | ".join(rules) + " | best final-rung candidate on test (ceiling) |",
+              "|---|---|---|" + "---|" * len(rules) + "---|"]
     for task in tasks:
         mine = [row for row in rows if row["task"] == task and row.get("task_prompt_test") is not None]
         if not mine:
@@ -108,7 +124,12 @@ def main() -> None:
             below = sum(s < b - 1e-9 for s, b in zip(scores, base))
             mean = sum(scores) / len(scores)
             cells.append(f"{mean:.1f} ({mean - sum(base) / len(base):+.1f}; {above}/{len(scores) - above - below}/{below})")
-        lines.append(f"| {task} | {len(mine)} | {sum(base) / len(base):.1f} | " + " | ".join(cells) + " |")
+        oracles = [row["oracle"] for row in mine if row["oracle"]]
+        best = sum(100 * o["test"] for o in oracles) / len(oracles) if oracles else None
+        ceiling = "-" if best is None else (f"{best:.1f} ({best - sum(base) / len(base):+.1f}; "
+                                            f"{sum(o['above_task_prompt'] for o in oracles)}/"
+                                            f"{sum(o['final_rung'] for o in oracles)} above)")
+        lines.append(f"| {task} | {len(mine)} | {sum(base) / len(base):.1f} | " + " | ".join(cells) + f" | {ceiling} |")
     save(args.name, "\n".join(lines), {"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}})
 
 

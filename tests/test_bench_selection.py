@@ -1,0 +1,41 @@
+"""The ceiling column of benchmarks/bench_selection.py: the best final-rung test metric and how many candidates
+beat the task prompt, on hand-made rankings."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from autoprompt_search.search.candidates import make_candidate
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_selection.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_selection", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # must neither parse arguments nor run anything
+    return module
+
+
+def entry(words: tuple[str, str], dev: float, test: float | None):
+    candidate = make_candidate("*cls**sent_0*_It_was*mask*.*sep+*", {"0": words[0], "1": words[1]})
+    return SimpleNamespace(candidate=candidate, mean_dev=dev, mean_test=test)
+
+
+def test_the_ceiling_is_the_best_test_metric_whatever_dev_says(bench):
+    ranking = [entry(("bad", "good"), 0.9, 0.70), entry(("awful", "fine"), 0.8, 0.85), entry(("no", "yes"), 0.7, 0.60)]
+    ceiling = bench.oracle(ranking, task_prompt_test=0.65)
+    assert ceiling["test"] == 0.85 and "awful" in ceiling["candidate"]
+    assert ceiling["final_rung"] == 3 and ceiling["above_task_prompt"] == 2
+
+
+def test_candidates_without_a_test_metric_are_left_out_and_ties_with_the_task_prompt_are_not_above(bench):
+    ranking = [entry(("bad", "good"), 0.9, None), entry(("awful", "fine"), 0.8, 0.65)]
+    ceiling = bench.oracle(ranking, task_prompt_test=0.65)
+    assert ceiling["final_rung"] == 1 and ceiling["above_task_prompt"] == 0
+    assert bench.oracle([entry(("bad", "good"), 0.9, None)], task_prompt_test=0.65) is None
+    assert bench.oracle(ranking, task_prompt_test=None)["above_task_prompt"] is None
