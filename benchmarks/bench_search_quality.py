@@ -39,6 +39,7 @@ from common import RESULTS, command_line, environment, mean_std, resumable_state
 from autoprompt_search.data import load_task  # noqa: E402
 from autoprompt_search.search import SearchOptions, run_pipeline  # noqa: E402
 from autoprompt_search.search.evaluator import PromptEvaluator  # noqa: E402
+from autoprompt_search.search.selection import is_version_of  # noqa: E402
 
 DEFAULT_TASKS = ("SST-2", "SST-5", "MR", "CR", "TREC", "RTE", "MRPC", "CoLA")
 RUN_ONLY = ("tasks", "threads", "data_dir", "name", "out_root", "merge")
@@ -159,7 +160,9 @@ def summarise_search(options: SearchOptions, ensemble_id: str | None = None) -> 
         "pick": {"template": single.candidate["template"], "label_words": single.candidate["label_words"],
                  "demonstrations": single.candidate.get("demonstrations", "off"),
                  "candidate_id": single.candidate_id, "test_per_seed": per_seed_test(single.candidate_id),
-                 "is_task_prompt": single.candidate_id == facts["incumbent"]},
+                 "is_task_prompt": single.candidate_id == facts["incumbent"] or any(
+                     entry.candidate_id == facts["incumbent"] and is_version_of(single.candidate, entry.candidate)
+                     for entry in ranking)},
         "selection": {"rule": options.selection, "alpha": options.selection_alpha, **chosen.to_dict()},
         "candidates": len({r.candidate_id for r in rows}),
         "evaluations": len(rows),
@@ -270,7 +273,8 @@ def markdown(state: dict, args) -> str:
              "search's final budget by the same evaluator; search pick = the single candidate the default export "
              "rule (`--selection paired`: the task's prompt unless a final-rung candidate wins significantly more of "
              "the same dev examples) chooses, replayed from each search's leaderboard; \"(task prompt)\" marks a pick "
-             "that is the manual prompt itself (trained by the same evaluator with the same seed and budget as the manual column).", "",
+             "that is the manual prompt itself (trained by the same evaluator with the same seed and budget as the manual column; "
+             "with \"demos=\" after it, the manual prompt with demonstrations, which the manual column does not have).", "",
              "| task | manual | search pick (exported single) | ensemble | pick - manual | picked prompt | evaluations | train steps | search s | peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     missing, met_floor, wins, done_tasks, ensembles, ensemble_ok = [], 0, 0, 0, 0, 0

@@ -49,6 +49,23 @@ def test_the_best_finalists_get_each_mode_at_the_final_budget_on_every_seed(tmp_
     assert len(merged) == len(result.ranking) + 2 and merged == sorted(merged, key=rank_key)
 
 
+def test_the_task_prompt_in_the_final_rung_gets_its_variant_even_when_it_ranks_below_the_finalists(tmp_path):
+    study = Study(Leaderboard(tmp_path / "lb.sqlite"), {"search": "synthetic"}, SuccessiveHalving(2, 8, SEEDS, eta=2),
+                  SyntheticEvaluator())
+    result = study.run(pool(8), progress=False)
+    assert len(result.ranking) == 2  # the final rung
+    best, last = result.ranking[0], result.ranking[-1]
+    outcome = evaluate_finalist_demonstrations(study, result, ("random",), 1, TASK.num_sentences, TASK.num_classes,
+                                               task_prompt_id=last.candidate_id, progress=False, say=lambda *_: None)
+    assert outcome.candidates == [{**best.candidate, "demonstrations": "random"},
+                                  {**last.candidate, "demonstrations": "random"}]
+    # A task prompt that did not reach the final rung gets none.
+    outcome = evaluate_finalist_demonstrations(study, result, ("random",), 1, TASK.num_sentences, TASK.num_classes,
+                                               task_prompt_id="not-in-the-final-rung", progress=False,
+                                               say=lambda *_: None)
+    assert outcome.candidates == [{**best.candidate, "demonstrations": "random"}]
+
+
 def test_a_resumed_search_reuses_the_finalists_variants(tmp_path):
     log = tmp_path / "calls.jsonl"
     study, result = race(tmp_path / "lb.sqlite", SyntheticEvaluator(call_log=str(log)))

@@ -227,3 +227,39 @@ def test_the_paired_loss_rule_reaches_the_options_from_a_flag_and_a_config_file(
     config.write_text('task = "sst2"\nselection = "paired-log"\n', encoding="utf-8")
     with pytest.raises(UserError, match="search.toml, line 2.*selection.*paired-loss"):
         search_options_from(build_parser().parse_args(["search", "--config", str(config)]))
+
+
+def _version(cid: str, candidate: dict, correct: list[bool]) -> RankedCandidate:
+    return RankedCandidate(candidate, cid, sum(correct) / len(correct), 0.0, 1, None, 32, dev_examples=(32,))
+
+
+PROMPT = {"template": "*cls**sent_0*_It_was*mask*.*sep+*", "label_words": {"0": "terrible", "1": "great"}}
+
+
+def test_the_task_prompts_better_ranked_version_with_demonstrations_is_the_incumbent():
+    # task prompt 20/32; with demonstrations 24/32 (0..23); challenger 26/32 (2..27): against the version with
+    # demonstrations 4 wins, 2 losses (p 0.34); against the plain prompt 8 wins, 2 losses (p 0.055).
+    correct = {"task": _correct(20), "task+demos": _correct(24), "challenger": _correct(26, shift=2)}
+    candidates = {"task": {**PROMPT, "demonstrations": "off"}, "task+demos": {**PROMPT, "demonstrations": "random"},
+                  "challenger": {**PROMPT, "template": "*cls**sent_0*_A*mask*.*sep+*", "demonstrations": "off"}}
+    ranking = sorted((_version(cid, candidates[cid], c) for cid, c in correct.items()), key=lambda e: -e.mean_dev)
+    predictions = {cid: _predictions(c) for cid, c in correct.items()}
+    chosen = select_final(ranking, SST2, incumbent_id="task", seeds=[13],
+                          dev_predictions=lambda cid, seed: predictions[cid])
+    assert chosen.entry.candidate_id == "task+demos" and (chosen.wins, chosen.losses) == (4, 2)
+    assert "with random demonstrations" in chosen.reason
+    # Where the version with demonstrations ranks below the prompt itself, the prompt defends as before.
+    correct["task+demos"] = _correct(16)
+    ranking = sorted((_version(cid, candidates[cid], c) for cid, c in correct.items()), key=lambda e: -e.mean_dev)
+    predictions = {cid: _predictions(c) for cid, c in correct.items()}
+    chosen = select_final(ranking, SST2, incumbent_id="task", seeds=[13],
+                          dev_predictions=lambda cid, seed: predictions[cid])
+    assert chosen.entry.candidate_id == "challenger" and (chosen.wins, chosen.losses) == (8, 2)
+
+
+def test_only_the_same_template_and_words_count_as_a_version_of_the_task_prompt():
+    from autoprompt_search.search.selection import is_version_of
+
+    assert is_version_of({**PROMPT, "demonstrations": "filtered"}, {**PROMPT, "demonstrations": "off"})
+    assert not is_version_of({**PROMPT, "label_words": {"0": "bad", "1": "great"}}, PROMPT)
+    assert not is_version_of({"ensemble": ["a", "b"]}, PROMPT)

@@ -55,13 +55,16 @@ def demonstration_variants(finalists: Sequence[Mapping[str, Any]], modes: Sequen
 
 
 def evaluate_finalist_demonstrations(study: Study, result: SearchResult, modes: Sequence[str], n_finalists: int,
-                                     num_sentences: int, num_labels: int, *, progress: bool = True,
-                                     say: Callable[[str], None] = print) -> FinalistOutcome:
+                                     num_sentences: int, num_labels: int, *, task_prompt_id: str | None = None,
+                                     progress: bool = True, say: Callable[[str], None] = print) -> FinalistOutcome:
     """Evaluate the top `n_finalists` of `result.ranking` with each of `modes` at the race's final
-    budget on every seed. Nothing runs without modes, finalists or a race."""
+    budget on every seed, and the task's prompt (`task_prompt_id`) too wherever it reached the final rung:
+    the paired selection defends that prompt in its best version, so its version with demonstrations must
+    exist whether or not it ranks among the best. Nothing runs without modes, finalists or a race."""
     if not modes or n_finalists < 1 or not result.rungs or not result.ranking:
         return FinalistOutcome()
     finalists = [entry.candidate for entry in result.ranking[:n_finalists]]
+    finalists += [entry.candidate for entry in result.ranking[n_finalists:] if entry.candidate_id == task_prompt_id]
     variants, skipped = demonstration_variants(finalists, modes, num_sentences, num_labels)
     outcome = FinalistOutcome(variants, skipped=skipped)
     for reason in skipped:

@@ -134,8 +134,9 @@ def run_pipeline(options: SearchOptions, say=print):
         say(f"{result.n_failed} evaluation(s) failed and left the race (FAIL rows in the leaderboard); "
             f"a rerun skips them unless given --retry-failed")
     finalists = evaluate_finalist_demonstrations(study, result, options.finalist_demonstrations, options.demo_finalists,
-                                                 task.num_sentences, task.num_classes, progress=options.progress,
-                                                 say=say)
+                                                 task.num_sentences, task.num_classes,
+                                                 task_prompt_id=task_prompt if task.has_manual_prompt else None,
+                                                 progress=options.progress, say=say)
     if finalists.candidates:
         candidates = [*candidates, *finalists.candidates]
         write_json_atomic(out / "candidates.json", with_origins(candidates, sources))

@@ -8,7 +8,9 @@ one to three dev examples ahead of the manual prompt, at test 80.9 +- 4.1 agains
 "paired" (the default) treats the task's hand-written prompt, which halving keeps to the final rung, as
 the incumbent: a candidate ranked above it replaces it only when it wins on significantly more of the same
 dev examples than it loses (one-sided exact sign test over the discordant examples of every seed,
-p <= alpha). Among such candidates the best ranked is exported. Without a hand-written prompt in the
+p <= alpha). Among such candidates the best ranked is exported. Where finalist demonstrations gave the
+task's prompt a version with demonstrations, the incumbent is whichever version of it ranks higher: showing
+demonstrations is chosen on dev like the checkpoint is, since the prompt defended is the same. Without a hand-written prompt in the
 final rung (`--no-keep-task-prompt`, or a task file whose prompt was derived from label names: no prior
 to defend), or for regression tasks, the dev rule applies. Candidates without stored per-example
 predictions (rows stored before predictions were) cannot challenge; ensemble rows store theirs.
@@ -119,6 +121,28 @@ def _describe_record(rule: str, wins: int, losses: int) -> str:
     return f"wins {wins} and loses {losses} of the same dev examples"
 
 
+def _without_demonstrations(candidate) -> dict:
+    return {key: value for key, value in candidate.items() if key != "demonstrations"}
+
+
+def is_version_of(candidate, prompt) -> bool:
+    """Whether `candidate` is `prompt` (same template and label words) with any demonstrations or none."""
+    return "template" in candidate and _without_demonstrations(candidate) == _without_demonstrations(prompt)
+
+
+def best_task_prompt_version(ranking: Sequence[RankedCandidate], task_prompt_id: str) -> RankedCandidate:
+    """The best-ranked version of the task's prompt: the prompt itself or, where finalist demonstrations gave
+    it one, the same template and words with demonstrations. Whether to show demonstrations is chosen on dev,
+    as the checkpoint is; the prompt stays the hand-written one, so the paired rule still defends it."""
+    prompt = next(entry for entry in ranking if entry.candidate_id == task_prompt_id).candidate
+    return next(entry for entry in ranking if is_version_of(entry.candidate, prompt))
+
+
+def _own_prompt(entry: RankedCandidate) -> str:
+    mode = entry.candidate.get("demonstrations", "off")
+    return "the task's own prompt" + (f" with {mode} demonstrations" if mode != "off" else "")
+
+
 TEST_NAMES = {"paired": "one-sided sign test", "paired-loss": "one-sided signed-rank test"}
 
 
@@ -139,12 +163,13 @@ def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: st
                "the best mean dev metric (no hand-written prompt in the final rung)" if incumbent_id not in ids else
                "the best mean dev metric (the paired test is for classification)")
         return Selection(top, "dev", why)
-    incumbent = ranking[ids.index(incumbent_id)]
+    incumbent = best_task_prompt_version(ranking, incumbent_id)
+    incumbent_id, own = incumbent.candidate_id, _own_prompt(incumbent)
     if top.candidate_id == incumbent_id:
-        return Selection(incumbent, rule, "the task's own prompt ranks first on dev")
+        return Selection(incumbent, rule, f"{own} ranks first on dev")
     theirs = [dev_predictions(incumbent_id, seed) for seed in seeds]
     if any(p is None for p in theirs):
-        return Selection(top, "dev", "the best mean dev metric (the task prompt's dev predictions are not stored)")
+        return Selection(top, "dev", f"the best mean dev metric ({own}: dev predictions not stored)")
     strongest: tuple[float, int, int, RankedCandidate] | None = None
     for entry in ranking[:ids.index(incumbent_id)]:
         mine = [dev_predictions(entry.candidate_id, seed) for seed in seeds]
@@ -152,16 +177,15 @@ def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: st
             continue  # stored before predictions were
         wins, losses, p_value = _challenge(rule, task, mine, theirs)
         if p_value <= alpha:
-            return Selection(entry, rule, f"beats the task's own prompt: {_describe_record(rule, wins, losses)} "
+            return Selection(entry, rule, f"beats {own}: {_describe_record(rule, wins, losses)} "
                                           f"({TEST_NAMES[rule]} p = {p_value:.3f} <= {alpha})", wins, losses, p_value)
         if strongest is None or p_value < strongest[0]:
             strongest = (p_value, wins, losses, entry)
     if strongest is None:
-        return Selection(incumbent, rule, "the task's own prompt: no candidate ranked above it can be compared "
-                                          "example by example")
+        return Selection(incumbent, rule, f"{own}: no candidate ranked above it can be compared example by example")
     p_value, wins, losses, entry = strongest
     return Selection(incumbent, rule,
-                     f"the task's own prompt: the best challenger ({entry.candidate_id[:10]}, dev {entry.mean_dev:.4f} "
+                     f"{own}: the best challenger ({entry.candidate_id[:10]}, dev {entry.mean_dev:.4f} "
                      f"vs {incumbent.mean_dev:.4f}) {_describe_record(rule, wins, losses)}, "
                      f"p = {p_value:.3f} > {alpha}: within the noise of "
                      f"{'/'.join(map(str, incumbent.dev_examples)) or '?'} examples",
