@@ -163,7 +163,9 @@ def summarise_search(options: SearchOptions, ensemble_id: str | None = None) -> 
                  "is_task_prompt": single.candidate_id == facts["incumbent"] or any(
                      entry.candidate_id == facts["incumbent"] and is_version_of(single.candidate, entry.candidate)
                      for entry in ranking)},
-        "selection": {"rule": options.selection, "alpha": options.selection_alpha, **chosen.to_dict()},
+        # "rule": the rule asked for; "decided_by": the one that chose ("dev" where the paired rule had no incumbent)
+        "selection": {**chosen.to_dict(), "decided_by": chosen.rule, "rule": options.selection,
+                      "alpha": options.selection_alpha},
         "candidates": len({r.candidate_id for r in rows}),
         "evaluations": len(rows),
         "train_steps": sum(r.steps for r in rows),
@@ -259,6 +261,20 @@ def finished_seeds_of_unfinished_tasks(state: dict, args) -> list[str]:
     return ["", "Finished seeds of unfinished tasks:", *lines] if lines else []
 
 
+RULE_TEXT = {"paired": "`--selection paired`: the task's prompt unless a final-rung candidate wins significantly more "
+                       "of the same dev examples",
+             "paired-loss": "`--selection paired-loss`: the task's prompt unless a final-rung candidate ranked above it "
+                            "gives the gold class a significantly higher log-probability on the same dev examples",
+             "dev": "`--selection dev`: the best mean dev metric"}
+
+
+def export_rules(state: dict) -> str:
+    """The export rule(s) the file's searches were summarised under (files merged from older runs may mix)."""
+    rules = sorted({search.get("selection", {}).get("rule", "paired") for entry in state["tasks"].values()
+                    for search in entry.get("searches", {}).values()})
+    return "; ".join(RULE_TEXT.get(rule, rule) for rule in rules) or RULE_TEXT["paired-loss"]
+
+
 def markdown(state: dict, args) -> str:
     protocol = ("one search per seed, its pick scored on that seed" if args.protocol == "per-seed"
                 else "one search over all seeds")
@@ -271,8 +287,7 @@ def markdown(state: dict, args) -> str:
              + ("" if len(args.seeds) >= 5 else " (first pass: fewer than 5 seeds)"), "",
              "Test metric mean (std) over seeds; manual = the task's manual prompt fine-tuned with the "
              "search's final budget by the same evaluator; search pick = the single candidate the default export "
-             "rule (`--selection paired`: the task's prompt unless a final-rung candidate wins significantly more of "
-             "the same dev examples) chooses, replayed from each search's leaderboard; \"(task prompt)\" marks a pick "
+             f"rule ({export_rules(state)}) chooses, replayed from each search's leaderboard; \"(task prompt)\" marks a pick "
              "that is the manual prompt itself (trained by the same evaluator with the same seed and budget as the manual column; "
              "with \"demos=\" after it, the manual prompt with demonstrations, which the manual column does not have).", "",
              "| task | manual | search pick (exported single) | ensemble | pick - manual | picked prompt | evaluations | train steps | search s | peak MB |",

@@ -58,7 +58,7 @@ def test_a_challenger_within_the_noise_does_not_replace_the_task_prompt():
     # incumbent right on 0..23 (24/32), challenger right on 3..27 (25/32): 4 wins, 3 losses.
     ranking, predictions = _ranked(task=_correct(24), challenger=_correct(25, shift=3))
     assert ranking[0].candidate_id == "challenger"
-    chosen = select_final(ranking, SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    chosen = select_final(ranking, SST2, rule="paired", incumbent_id="task", seeds=[13], dev_predictions=predictions)
     assert chosen.entry.candidate_id == "task" and chosen.rule == "paired"
     assert (chosen.wins, chosen.losses) == (4, 3) and chosen.p_value == pytest.approx(sign_test_p(4, 3))
     by_dev = select_final(ranking, SST2, rule="dev", incumbent_id="task", seeds=[13], dev_predictions=predictions)
@@ -68,7 +68,7 @@ def test_a_challenger_within_the_noise_does_not_replace_the_task_prompt():
 def test_a_challenger_that_wins_clearly_is_exported():
     # incumbent right on 0..19 (20/32), challenger right on 0..29: 10 wins, 0 losses.
     ranking, predictions = _ranked(task=_correct(20), challenger=_correct(30))
-    chosen = select_final(ranking, SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    chosen = select_final(ranking, SST2, rule="paired", incumbent_id="task", seeds=[13], dev_predictions=predictions)
     assert chosen.entry.candidate_id == "challenger"
     assert (chosen.wins, chosen.losses) == (10, 0) and chosen.p_value <= 0.1
 
@@ -76,7 +76,7 @@ def test_a_challenger_that_wins_clearly_is_exported():
 def test_the_best_ranked_significant_challenger_wins_and_unpaired_rows_are_skipped():
     ranking, predictions = _ranked(task=_correct(16), strong=_correct(28), stronger=_correct(30))
     ensemble = RankedCandidate({"ensemble": ["x"]}, "ensemble", 1.0, 0.0, 1, None, 32, dev_examples=(32,))
-    chosen = select_final([ensemble, *ranking], SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    chosen = select_final([ensemble, *ranking], SST2, rule="paired", incumbent_id="task", seeds=[13], dev_predictions=predictions)
     assert chosen.entry.candidate_id == "stronger"
 
 
@@ -84,9 +84,9 @@ def test_wins_are_pooled_over_seeds():
     # Per seed 3 wins and 0 losses (p = 0.125 > 0.1); over two seeds 6 - 0 (p = 0.016).
     task, challenger = _predictions(_correct(24)), _predictions(_correct(27))
     ranking = [_entry("challenger", _correct(27)), _entry("task", _correct(24))]
-    one = select_final(ranking, SST2, incumbent_id="task", seeds=[13],
+    one = select_final(ranking, SST2, rule="paired", incumbent_id="task", seeds=[13],
                        dev_predictions=lambda cid, seed: task if cid == "task" else challenger)
-    two = select_final(ranking, SST2, incumbent_id="task", seeds=[13, 21],
+    two = select_final(ranking, SST2, rule="paired", incumbent_id="task", seeds=[13, 21],
                        dev_predictions=lambda cid, seed: task if cid == "task" else challenger)
     assert one.entry.candidate_id == "task" and two.entry.candidate_id == "challenger"
     assert (two.wins, two.losses) == (6, 0)
@@ -94,11 +94,11 @@ def test_wins_are_pooled_over_seeds():
 
 def test_the_dev_rule_applies_without_an_incumbent_or_for_regression():
     ranking, predictions = _ranked(task=_correct(24), challenger=_correct(25, shift=3))
-    gone = select_final(ranking, SST2, incumbent_id="someone else", seeds=[13], dev_predictions=predictions)
+    gone = select_final(ranking, SST2, rule="paired", incumbent_id="someone else", seeds=[13], dev_predictions=predictions)
     assert gone.entry.candidate_id == "challenger" and gone.rule == "dev"
-    regression = select_final(ranking, STSB, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    regression = select_final(ranking, STSB, rule="paired", incumbent_id="task", seeds=[13], dev_predictions=predictions)
     assert regression.entry.candidate_id == "challenger" and regression.rule == "dev"
-    assert select_final([], SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions) is None
+    assert select_final([], SST2, rule="paired", incumbent_id="task", seeds=[13], dev_predictions=predictions) is None
 
 
 @pytest.mark.parametrize("field, value", [("selection", "best"), ("selection_alpha", 0.0), ("selection_alpha", 1.5)])
@@ -115,7 +115,8 @@ def test_the_search_records_its_selection_and_follows_the_rule(tiny_causal_folde
     options = search_options(tiny_causal_folder, data, out, seeds=(13,), n_mappings=2, label_k=3)
     result = run_pipeline(options, say=lambda *_: None)
     paired = json.loads((out / "best.json").read_text())["found_by"]
-    assert paired["selection"]["rule"] in ("paired", "dev")
+    assert options.selection == "paired-loss"  # the default
+    assert paired["selection"]["rule"] in ("paired-loss", "dev")
     board = Leaderboard(out / "leaderboard.sqlite")
     ranking = board.ranking(budget=options.max_steps, config_hash=paired["config_hash"])
     task_id = next(e.candidate_id for e in ranking if e.candidate["template"] == "*cls**sent_0*_It_was*mask*.*sep+*"
@@ -183,7 +184,7 @@ def test_paired_loss_sees_a_difference_the_sign_test_cannot():
     task = _gold_probabilities([0.6 if r else 0.4 for r in right])
     challenger = _gold_probabilities([0.8 if r else 0.45 for r in right])
     ranking, predictions = _two(challenger, task)
-    by_sign = select_final(ranking, SST2, incumbent_id="task", seeds=[13], dev_predictions=predictions)
+    by_sign = select_final(ranking, SST2, rule="paired", incumbent_id="task", seeds=[13], dev_predictions=predictions)
     assert by_sign.entry.candidate_id == "task" and (by_sign.wins, by_sign.losses) == (0, 0)
     by_loss = select_final(ranking, SST2, rule="paired-loss", incumbent_id="task", seeds=[13],
                            dev_predictions=predictions)
@@ -244,7 +245,7 @@ def test_the_task_prompts_better_ranked_version_with_demonstrations_is_the_incum
                   "challenger": {**PROMPT, "template": "*cls**sent_0*_A*mask*.*sep+*", "demonstrations": "off"}}
     ranking = sorted((_version(cid, candidates[cid], c) for cid, c in correct.items()), key=lambda e: -e.mean_dev)
     predictions = {cid: _predictions(c) for cid, c in correct.items()}
-    chosen = select_final(ranking, SST2, incumbent_id="task", seeds=[13],
+    chosen = select_final(ranking, SST2, rule="paired", incumbent_id="task", seeds=[13],
                           dev_predictions=lambda cid, seed: predictions[cid])
     assert chosen.entry.candidate_id == "task+demos" and (chosen.wins, chosen.losses) == (4, 2)
     assert "with random demonstrations" in chosen.reason
@@ -252,7 +253,7 @@ def test_the_task_prompts_better_ranked_version_with_demonstrations_is_the_incum
     correct["task+demos"] = _correct(16)
     ranking = sorted((_version(cid, candidates[cid], c) for cid, c in correct.items()), key=lambda e: -e.mean_dev)
     predictions = {cid: _predictions(c) for cid, c in correct.items()}
-    chosen = select_final(ranking, SST2, incumbent_id="task", seeds=[13],
+    chosen = select_final(ranking, SST2, rule="paired", incumbent_id="task", seeds=[13],
                           dev_predictions=lambda cid, seed: predictions[cid])
     assert chosen.entry.candidate_id == "challenger" and (chosen.wins, chosen.losses) == (8, 2)
 

@@ -112,11 +112,11 @@ def build_search_parser(sub) -> None:
                         help="let halving drop the task's own prompt before the final rung (by default it "
                              "always reaches it, so the search returns it unless a candidate beats it there)")
     parser.add_argument("--selection", choices=SELECTIONS,
-                        help="which final candidate to export: paired (default): the task's own prompt unless a "
-                             "candidate wins significantly more of the same dev examples than it loses "
-                             "(one-sided sign test); paired-loss: the same, testing the gold class's "
-                             "log-probability on every dev example (one-sided signed-rank test); dev: the best "
-                             "mean dev metric, as LM-BFF")
+                        help="which final candidate to export: paired-loss (default): the task's own prompt "
+                             "unless a candidate ranked above it gives the gold class a significantly higher "
+                             "log-probability on the same dev examples (one-sided signed-rank test); paired: the "
+                             "same, counting examples won and lost (one-sided sign test); dev: the best mean dev "
+                             "metric, as LM-BFF")
     parser.add_argument("--selection-alpha", type=float,
                         help=f"significance level of the paired selection (default {d.selection_alpha:g})")
     parser.add_argument("--ensemble-size", type=int,

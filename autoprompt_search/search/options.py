@@ -124,7 +124,7 @@ class SearchOptions:
     # the race to the final rung, where only a candidate that beats it at full budget can win.
     keep_task_prompt: bool = True
     # The export rule (selection.py); not in the configuration hash: it chooses among stored evaluations.
-    selection: str = "paired"
+    selection: str = "paired-loss"
     selection_alpha: float = 0.1
     # The top-m candidates' averaged class probabilities as one more final candidate (0: none); not in the
     # configuration hash. Off by default: its members' training to the final budget costs about one more final rung.

@@ -5,7 +5,7 @@
 one to three dev examples ahead of the manual prompt, at test 80.9 +- 4.1 against the manual prompt's
 83.6 +- 0.8 (results/selection_sst-2.md).
 
-"paired" (the default) treats the task's hand-written prompt, which halving keeps to the final rung, as
+"paired" treats the task's hand-written prompt, which halving keeps to the final rung, as
 the incumbent: a candidate ranked above it replaces it only when it wins on significantly more of the same
 dev examples than it loses (one-sided exact sign test over the discordant examples of every seed,
 p <= alpha). Among such candidates the best ranked is exported. Where finalist demonstrations gave the
@@ -15,7 +15,8 @@ final rung (`--no-keep-task-prompt`, or a task file whose prompt was derived fro
 to defend), or for regression tasks, the dev rule applies. Candidates without stored per-example
 predictions (rows stored before predictions were) cannot challenge; ensemble rows store theirs.
 
-"paired-loss" keeps the incumbent and the order of challengers (only candidates ranked above it on mean dev
+"paired-loss" (the default since it met a criterion fixed before 16 held-out searches finished:
+results/selection_rules_heldout16_smollm2-135m.md) keeps the incumbent and the order of challengers (only candidates ranked above it on mean dev
 metric challenge) but tests the gold class's log-probability instead of right/wrong: a challenger replaces
 the task prompt when it gives the gold class a significantly higher probability on the same dev examples
 (one-sided Wilcoxon signed-rank test over every example of every seed). The sign test sees only the few
@@ -146,7 +147,7 @@ def _own_prompt(entry: RankedCandidate) -> str:
 TEST_NAMES = {"paired": "one-sided sign test", "paired-loss": "one-sided signed-rank test"}
 
 
-def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: str = "paired",
+def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: str,
                  incumbent_id: str | None, seeds: Sequence[int],
                  dev_predictions: Callable[[str, int], SplitPredictions | None],
                  alpha: float = DEFAULT_ALPHA) -> Selection | None:
