@@ -27,9 +27,18 @@ from autoprompt_search.search.records import candidate_id, describe_candidate  #
 from autoprompt_search.search.selection import DEFAULT_ALPHA, SELECTIONS, select_final  # noqa: E402
 
 
-def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT_ALPHA) -> tuple[dict, dict]:
+def _with_demonstrations(candidate) -> bool:
+    if "ensemble" in candidate:
+        return any(_with_demonstrations(member) for member in candidate["ensemble"])
+    return candidate.get("demonstrations", "off") != "off"
+
+
+def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT_ALPHA,
+                     race_only: bool = False) -> tuple[dict, dict]:
     """({rule: Selection}, facts about the search: its task, seeds, final budget, configuration hash, the task
-    prompt's candidate id, the opened leaderboard and the final ranking) for the leaderboard's latest search."""
+    prompt's candidate id, the opened leaderboard and the final ranking) for the leaderboard's latest search.
+    `race_only`: leave out candidates with demonstrations and ensembles holding one, i.e. replay a search whose race
+    ran without demonstrations as it stood before finalist demonstrations were added to it."""
     board = Leaderboard(path)
     config_hash = board.latest_config_hash()
     config = stored_config(board, config_hash)
@@ -38,6 +47,8 @@ def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT
     steps, seeds = config["max_steps"], config["seeds"]
     # Ensemble rows included, as the search ranks them (they challenge only where their predictions are stored).
     ranking = board.ranking(budget=steps, config_hash=config_hash)
+    if race_only:
+        ranking = [entry for entry in ranking if not _with_demonstrations(entry.candidate)]
     incumbent = candidate_id(make_candidate(task.template, Verbalizer.for_task(task))) if task.has_manual_prompt else None
 
     def dev(cid: str, seed: int):
@@ -50,8 +61,8 @@ def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT
     return choices, facts
 
 
-def replay(path: Path, alpha: float, rules: tuple[str, ...]) -> dict:
-    choices, facts = replayed_choices(path, rules=rules, alpha=alpha)
+def replay(path: Path, alpha: float, rules: tuple[str, ...], race_only: bool = False) -> dict:
+    choices, facts = replayed_choices(path, rules=rules, alpha=alpha, race_only=race_only)
     row = {"leaderboard": str(path), "task": facts["task"], "seeds": facts["seeds"], "steps": facts["steps"]}
     incumbent = [entry for entry in facts["ranking"] if entry.candidate_id == facts["incumbent"]]
     row["task_prompt_test"] = incumbent[0].mean_test if incumbent else None
@@ -84,11 +95,16 @@ def main() -> None:
     parser.add_argument("--leaderboards", nargs="+", required=True, type=Path)
     parser.add_argument("--rules", nargs="+", choices=SELECTIONS, default=list(SELECTIONS))
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level of the paired rules")
+    parser.add_argument("--race-only", action="store_true",
+                        help="leave out finalist demonstration variants (and ensembles holding one): replay searches "
+                             "whose race ran without demonstrations as they stood before variants were added")
     parser.add_argument("--name", default="selection")
     args = parser.parse_args()
     rules = tuple(args.rules)
-    rows = [replay(path, args.alpha, rules) for path in args.leaderboards]
-    lines = [f"Rules replayed on {len(rows)} finished search(es); paired rules at alpha {args.alpha}. Each cell: the "
+    rows = [replay(path, args.alpha, rules, args.race_only) for path in args.leaderboards]
+    lines = [f"Rules replayed on {len(rows)} finished search(es)"
+             + (" without their finalist demonstration variants (--race-only)" if args.race_only else "")
+             + f"; paired rules at alpha {args.alpha}. Each cell: the "
              f"pick, its dev and test metric; for a paired rule the record of the strongest challenger against the "
              f"task's prompt (wins / losses, p).", "",
              "| search | task | " + " | ".join(rules) + " |", "|---|---|" + "---|" * len(rules)]

@@ -39,3 +39,11 @@ def test_candidates_without_a_test_metric_are_left_out_and_ties_with_the_task_pr
     assert ceiling["final_rung"] == 1 and ceiling["above_task_prompt"] == 0
     assert bench.oracle([entry(("bad", "good"), 0.9, None)], task_prompt_test=0.65) is None
     assert bench.oracle(ranking, task_prompt_test=None)["above_task_prompt"] is None
+
+
+def test_race_only_recognises_variants_with_demonstrations_and_ensembles_holding_one(bench):
+    plain = make_candidate("*cls**sent_0*_It_was*mask*.*sep+*", {"0": "bad", "1": "good"})
+    variant = {**plain, "demonstrations": "random"}
+    assert not bench._with_demonstrations(plain) and bench._with_demonstrations(variant)
+    assert bench._with_demonstrations({"ensemble": [plain, variant]})
+    assert not bench._with_demonstrations({"ensemble": [plain, plain]})
