@@ -1,20 +1,14 @@
 """The summary of benchmarks/bench_lr_steps.py on hand-made units: best cells, regret, partial reports."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_lr_steps.py"
-
+from benchmark_scripts import load_benchmark
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_lr_steps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # must neither parse arguments nor run anything
-    return module
+    return load_benchmark("bench_lr_steps")
 
 
 LRS, STEPS, SEEDS = [1e-5, 5e-5], [16, 32], [13, 21]

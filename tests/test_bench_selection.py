@@ -2,23 +2,17 @@
 beat the task prompt, on hand-made rankings."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from benchmark_scripts import load_benchmark
+
 from autoprompt_search.search.candidates import make_candidate
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_selection.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_selection", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # must neither parse arguments nor run anything
-    return module
+    return load_benchmark("bench_selection")
 
 
 def entry(words: tuple[str, str], dev: float, test: float | None):
