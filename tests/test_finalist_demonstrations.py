@@ -76,6 +76,7 @@ def test_a_resumed_search_reuses_the_finalists_variants(tmp_path):
     again = evaluate_finalist_demonstrations(study, result, ("random",), 2, TASK.num_sentences, TASK.num_classes,
                                              progress=False, say=lambda *_: None)
     assert log.read_text().count('"call"') == calls and again.n_evaluated == 0
+    assert again.n_reused == first.n_evaluated == len(first.candidates) * len(SEEDS)
     assert again.ranked == first.ranked and len(first.candidates) == len(result.ranking[:2]) >= 1
 
 

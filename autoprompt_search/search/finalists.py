@@ -25,7 +25,8 @@ from .study import SearchResult, Study, run_search
 class FinalistOutcome:
     candidates: list[dict[str, Any]] = field(default_factory=list)  # the variants evaluated, best finalist first
     ranked: list[RankedCandidate] = field(default_factory=list)     # their aggregates at the final budget
-    n_evaluated: int = 0                                            # evaluations run now (not reused)
+    n_evaluated: int = 0                                            # evaluations run now
+    n_reused: int = 0                                               # evaluations found in the leaderboard
     skipped: list[str] = field(default_factory=list)                # why a finalist got no variant
 
 
@@ -77,6 +78,6 @@ def evaluate_finalist_demonstrations(study: Study, result: SearchResult, modes: 
     run = run_search(variants, FinalRung(final.index, final.steps, tuple(final.seeds)), study.evaluate,
                      study.leaderboard, study.config_hash, study.executor, progress=progress, retry_failed=False,
                      claim_settings=study.claim_settings)
-    outcome.ranked, outcome.n_evaluated = run.ranking, run.n_evaluated
+    outcome.ranked, outcome.n_evaluated, outcome.n_reused = run.ranking, run.n_evaluated, run.n_reused
     result.failures.extend(run.failures)
     return outcome

@@ -141,7 +141,7 @@ def run_pipeline(options: SearchOptions, say=print):
         candidates = [*candidates, *finalists.candidates]
         write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
     result.ranking = with_entries(result.ranking, finalists.ranked)
-    result.n_evaluated += finalists.n_evaluated
+    result.n_evaluated, result.n_reused = result.n_evaluated + finalists.n_evaluated, result.n_reused + finalists.n_reused
     ensemble = build_ensemble(study, result, candidates, task, options.ensemble_size, progress=options.progress, say=say)
     if options.ensemble_size and ensemble.ranked is None:
         say(f"no ensemble: {ensemble.reason}")
