@@ -160,9 +160,9 @@ def summarise_search(options: SearchOptions, ensemble_id: str | None = None) -> 
         "pick": {"template": single.candidate["template"], "label_words": single.candidate["label_words"],
                  "demonstrations": single.candidate.get("demonstrations", "off"),
                  "candidate_id": single.candidate_id, "test_per_seed": per_seed_test(single.candidate_id),
-                 "is_task_prompt": single.candidate_id == facts["incumbent"] or any(
-                     entry.candidate_id == facts["incumbent"] and is_version_of(single.candidate, entry.candidate)
-                     for entry in ranking)},
+                 # the task prompt itself or its version with finalist demonstrations
+                 "is_task_prompt": any(entry.candidate_id == facts["incumbent"]
+                                       and is_version_of(single.candidate, entry.candidate) for entry in ranking)},
         # "rule": the rule asked for; "decided_by": the one that chose ("dev" where the paired rule had no incumbent)
         "selection": {**chosen.to_dict(), "decided_by": chosen.rule, "rule": options.selection,
                       "alpha": options.selection_alpha},

@@ -5,25 +5,26 @@
 one to three dev examples ahead of the manual prompt, at test 80.9 +- 4.1 against the manual prompt's
 83.6 +- 0.8 (results/selection_sst-2.md).
 
-"paired" treats the task's hand-written prompt, which halving keeps to the final rung, as
-the incumbent: a candidate ranked above it replaces it only when it wins on significantly more of the same
-dev examples than it loses (one-sided exact sign test over the discordant examples of every seed,
-p <= alpha). Among such candidates the best ranked is exported. Where finalist demonstrations gave the
-task's prompt a version with demonstrations, the incumbent is whichever version of it ranks higher: showing
-demonstrations is chosen on dev like the checkpoint is, since the prompt defended is the same. Without a hand-written prompt in the
-final rung (`--no-keep-task-prompt`, or a task file whose prompt was derived from label names: no prior
-to defend), or for regression tasks, the dev rule applies. Candidates without stored per-example
-predictions (rows stored before predictions were) cannot challenge; ensemble rows store theirs.
+"paired" treats the task's hand-written prompt, which halving keeps to the final rung, as the incumbent: a
+candidate ranked above it replaces it only when it wins on significantly more of the same dev examples than it
+loses (one-sided exact sign test over the discordant examples of every seed, p <= alpha). Among such
+candidates the best ranked is exported. Where finalist demonstrations gave the task's prompt a version with
+demonstrations, the incumbent is whichever version of it ranks higher: showing demonstrations is chosen on dev
+like the checkpoint is, since the prompt defended is the same. Without a hand-written prompt in the final rung
+(`--no-keep-task-prompt`, or a task file whose prompt was derived from label names: no prior to defend), or
+for regression tasks, the dev rule applies. Candidates without stored per-example predictions (rows stored
+before predictions were) cannot challenge; ensemble rows store theirs.
 
 "paired-loss" (the default since it met a criterion fixed before 16 held-out searches finished:
-results/selection_rules_heldout16_smollm2-135m.md) keeps the incumbent and the order of challengers (only candidates ranked above it on mean dev
-metric challenge) but tests the gold class's log-probability instead of right/wrong: a challenger replaces
-the task prompt when it gives the gold class a significantly higher probability on the same dev examples
-(one-sided Wilcoxon signed-rank test over every example of every seed). The sign test sees only the few
-examples on which exactly one of the two is right (often 1-6 of 32) and ignores by how much; the signed-rank
-test uses every example and the size of each difference, while its ranks keep one extreme example from
-deciding. The ranks also blunt large losses: a challenger more confident on most examples can pass while
-confidently wrong on a few, which is why it must first rank above the incumbent on the dev metric itself.
+results/selection_rules_heldout16_smollm2-135m.md) keeps the incumbent and the order of challengers (only
+candidates ranked above it on mean dev metric challenge) but tests the gold class's log-probability instead of
+right/wrong: a challenger replaces the task prompt when it gives the gold class a significantly higher
+probability on the same dev examples (one-sided Wilcoxon signed-rank test over every example of every seed).
+The sign test sees only the few examples on which exactly one of the two is right (often 1-6 of 32) and
+ignores by how much; the signed-rank test uses every example and the size of each difference, while its ranks
+keep one extreme example from deciding. The ranks also blunt large losses: a challenger more confident on most
+examples can pass while confidently wrong on a few, which is why it must first rank above the incumbent on the
+dev metric itself.
 """
 from __future__ import annotations
 
