@@ -54,20 +54,29 @@ def write_custom_tasks(task_name: str, work: Path, k: int, data_seed: int) -> di
     return files
 
 
+def search_settings(args, searched: bool) -> dict:
+    """The SearchOptions fields this benchmark sets besides task, model, output, seeds and test sample.
+    `--default-search`: none for the from-labels search (the search a user gets), and for the manual prompt
+    only those that leave it the sole candidate, fine-tuned once at the default full budget."""
+    alone = {"n_templates": 0, "generator": "none", "n_mappings": 0, "strategy": "exhaustive"}
+    if args.default_search:
+        return {"finalist_demonstrations": tuple(args.finalist_demonstrations)} if searched else alone
+    chosen = {"beam_width": args.beam_width, "label_k": args.label_k, "screening_split": args.screening_split,
+              "min_steps": args.min_steps, "max_steps": args.max_steps}
+    if not searched:
+        return {**chosen, **alone}
+    return {**chosen, "n_templates": args.n_templates, "generator": "auto", "n_mappings": args.n_mappings,
+            "strategy": "halving", "finalist_demonstrations": tuple(args.finalist_demonstrations)}
+
+
 def run_task(task_name: str, args) -> dict:
     files = write_custom_tasks(task_name, args.work, args.k, args.data_seed)
     report = {"task": get_task(task_name).name}
     for mode, path in files.items():
         out = args.work / get_task(task_name).name / f"run-{mode}"
         searched = mode == "from_labels" and not args.start_only
-        options = SearchOptions(task=str(path), model=args.model, out=str(out), seeds=tuple(args.seeds),
-                                n_templates=args.n_templates if searched else 0,
-                                beam_width=args.beam_width, generator="auto" if searched else "none",
-                                n_mappings=args.n_mappings if searched else 0, label_k=args.label_k,
-                                screening_split=args.screening_split, min_steps=args.min_steps,
-                                max_steps=args.max_steps, test_limit=args.test_limit, device="cpu", progress=False,
-                                strategy="halving" if searched else "exhaustive",
-                                finalist_demonstrations=tuple(args.finalist_demonstrations) if searched else ())
+        options = SearchOptions(**search_settings(args, searched), task=str(path), model=args.model, out=str(out),
+                                seeds=tuple(args.seeds), test_limit=args.test_limit, device="cpu", progress=False)
         started = time.time()
         messages: list[str] = []
         run_pipeline(options, say=lambda m: (messages.append(str(m)), print(m, flush=True)))
@@ -105,7 +114,11 @@ def markdown(reports: list[dict], args) -> str:
     if args.start_only:
         lines.append("`--start-only`: no templates generated and no words searched; 'from label names' is the "
                      "search's starting prompt alone (generic template, words read from the label names).")
-    search = (f"each prompt fine-tuned {args.max_steps} steps" if args.start_only else
+    defaults = SearchOptions(task="")
+    search = (f"the default search (SearchOptions' own settings: halving {defaults.min_steps} -> {defaults.max_steps} "
+              f"steps, {defaults.n_templates} generated templates, {defaults.n_mappings} searched mappings; the manual "
+              f"prompt fine-tuned once at {defaults.max_steps} steps)" if args.default_search else
+              f"each prompt fine-tuned {args.max_steps} steps" if args.start_only else
               f"halving {args.min_steps} -> {args.max_steps} steps; {args.n_templates} generated templates (beam "
               f"{args.beam_width}, screened zero-shot on {args.screening_split}), {args.n_mappings} searched "
               f"mappings (label k {args.label_k})")
@@ -137,6 +150,9 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--finalist-demonstrations", nargs="+", default=[], choices=["random", "filtered"],
                         help="the from-labels search's --finalist-demonstrations (the manual prompt stays without)")
+    parser.add_argument("--default-search", action="store_true",
+                        help="the search's own defaults (budget, templates, mappings) in place of the small settings "
+                             "above; the manual prompt at the default full budget")
     parser.add_argument("--collect", action="store_true", help="only gather finished tasks into results/")
     parser.add_argument("--start-only", action="store_true",
                         help="no generation or label search: the generic template with the label-name words alone")
