@@ -60,13 +60,15 @@ def search_settings(args, searched: bool) -> dict:
     only those that leave it the sole candidate, fine-tuned once at the default full budget."""
     alone = {"n_templates": 0, "generator": "none", "n_mappings": 0, "strategy": "exhaustive"}
     if args.default_search:
-        return {"finalist_demonstrations": tuple(args.finalist_demonstrations)} if searched else alone
+        return {"finalist_demonstrations": tuple(args.finalist_demonstrations),
+                "label_neighbours": args.label_neighbours} if searched else alone
     chosen = {"beam_width": args.beam_width, "label_k": args.label_k, "screening_split": args.screening_split,
               "min_steps": args.min_steps, "max_steps": args.max_steps}
     if not searched:
         return {**chosen, **alone}
     return {**chosen, "n_templates": args.n_templates, "generator": "auto", "n_mappings": args.n_mappings,
-            "strategy": "halving", "finalist_demonstrations": tuple(args.finalist_demonstrations)}
+            "strategy": "halving", "finalist_demonstrations": tuple(args.finalist_demonstrations),
+            "label_neighbours": args.label_neighbours}
 
 
 def run_task(task_name: str, args) -> dict:
@@ -122,6 +124,9 @@ def markdown(reports: list[dict], args) -> str:
               f"halving {args.min_steps} -> {args.max_steps} steps; {args.n_templates} generated templates (beam "
               f"{args.beam_width}, screened zero-shot on {args.screening_split}), {args.n_mappings} searched "
               f"mappings (label k {args.label_k})")
+    if args.label_neighbours:
+        search += (f"; searched words from the {args.label_neighbours} nearest tokens of each label name "
+                   "(`--label-neighbours`)")
     if args.finalist_demonstrations:
         search += (f"; then the race's best {SearchOptions.demo_finalists} with "
                    f"{' and '.join(args.finalist_demonstrations)} demonstrations (`--finalist-demonstrations`; the "
@@ -150,6 +155,8 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--finalist-demonstrations", nargs="+", default=[], choices=["random", "filtered"],
                         help="the from-labels search's --finalist-demonstrations (the manual prompt stays without)")
+    parser.add_argument("--label-neighbours", type=int,
+                        help="the from-labels search's --label-neighbours (candidate words near each label name)")
     parser.add_argument("--default-search", action="store_true",
                         help="the search's own defaults (budget, templates, mappings) in place of the small settings "
                              "above; the manual prompt at the default full budget")

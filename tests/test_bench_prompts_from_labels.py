@@ -12,7 +12,8 @@ bench = load_benchmark("bench_prompts_from_labels")
 
 
 def _args(**overrides) -> argparse.Namespace:
-    base = dict(default_search=False, start_only=False, finalist_demonstrations=[], n_templates=3, beam_width=8,
+    base = dict(default_search=False, start_only=False, finalist_demonstrations=[], label_neighbours=None,
+                n_templates=3, beam_width=8,
                 n_mappings=2, label_k=10, screening_split="dev", min_steps=8, max_steps=16)
     return argparse.Namespace(**{**base, **overrides})
 
@@ -40,3 +41,10 @@ def test_small_settings_apply_to_both_sides_and_finalist_demonstrations_only_to_
     assert (found.n_templates, found.beam_width, found.label_k, found.max_steps) == (3, 8, 10, 16)
     assert found.finalist_demonstrations == ("random",) and manual.finalist_demonstrations == ()
     assert manual.max_steps == 16 and manual.n_templates == 0
+
+
+def test_label_neighbours_reach_only_the_search():
+    for default_search in (False, True):
+        args = _args(default_search=default_search, label_neighbours=50)
+        assert _options(args, searched=True).label_neighbours == 50
+        assert _options(args, searched=False).label_neighbours is None

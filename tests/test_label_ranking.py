@@ -182,3 +182,49 @@ def test_search_mappings_passes_the_ranking(monkeypatch, tmp_path):
     options = SearchOptions(task="SST-2", out=str(tmp_path), label_ranking="pmi", label_whole_words=True)
     assert search_mappings(options, get_task("SST-2"), [], None) == []
     assert seen["ranking"] == "pmi" and seen["whole_words"] is True
+
+
+def test_label_neighbours_option_is_validated():
+    assert SearchOptions(task="SST-2").label_neighbours is None
+    assert SearchOptions.from_dict({"task": "SST-2", "label_neighbours": 50}).label_neighbours == 50
+    with pytest.raises(UserError, match="label_neighbours"):
+        SearchOptions.from_dict({"task": "SST-2", "label_k": 20, "label_neighbours": 10})
+
+
+def test_search_mappings_seeds_neighbours_with_the_task_words(monkeypatch, tmp_path):
+    import dataclasses
+
+    import autoprompt_search.auto_label as auto_label
+    from autoprompt_search.search.sources import search_mappings
+
+    seen = []
+
+    def fake(backbone, task, template, train, **kwargs):
+        seen.append(kwargs)
+        return LabelSearchResult("SST-2", ("0", "1"), "acc", 1, [[5], [6]], [], {5: "dull", 6: "fine"})
+
+    monkeypatch.setattr(auto_label, "search_label_words", fake)
+    task = get_task("SST-2")
+    search_mappings(SearchOptions(task="SST-2", out=str(tmp_path), label_neighbours=40), task, [], None)
+    search_mappings(SearchOptions(task="SST-2", out=str(tmp_path)), task, [], None)
+    placeholders = dataclasses.replace(task, label_words_source="search")
+    search_mappings(SearchOptions(task="SST-2", out=str(tmp_path), label_neighbours=40), placeholders, [], None)
+    assert seen[0]["neighbours"] == 40 and seen[0]["seed_words"].to_mapping() == task.label_words
+    assert seen[1]["neighbours"] is None and seen[1]["seed_words"] is None
+    assert seen[2]["neighbours"] is None and seen[2]["seed_words"] is None
+
+
+def test_a_causal_seed_word_of_several_tokens_is_seeded_by_its_first(tiny_causal, toy_sentiment):
+    from autoprompt_search.auto_label import nearest_neighbour_filter
+
+    task = get_task("SST-2")
+    train, _ = toy_sentiment
+    words = {"0": "terriblezzq", "1": "great"}
+    first = [tiny_causal.tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in words.values()]
+    assert len(first[0]) > 1
+    result = search_label_words(tiny_causal, task, task.template, train, k=3, n=2, progress=False,
+                                seed_words=words, neighbours=6)
+    nearest = nearest_neighbour_filter(tiny_causal.model.get_output_embeddings().weight, [ids[0] for ids in first], 6,
+                                       tiny_causal.word_token_mask())
+    for found, allowed in zip(result.candidates, nearest):
+        assert set(found) <= set(allowed)

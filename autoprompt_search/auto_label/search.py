@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..tasks import Example, TaskSpec
-from ..prompts import Template, Verbalizer, single_token_ids
+from ..prompts import Template, Verbalizer, single_token_ids, word_in_context
 from .candidates import RANKINGS, binarise_at_median, candidate_words, nearest_neighbour_filter, neighbour_masks
 from .exact import top_assignments
 from .results import Assignment, LabelSearchResult
@@ -86,6 +86,10 @@ def _seed_word_ids(backbone, task: TaskSpec, seed_words) -> list[int]:
     verbalizer = seed_words if isinstance(seed_words, Verbalizer) else Verbalizer.from_mapping(
         task, seed_words, source="seed words")
     first_words = Verbalizer(verbalizer.labels, verbalizer.words)  # one seed per class: its first word
+    if getattr(backbone, "kind", None) == "causal":
+        # A causal backbone's candidates are first tokens, so a word of several tokens is seeded by its first.
+        return [backbone.tokenizer(word_in_context(word, "x"), add_special_tokens=False)["input_ids"][0]
+                for word in first_words.words]
     return single_token_ids(backbone.tokenizer, first_words)
 
 

@@ -70,6 +70,10 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--label-whole-words", action="store_true", default=None,
                         help="causal backbones: re-score candidate label words as whole words with the "
                              "classifier's own class score before assigning them")
+    parser.add_argument("--label-neighbours", type=int,
+                        help="N: each class's candidate words are the N nearest tokens (output embeddings) of the "
+                             "task's word for it, or of its label name (LM-BFF's TREC setting; default: the "
+                             "whole vocabulary)")
     parser.add_argument("--label-words-per-class", type=int,
                         help="N > 1: also try one candidate with up to N searched label words per class, their "
                              "scores combined by log-sum-exp (default 1; needs --n-mappings > 0)")

@@ -78,6 +78,10 @@ class SearchOptions:
     label_ranking: str = "logprob"
     # Causal backbones: re-score the candidates as whole words with the classifier's own class score.
     label_whole_words: bool = False
+    # Restrict each class's candidate words to this many nearest tokens of the task's own word for it (or the
+    # word its label name gives) in the backbone's output-embedding space (LM-BFF's TREC setting): searched
+    # words stay near the meaning of the class instead of whatever fits 16 training examples best.
+    label_neighbours: int | None = None
     # > 1: also one candidate whose classes have up to this many label words each, taken from the label
     # search (top assignments, then the ranked candidates), their scores combined by log-sum-exp.
     label_words_per_class: int = 1
@@ -185,6 +189,8 @@ class SearchOptions:
         need(self.beam_width >= 1, "beam_width", "an integer >= 1")
         need(self.label_k >= 1, "label_k", "an integer >= 1")
         need(self.label_ranking in ("logprob", "pmi"), "label_ranking", "'logprob' or 'pmi'")
+        need(self.label_neighbours is None or self.label_neighbours >= self.label_k, "label_neighbours",
+             f"an integer >= label_k ({self.label_k}): each class's candidates are taken from its neighbours")
         need(self.label_words_per_class >= 1, "label_words_per_class", "an integer >= 1")
         need(self.label_words_per_class == 1 or self.n_mappings > 0, "label_words_per_class",
              "1 when n_mappings is 0 (the words come from the label search)")

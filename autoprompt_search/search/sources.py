@@ -93,13 +93,17 @@ def label_search_template(task: TaskSpec, backbone) -> Template:
 
 def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone) -> list[dict]:
     """Auto-L with the manual template: the top assignments by zero-shot training accuracy, candidates
-    ranked by `options.label_ranking` (and scored as whole words with `options.label_whole_words`); with
+    ranked by `options.label_ranking` (and scored as whole words with `options.label_whole_words`), each class's
+    taken from the `options.label_neighbours` nearest tokens of the task's word for it when that is set; with
     `options.label_words_per_class` > 1, one more mapping with that many words per class (`class_word_lists`)."""
     from ..auto_label import class_word_lists, search_label_words
 
+    seeded = options.label_neighbours is not None and task.label_words_source != "search"
     result = search_label_words(backbone, task, label_search_template(task, backbone), train, k=options.label_k,
                                 n=options.n_mappings, progress=options.progress, max_length=options.max_length,
-                                ranking=options.label_ranking, whole_words=options.label_whole_words)
+                                ranking=options.label_ranking, whole_words=options.label_whole_words,
+                                seed_words=Verbalizer.for_task(task) if seeded else None,
+                                neighbours=options.label_neighbours if seeded else None)
     names = {int(k): v for k, v in result.words.items()}
 
     def word_of(token: int) -> str:
@@ -190,6 +194,13 @@ def _searched_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[E
         key["whole_words"] = True
     if options.label_words_per_class > 1:
         key["words_per_class"] = options.label_words_per_class
+    if options.label_neighbours is not None:
+        key["neighbours"] = options.label_neighbours
+        if task.label_words_source == "search":
+            say(f"label words: --label-neighbours needs a word per class to seed them; {task.name} has none, so "
+                "the whole vocabulary is searched")
+        else:
+            key["seed_words"] = Verbalizer.for_task(task).to_mapping()
     if not task.has_manual_prompt:
         key["template"] = task.template
     probe = label_search_template(task, backbone)
