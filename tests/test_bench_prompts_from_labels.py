@@ -48,3 +48,21 @@ def test_label_neighbours_reach_only_the_search():
         args = _args(default_search=default_search, label_neighbours=50)
         assert _options(args, searched=True).label_neighbours == 50
         assert _options(args, searched=False).label_neighbours is None
+
+
+def _report(manual: float, found: float) -> dict:
+    side = {"template": "*cls**sent_0**mask*.*sep+*", "template_source": ["generic"], "label_words": {"0": "a"},
+            "label_words_source": "label names"}
+    return {"manual": {**side, "test_mean_std": [manual, 0.0]},
+            "from_labels": {**side, "test_mean_std": [found, 0.0]}, "ratio": found / manual}
+
+
+def test_per_seed_table_gives_the_ratio_of_means_and_marks_missing_splits():
+    args = _args(default_search=True, tasks=["sst2"], data_seeds=[13, 21, 42], model="m", k=16, test_limit=1000)
+    text = bench.per_seed_markdown({"SST-2": {13: _report(0.8, 0.6), 21: _report(0.8, 0.8)}}, args)
+    summary = next(line for line in text.splitlines() if line.startswith("| SST-2 | 2 |"))
+    assert "70.0 ± 14.1" in summary and "87.5%" in summary and "| 1 / 2 |" in summary
+    assert "Partial: not finished: SST-2 split 42." in text
+    complete = bench.per_seed_markdown({"SST-2": {13: _report(0.8, 0.6)}}, _args(
+        default_search=True, tasks=["sst2"], data_seeds=[13], model="m", k=16, test_limit=1000))
+    assert "Partial" not in complete
