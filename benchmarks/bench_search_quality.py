@@ -62,6 +62,9 @@ def parse_args() -> argparse.Namespace:
                              "candidates are evaluated again with these demonstration modes. The race is the default "
                              "search's, in the same run folders, so a finished search is reused and only the variants run")
     parser.add_argument("--demo-finalists", type=int, default=2, help="the search's --demo-finalists")
+    parser.add_argument("--label-neighbours", type=int, default=None,
+                        help="the search's --label-neighbours (searched words near the task's own words); its runs "
+                             "get folders of their own (<task>-label-neighbours-N)")
     parser.add_argument("--protocol", choices=("per-seed", "pooled"), default="per-seed",
                         help="a search per seed (LM-BFF; the default) or one search over all seeds")
     parser.add_argument("--threads", type=int, default=1)
@@ -84,6 +87,8 @@ def settings_of(args) -> dict:
         del settings["demonstrations"]
     if not settings["finalist_demonstrations"]:  # likewise
         del settings["finalist_demonstrations"], settings["demo_finalists"]
+    if settings["label_neighbours"] is None:  # likewise
+        del settings["label_neighbours"]
     return settings
 
 
@@ -96,12 +101,15 @@ def search_options(args, task_name: str, seed: int | None = None) -> SearchOptio
     out = Path(args.out_root) / Path(args.model).name / task_name.lower()  # a folder model by its name
     if args.demonstrations != ["off"]:
         out = out.with_name(out.name + "-demos-" + "-".join(args.demonstrations))
+    if args.label_neighbours is not None:  # another race: sharing a folder would mix its candidates with the default's
+        out = out.with_name(out.name + f"-label-neighbours-{args.label_neighbours}")
     if seed is not None:
         out = out / f"seed{seed}"
     return SearchOptions(task=task_name, model=args.model, seeds=(seed,) if seed is not None else tuple(args.seeds),
                          out=str(out), data_dir=args.data_dir, test_limit=args.test_limit, progress=False,
                          ensemble_size=args.ensemble_size, demonstrations=tuple(args.demonstrations),
-                         finalist_demonstrations=tuple(args.finalist_demonstrations), demo_finalists=args.demo_finalists)
+                         finalist_demonstrations=tuple(args.finalist_demonstrations), demo_finalists=args.demo_finalists,
+                         label_neighbours=args.label_neighbours)
 
 
 def search_units(args) -> list[int | None]:

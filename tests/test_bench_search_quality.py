@@ -1,0 +1,25 @@
+"""bench_search_quality: a variant's settings and run folders keep earlier results resumable and apart."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from benchmark_scripts import load_benchmark
+
+bench = load_benchmark("bench_search_quality")
+
+
+def _args(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["bench_search_quality.py", *argv])
+    return bench.parse_args()
+
+
+def test_label_neighbours_runs_get_their_own_folders_and_settings(monkeypatch):
+    plain = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13")
+    near = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13", "--label-neighbours", "50")
+    assert "label_neighbours" not in bench.settings_of(plain)  # files written before the option still resume
+    assert bench.settings_of(near)["label_neighbours"] == 50
+    default, variant = bench.search_options(plain, "SST-2", 13), bench.search_options(near, "SST-2", 13)
+    assert default.label_neighbours is None and variant.label_neighbours == 50
+    assert Path(default.out).parent.name == "sst-2"
+    assert Path(variant.out).parent.name == "sst-2-label-neighbours-50"
