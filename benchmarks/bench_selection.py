@@ -34,11 +34,13 @@ def _with_demonstrations(candidate) -> bool:
 
 
 def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT_ALPHA,
-                     race_only: bool = False) -> tuple[dict, dict]:
+                     race_only: bool = False, defend_start: bool = False) -> tuple[dict, dict]:
     """({rule: Selection}, facts about the search: its task, seeds, final budget, configuration hash, the task
     prompt's candidate id, the opened leaderboard and the final ranking) for the leaderboard's latest search.
     `race_only`: leave out candidates with demonstrations and ensembles holding one, i.e. replay a search whose race
-    ran without demonstrations as it stood before finalist demonstrations were added to it."""
+    ran without demonstrations as it stood before finalist demonstrations were added to it. `defend_start`: a task
+    given only label names has its starting prompt (generic template, label-name words) defended by the paired
+    rules as a hand-written prompt is."""
     board = Leaderboard(path)
     config_hash = board.latest_config_hash()
     config = stored_config(board, config_hash)
@@ -49,7 +51,7 @@ def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT
     ranking = board.ranking(budget=steps, config_hash=config_hash)
     if race_only:
         ranking = [entry for entry in ranking if not _with_demonstrations(entry.candidate)]
-    incumbent = candidate_id(make_candidate(task.template, Verbalizer.for_task(task))) if task.has_manual_prompt else None
+    incumbent = defended_prompt_id(task, defend_start)
 
     def dev(cid: str, seed: int):
         return load_predictions(board, config_hash, cid, seed, steps).get("dev")
@@ -61,8 +63,16 @@ def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT
     return choices, facts
 
 
-def replay(path: Path, alpha: float, rules: tuple[str, ...], race_only: bool = False) -> dict:
-    choices, facts = replayed_choices(path, rules=rules, alpha=alpha, race_only=race_only)
+def defended_prompt_id(task, defend_start: bool = False) -> str | None:
+    """The candidate id of the prompt the paired rules defend: the hand-written one; with `defend_start` also the
+    starting prompt of a task given only label names; None for placeholder words (no prompt of the task's own)."""
+    own = task.has_manual_prompt or (defend_start and task.label_words_source != "search")
+    return candidate_id(make_candidate(task.template, Verbalizer.for_task(task))) if own else None
+
+
+def replay(path: Path, alpha: float, rules: tuple[str, ...], race_only: bool = False,
+           defend_start: bool = False) -> dict:
+    choices, facts = replayed_choices(path, rules=rules, alpha=alpha, race_only=race_only, defend_start=defend_start)
     row = {"leaderboard": str(path), "task": facts["task"], "seeds": facts["seeds"], "steps": facts["steps"]}
     incumbent = [entry for entry in facts["ranking"] if entry.candidate_id == facts["incumbent"]]
     row["task_prompt_test"] = incumbent[0].mean_test if incumbent else None
@@ -98,12 +108,17 @@ def main() -> None:
     parser.add_argument("--race-only", action="store_true",
                         help="leave out finalist demonstration variants (and ensembles holding one): replay searches "
                              "whose race ran without demonstrations as they stood before variants were added")
+    parser.add_argument("--defend-start", action="store_true",
+                        help="tasks given only label names: the paired rules defend their starting prompt (generic "
+                             "template, label-name words) as they defend a hand-written one")
     parser.add_argument("--name", default="selection")
     args = parser.parse_args()
     rules = tuple(args.rules)
-    rows = [replay(path, args.alpha, rules, args.race_only) for path in args.leaderboards]
+    rows = [replay(path, args.alpha, rules, args.race_only, args.defend_start) for path in args.leaderboards]
     lines = [f"Rules replayed on {len(rows)} finished search(es)"
              + (" without their finalist demonstration variants (--race-only)" if args.race_only else "")
+             + (" with the starting prompt of tasks given only label names as the task's prompt (--defend-start)"
+                if args.defend_start else "")
              + f"; paired rules at alpha {args.alpha}. Each cell: the "
              f"pick, its dev and test metric; for a paired rule the record of the strongest challenger against the "
              f"task's prompt (wins / losses, p).", "",

@@ -41,3 +41,22 @@ def test_race_only_recognises_variants_with_demonstrations_and_ensembles_holding
     assert not bench._with_demonstrations(plain) and bench._with_demonstrations(variant)
     assert bench._with_demonstrations({"ensemble": [plain, variant]})
     assert not bench._with_demonstrations({"ensemble": [plain, plain]})
+
+
+def test_defend_start_makes_a_from_label_names_task_defend_its_starting_prompt(bench):
+    import dataclasses
+
+    from autoprompt_search.prompts import Verbalizer
+    from autoprompt_search.search.records import candidate_id
+    from autoprompt_search.tasks import generic_template, get_task
+
+    sst2 = get_task("SST-2")
+    manual = candidate_id(make_candidate(sst2.template, Verbalizer.for_task(sst2)))
+    assert bench.defended_prompt_id(sst2) == bench.defended_prompt_id(sst2, defend_start=True) == manual
+    named = dataclasses.replace(sst2, template=generic_template(1), template_source="generic",
+                                label_words={"0": "negative", "1": "positive"}, label_words_source="label_names")
+    start = candidate_id(make_candidate(generic_template(1), {"0": "negative", "1": "positive"}))
+    assert bench.defended_prompt_id(named) is None
+    assert bench.defended_prompt_id(named, defend_start=True) == start != manual
+    placeholders = dataclasses.replace(named, label_words_source="search")
+    assert bench.defended_prompt_id(placeholders, defend_start=True) is None
