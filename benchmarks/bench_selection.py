@@ -34,7 +34,7 @@ def _with_demonstrations(candidate) -> bool:
 
 
 def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT_ALPHA,
-                     race_only: bool = False, defend_start: bool = False) -> tuple[dict, dict]:
+                     race_only: bool = False, defend_start: bool = True) -> tuple[dict, dict]:
     """({rule: Selection}, facts about the search: its task, seeds, final budget, configuration hash, the task
     prompt's candidate id, the opened leaderboard and the final ranking) for the leaderboard's latest search.
     `race_only`: leave out candidates with demonstrations and ensembles holding one, i.e. replay a search whose race
@@ -63,15 +63,16 @@ def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT
     return choices, facts
 
 
-def defended_prompt_id(task, defend_start: bool = False) -> str | None:
-    """The candidate id of the prompt the paired rules defend: the hand-written one; with `defend_start` also the
-    starting prompt of a task given only label names; None for placeholder words (no prompt of the task's own)."""
-    own = task.has_manual_prompt or (defend_start and task.label_words_source != "search")
+def defended_prompt_id(task, defend_start: bool = True) -> str | None:
+    """The candidate id of the prompt the paired rules defend: the task's own (`TaskSpec.has_own_prompt`: hand-written,
+    or the starting prompt of a task given only label names), as the search does; without `defend_start` only a
+    hand-written one, as before; None for placeholder words."""
+    own = task.has_own_prompt if defend_start else task.has_manual_prompt
     return candidate_id(make_candidate(task.template, Verbalizer.for_task(task))) if own else None
 
 
 def replay(path: Path, alpha: float, rules: tuple[str, ...], race_only: bool = False,
-           defend_start: bool = False) -> dict:
+           defend_start: bool = True) -> dict:
     choices, facts = replayed_choices(path, rules=rules, alpha=alpha, race_only=race_only, defend_start=defend_start)
     row = {"leaderboard": str(path), "task": facts["task"], "seeds": facts["seeds"], "steps": facts["steps"]}
     incumbent = [entry for entry in facts["ranking"] if entry.candidate_id == facts["incumbent"]]
@@ -108,17 +109,18 @@ def main() -> None:
     parser.add_argument("--race-only", action="store_true",
                         help="leave out finalist demonstration variants (and ensembles holding one): replay searches "
                              "whose race ran without demonstrations as they stood before variants were added")
-    parser.add_argument("--defend-start", action="store_true",
+    parser.add_argument("--defend-start", action=argparse.BooleanOptionalAction, default=True,
                         help="tasks given only label names: the paired rules defend their starting prompt (generic "
-                             "template, label-name words) as they defend a hand-written one")
+                             "template, label-name words) as they defend a hand-written one, as the search does "
+                             "(default); --no-defend-start replays the rule before that, which defended only a "
+                             "hand-written prompt")
     parser.add_argument("--name", default="selection")
     args = parser.parse_args()
     rules = tuple(args.rules)
     rows = [replay(path, args.alpha, rules, args.race_only, args.defend_start) for path in args.leaderboards]
     lines = [f"Rules replayed on {len(rows)} finished search(es)"
              + (" without their finalist demonstration variants (--race-only)" if args.race_only else "")
-             + (" with the starting prompt of tasks given only label names as the task's prompt (--defend-start)"
-                if args.defend_start else "")
+             + (" with only a hand-written prompt defended (--no-defend-start)" if not args.defend_start else "")
              + f"; paired rules at alpha {args.alpha}. Each cell: the "
              f"pick, its dev and test metric; for a paired rule the record of the strongest challenger against the "
              f"task's prompt (wins / losses, p).", "",

@@ -43,7 +43,7 @@ def test_race_only_recognises_variants_with_demonstrations_and_ensembles_holding
     assert not bench._with_demonstrations({"ensemble": [plain, plain]})
 
 
-def test_defend_start_makes_a_from_label_names_task_defend_its_starting_prompt(bench):
+def test_a_from_label_names_task_defends_its_starting_prompt_unless_told_not_to(bench):
     import dataclasses
 
     from autoprompt_search.prompts import Verbalizer
@@ -56,7 +56,7 @@ def test_defend_start_makes_a_from_label_names_task_defend_its_starting_prompt(b
     named = dataclasses.replace(sst2, template=generic_template(1), template_source="generic",
                                 label_words={"0": "negative", "1": "positive"}, label_words_source="label_names")
     start = candidate_id(make_candidate(generic_template(1), {"0": "negative", "1": "positive"}))
-    assert bench.defended_prompt_id(named) is None
-    assert bench.defended_prompt_id(named, defend_start=True) == start != manual
+    assert bench.defended_prompt_id(named, defend_start=False) is None
+    assert bench.defended_prompt_id(named) == start != manual
     placeholders = dataclasses.replace(named, label_words_source="search")
     assert bench.defended_prompt_id(placeholders, defend_start=True) is None

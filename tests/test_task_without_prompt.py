@@ -160,13 +160,18 @@ def test_a_task_with_only_data_and_labels_runs_the_whole_search(tiny_causal_fold
         words_source = candidate["label_words_source"]
         assert words_source.startswith("label search") == (candidate["label_words"] in searched_words)
 
-    best = result.best.candidate
     found_by = document["found_by"]
-    assert (document["template"]["lmbff"], document["label_words"]) == (best["template"], best["label_words"])
-    reported = next(c for c in candidates if {k: c[k] for k in best} == best)
+    exported = next(e.candidate for e in result.ranking if e.candidate_id == found_by["candidate_id"])
+    assert (document["template"]["lmbff"], document["label_words"]) == (exported["template"], exported["label_words"])
+    reported = next(c for c in candidates if {k: c[k] for k in exported} == exported)
     assert found_by["template_source"] == reported["template_source"]
     assert found_by["label_words_source"] == reported["label_words_source"]
     assert any(f"label words from: {found_by['label_words_source']}" in m for m in messages)
+    # The starting prompt from label names is defended like a hand-written one; placeholders are no prompt.
+    if task.label_words_source == "search":
+        assert found_by["selection"]["rule"] == "dev"
+    else:
+        assert found_by["selection"]["rule"] == "paired-loss" and "own prompt" in found_by["selection"]["reason"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def run_pipeline(options: SearchOptions, say=print):
             f"a rerun skips them unless given --retry-failed")
     finalists = evaluate_finalist_demonstrations(study, result, options.finalist_demonstrations, options.demo_finalists,
                                                  task.num_sentences, task.num_classes,
-                                                 task_prompt_id=task_prompt if task.has_manual_prompt else None,
+                                                 task_prompt_id=task_prompt if task.has_own_prompt else None,
                                                  progress=options.progress, say=say)
     if finalists.candidates:
         candidates = [*candidates, *finalists.candidates]
@@ -150,7 +150,7 @@ def run_pipeline(options: SearchOptions, say=print):
     plot_leaderboard(leaderboard, out / "progress.png", config_hash=study.config_hash)
     say(leaderboard.to_table(config_hash=study.config_hash))
     selection = select_final(
-        result.ranking, task, rule=options.selection, incumbent_id=task_prompt if task.has_manual_prompt else None,
+        result.ranking, task, rule=options.selection, incumbent_id=task_prompt if task.has_own_prompt else None,
         seeds=options.seeds,
         dev_predictions=lambda cid, seed: load_predictions(leaderboard, study.config_hash, cid, seed,
                                                            options.max_steps).get("dev"),

@@ -38,6 +38,12 @@ class TaskSpec:
         return self.template_source == "manual" and self.label_words_source == "manual"
 
     @property
+    def has_own_prompt(self) -> bool:
+        """A prompt of the task's own that the export rule defends: hand-written, or started from its label names
+        (generic template, label-name words). Placeholder words that the search replaces are none."""
+        return self.label_words_source != "search"
+
+    @property
     def first_label_words(self) -> dict[str, str]:
         """Each class's first label word (label -> word, no "_combine"), for what has room for one word per class."""
         words = first_words(self.label_words)
