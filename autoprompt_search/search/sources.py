@@ -98,7 +98,7 @@ def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Exam
     `options.label_words_per_class` > 1, one more mapping with that many words per class (`class_word_lists`)."""
     from ..auto_label import class_word_lists, search_label_words
 
-    seeded = options.label_neighbours is not None and task.label_words_source != "search"
+    seeded = options.label_neighbours is not None and task.has_own_prompt
     result = search_label_words(backbone, task, label_search_template(task, backbone), train, k=options.label_k,
                                 n=options.n_mappings, progress=options.progress, max_length=options.max_length,
                                 ranking=options.label_ranking, whole_words=options.label_whole_words,
@@ -196,7 +196,7 @@ def _searched_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[E
         key["words_per_class"] = options.label_words_per_class
     if options.label_neighbours is not None:
         key["neighbours"] = options.label_neighbours
-        if task.label_words_source == "search":
+        if not task.has_own_prompt:
             say(f"label words: --label-neighbours needs a word per class to seed them; {task.name} has none, so "
                 "the whole vocabulary is searched")
         else:
