@@ -98,6 +98,26 @@ def run_task(task_name: str, args) -> dict:
     return report
 
 
+def search_description(args) -> str:
+    """What the from-labels search ran with, for the tables' footnotes."""
+    defaults = SearchOptions(task="")
+    search = (f"the default search (SearchOptions' own settings: halving {defaults.min_steps} -> {defaults.max_steps} "
+              f"steps, {defaults.n_templates} generated templates, {defaults.n_mappings} searched mappings; the manual "
+              f"prompt fine-tuned once at {defaults.max_steps} steps)" if args.default_search else
+              f"each prompt fine-tuned {args.max_steps} steps" if args.start_only else
+              f"halving {args.min_steps} -> {args.max_steps} steps; {args.n_templates} generated templates (beam "
+              f"{args.beam_width}, screened zero-shot on {args.screening_split}), {args.n_mappings} searched "
+              f"mappings (label k {args.label_k})")
+    if args.label_neighbours:
+        search += (f"; searched words from the {args.label_neighbours} nearest tokens of each label name "
+                   "(`--label-neighbours`)")
+    if args.finalist_demonstrations:
+        search += (f"; then the race's best {SearchOptions.demo_finalists} with "
+                   f"{' and '.join(args.finalist_demonstrations)} demonstrations (`--finalist-demonstrations`; the "
+                   "manual prompt is fine-tuned without)")
+    return search
+
+
 def markdown(reports: list[dict], args) -> str:
     lines = ["| task | manual prompt (test) | from label names (test) | ratio | picked template (source) | "
              "picked words (source) | demonstrations | candidates / evaluations / seconds |",
@@ -116,21 +136,7 @@ def markdown(reports: list[dict], args) -> str:
     if args.start_only:
         lines.append("`--start-only`: no templates generated and no words searched; 'from label names' is the "
                      "search's starting prompt alone (generic template, words read from the label names).")
-    defaults = SearchOptions(task="")
-    search = (f"the default search (SearchOptions' own settings: halving {defaults.min_steps} -> {defaults.max_steps} "
-              f"steps, {defaults.n_templates} generated templates, {defaults.n_mappings} searched mappings; the manual "
-              f"prompt fine-tuned once at {defaults.max_steps} steps)" if args.default_search else
-              f"each prompt fine-tuned {args.max_steps} steps" if args.start_only else
-              f"halving {args.min_steps} -> {args.max_steps} steps; {args.n_templates} generated templates (beam "
-              f"{args.beam_width}, screened zero-shot on {args.screening_split}), {args.n_mappings} searched "
-              f"mappings (label k {args.label_k})")
-    if args.label_neighbours:
-        search += (f"; searched words from the {args.label_neighbours} nearest tokens of each label name "
-                   "(`--label-neighbours`)")
-    if args.finalist_demonstrations:
-        search += (f"; then the race's best {SearchOptions.demo_finalists} with "
-                   f"{' and '.join(args.finalist_demonstrations)} demonstrations (`--finalist-demonstrations`; the "
-                   "manual prompt is fine-tuned without)")
+    search = search_description(args)
     lines.append(f"Model {args.model}; the k-shot split of data seed {args.data_seed} (K={args.k}) as a custom task; "
                  f"training seeds {args.seeds}; {search}; test: a seeded sample of {args.test_limit} examples, "
                  "the same for both prompts.")
@@ -180,14 +186,8 @@ def per_seed_markdown(reports: dict[str, dict[int, dict]], args) -> str:
             at_90 = sum(r["ratio"] >= 0.9 for r in found.values())
             summary.append(f"| {task} | {len(found)} | {fmt(*manual)} | {fmt(*ours)} | {ours[0] / manual[0] * 100:.1f}% "
                            f"| {at_90} / {len(found)} |")
-    defaults = SearchOptions(task="")
-    search = (f"the default search (halving {defaults.min_steps} -> {defaults.max_steps} steps, "
-              f"{defaults.n_templates} generated templates, {defaults.n_mappings} searched mappings; the manual prompt "
-              f"fine-tuned once at {defaults.max_steps} steps)" if args.default_search else
-              f"halving {args.min_steps} -> {args.max_steps} steps")
-    if args.label_neighbours:
-        search += f"; searched words from the {args.label_neighbours} nearest tokens of each label name"
-    notes = [f"Model {args.model}; per split D (K={args.k}): a custom task of that split, trained on seed D; {search}; "
+    notes = [f"Model {args.model}; per split D (K={args.k}): a custom task of that split, trained on seed D; "
+             f"{search_description(args)}; "
              f"test: a seeded sample of at most {args.test_limit} examples, the same for both prompts. The target "
              "(issue 14): from label names alone at least 90% of the manual prompt."]
     if missing:

@@ -5,15 +5,18 @@
 one to three dev examples ahead of the manual prompt, at test 80.9 +- 4.1 against the manual prompt's
 83.6 +- 0.8 (results/selection_sst-2.md).
 
-"paired" treats the task's hand-written prompt, which halving keeps to the final rung, as the incumbent: a
-candidate ranked above it replaces it only when it wins on significantly more of the same dev examples than it
-loses (one-sided exact sign test over the discordant examples of every seed, p <= alpha). Among such
-candidates the best ranked is exported. Where finalist demonstrations gave the task's prompt a version with
-demonstrations, the incumbent is whichever version of it ranks higher: showing demonstrations is chosen on dev
-like the checkpoint is, since the prompt defended is the same. Without a hand-written prompt in the final rung
-(`--no-keep-task-prompt`, or a task file whose prompt was derived from label names: no prior to defend), or
-for regression tasks, the dev rule applies. Candidates without stored per-example predictions (rows stored
-before predictions were) cannot challenge; ensemble rows store theirs.
+"paired" treats the task's own prompt (`TaskSpec.has_own_prompt`: hand-written, or for a task file given only
+label names its starting prompt, the generic template with the label-name words), which halving keeps to the
+final rung, as the incumbent: a candidate ranked above it replaces it only when it wins on significantly more
+of the same dev examples than it loses (one-sided exact sign test over the discordant examples of every seed,
+p <= alpha). Among such candidates the best ranked is exported. Where finalist demonstrations gave the task's
+prompt a version with demonstrations, the incumbent is whichever version of it ranks higher: showing
+demonstrations is chosen on dev like the checkpoint is, since the prompt defended is the same. Without that
+prompt in the final rung (`--no-keep-task-prompt`, or placeholder label words that the search replaces: no
+prompt to defend), or for regression tasks, the dev rule applies. Defending the starting prompt of a task from
+label names met a criterion fixed before 18 held-out searches (results/from_labels_selection_plan.md).
+Candidates without stored per-example predictions (rows stored before predictions were) cannot challenge;
+ensemble rows store theirs.
 
 "paired-loss" (the default since it met a criterion fixed before 16 held-out searches finished:
 results/selection_rules_heldout16_smollm2-135m.md) keeps the incumbent and the order of challengers (only
@@ -162,7 +165,7 @@ def select_final(ranking: Sequence[RankedCandidate], task: TaskSpec, *, rule: st
         raise ValueError(f"selection rule: expected one of {', '.join(SELECTIONS)}, got {rule!r}")
     if rule == "dev" or incumbent_id not in ids or task.is_regression:
         why = ("the best mean dev metric" if rule == "dev" else
-               "the best mean dev metric (no hand-written prompt in the final rung)" if incumbent_id not in ids else
+               "the best mean dev metric (no prompt of the task's own in the final rung)" if incumbent_id not in ids else
                "the best mean dev metric (the paired test is for classification)")
         return Selection(top, "dev", why)
     incumbent = best_task_prompt_version(ranking, incumbent_id)
