@@ -35,6 +35,8 @@ _EXPORTS = {
     # the search and its leaderboard
     "SearchOptions": "search", "SearchResult": "search", "Study": "search", "Leaderboard": "search",
     "run_pipeline": "search",
+    # prompt-based vs standard fine-tuning on a task
+    "ComparisonOptions": "comparison", "run_comparison": "comparison",
     "UserError": "errors",
 }
 

@@ -7,6 +7,7 @@
     search-templates leaderboard --out DIR        print the ranking (and plot it)
     search-templates export --out DIR             write the best prompt as JSON
     search-templates predict --prompt best.json   classify texts with an exported prompt
+    search-templates compare --task sst2          prompt-based vs standard fine-tuning, with numbers
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..textfiles import check_text
+from .compare import build_compare_parser
 from .export import build_export_parser
 from .generate import build_generate_parser
 from .labels import build_labels_parser
@@ -31,7 +33,7 @@ from .search import build_search_parser
 
 SUBCOMMANDS = {"search": build_search_parser, "render": build_render_parser, "labels": build_labels_parser,
                "generate": build_generate_parser, "leaderboard": build_leaderboard_parser,
-               "export": build_export_parser, "predict": build_predict_parser}
+               "export": build_export_parser, "predict": build_predict_parser, "compare": build_compare_parser}
 DEBUG_FLAG = "--debug"
 LOG_NAME = "search-templates-error.log"
 
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        args.command_line = argv  # as given, for what records the command that made it
         return args.func(args)
     except UserError as error:
         print(f"search-templates: error: {_one_line(str(error))}", file=sys.stderr)

@@ -31,6 +31,7 @@ _EXPORTS = {
     'options': ('SearchOptions', 'make_strategy', 'search_executor'),
     'sources': ('generate_templates', 'search_mappings', 'build_candidates'),
     'prompt_origin': ('check_derived_prompt',),
+    'path_checks': ('check_out_folder', 'check_model_folder'),
     'pipeline': ('demonstration_section_for', 'prompt_document', 'run_pipeline'),
     'predictions': ('SplitPredictions', 'load_predictions'),
     'selection': ('SELECTIONS', 'Selection', 'select_final'),
