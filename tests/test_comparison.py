@@ -214,3 +214,28 @@ def test_the_command_prints_the_table_and_a_bad_flag_is_one_line(task_file, tiny
     assert "zero-shot prompt (no training)" in printed and f"Command: `search-templates compare --task {task_file}" in printed
     code = cli_main(["compare", "--task", str(task_file), "--methods", "head"])
     assert code == 2
+
+
+def test_a_prompt_with_demonstrations_is_scored_zero_shot_on_every_seed_with_its_own_sampler_settings(
+        task_file, tiny_mlm_folder, tmp_path):
+    from autoprompt_search.comparison.methods import evaluator_settings
+    from autoprompt_search.data import load_split, load_task
+    from autoprompt_search.prompts import build_document, demonstration_section
+
+    task = load_task(str(task_file))
+    pool = load_split(task, "train", seed=13)
+    section = demonstration_section("random", {"filter_rate": 0.3, "inference_samples": 2, "encoder": "minilm-l6",
+                                               "lengths": {"max_length": 200}}, pool, 13)
+    document = build_document(task, "tiny", {"template": "*cls**sent_0*_It_was*mask*.*sep+*", "label_words": LABEL_WORDS,
+                                             "demonstrations": "random"}, dev={}, demonstrations=section)
+    prompt = tmp_path / "best.json"
+    prompt.write_text(json.dumps(document), encoding="utf-8")
+    options = options_for(task_file, tiny_mlm_folder, tmp_path / "cmp", prompt=str(prompt), seeds=(13, 21))
+    options.validate()
+    candidates = options.prompt_candidates(task)
+    assert candidates[0]["demonstrations"] == "random"
+    assert [unit for unit in planned_units(options, candidates) if unit[0] == "zero-shot"] == [
+        ("zero-shot", 13, None), ("zero-shot", 21, None)]
+    settings = evaluator_settings(options, task, test_at_steps=2)
+    assert (settings.demo_filter_rate, settings.demo_inference_samples, settings.demo_lengths) == (
+        0.3, 2, {"max_length": 200})

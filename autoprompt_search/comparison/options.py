@@ -7,7 +7,7 @@ or from label names) or an exported one (`best.json`, one prompt or an ensemble)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ class ComparisonOptions:
     device: str | None = None
     out: str | None = None             # None: runs/compare-<task name>
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)
@@ -120,7 +119,7 @@ class ComparisonOptions:
 
         section = read_document(self.prompt).members()[0].document.get("demonstrations") or {}
         keys = {"filter_rate": "demo_filter_rate", "inference_samples": "demo_inference_samples",
-                "encoder": "demo_encoder"}
+                "encoder": "demo_encoder", "lengths": "demo_lengths"}
         return {target: section[source] for source, target in keys.items() if section.get(source) is not None}
 
     def check_splits(self, task) -> None:
@@ -142,6 +141,7 @@ class ComparisonOptions:
         """What every stored result depends on besides its seed's data: a folder holding results made with
         other settings is not reused (`ResultStore`)."""
         return {"task": task.name, "labels": list(task.labels), "prompt": self.prompt_candidates(task),
+                "demonstration_settings": self.demonstration_settings(),
                 "model": self.backbone_name(), "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
                 "max_length": self.max_length, "precision": self.resolved_precision(), "k": self.k,
                 "test_limit": self.test_limit}
