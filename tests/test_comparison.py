@@ -131,7 +131,7 @@ def test_results_made_with_other_settings_are_never_mixed_in(task_file, tiny_mlm
     out = tmp_path / "cmp"
     run_comparison(options_for(task_file, tiny_mlm_folder, out, methods=("zero-shot",), seeds=(13,)), say=lambda _: None)
     before = (out / "comparison.json").read_text(encoding="utf-8")
-    with pytest.raises(UserError, match=r"comparison\.json: holds results made with other settings \(lr, steps\)"):
+    with pytest.raises(UserError, match=r"comparison\.json: holds results made with other settings \(lr, standard_lr, standard_steps, steps\)"):
         run_comparison(options_for(task_file, tiny_mlm_folder, out, methods=("zero-shot",), seeds=(13,), steps=3,
                                    lr=2e-3), say=lambda _: None)
     assert (out / "comparison.json").read_text(encoding="utf-8") == before
@@ -239,3 +239,24 @@ def test_a_prompt_with_demonstrations_is_scored_zero_shot_on_every_seed_with_its
     settings = evaluator_settings(options, task, test_at_steps=2)
     assert (settings.demo_filter_rate, settings.demo_inference_samples, settings.demo_lengths) == (
         0.3, 2, {"max_length": 200})
+
+
+def test_standard_fine_tuning_can_have_its_own_steps_and_learning_rate(task_file, tiny_mlm_folder, tmp_path,
+                                                                       monkeypatch):
+    import autoprompt_search.training as training
+
+    clear_process_state()
+    seen = []
+    real = training.fine_tune
+
+    def spy(backbone, task, prompt, *args, **kwargs):
+        seen.append((prompt is None, args[2].steps, args[2].lr))
+        return real(backbone, task, prompt, *args, **kwargs)
+
+    monkeypatch.setattr(training, "fine_tune", spy)
+    out = tmp_path / "cmp"
+    run_comparison(options_for(task_file, tiny_mlm_folder, out, methods=("standard",), seeds=(13,), standard_steps=3,
+                               standard_lr=0.01), say=lambda _: None)
+    assert seen == [(True, 3, 0.01)]
+    assert stored_units(out)["standard/13"]["steps"] == 3
+    assert "(standard fine-tuning: 3 steps at 0.01)" in (out / "comparison.md").read_text(encoding="utf-8")

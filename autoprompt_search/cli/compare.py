@@ -24,6 +24,10 @@ def build_compare_parser(sub) -> None:
                         help="k-shot splits, one fine-tuning run per method on each (default: LM-BFF's five)")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps, help="training steps of both fine-tunings")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="learning rate of both fine-tunings")
+    parser.add_argument("--standard-steps", type=int, default=None,
+                        help="training steps of standard fine-tuning alone (default: --steps)")
+    parser.add_argument("--standard-lr", type=float, default=None,
+                        help="learning rate of standard fine-tuning alone (default: --lr)")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--max-length", type=int, default=TrainConfig.max_length)
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto")
@@ -42,7 +46,8 @@ def run_compare(args) -> int:
     from ..models import quiet_transformers
 
     options = ComparisonOptions(task=args.task, prompt=args.prompt, methods=tuple(args.methods), model=args.model,
-                                seeds=tuple(args.seeds), steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                                seeds=tuple(args.seeds), steps=args.steps, lr=args.lr, standard_steps=args.standard_steps,
+                                standard_lr=args.standard_lr, batch_size=args.batch_size,
                                 max_length=args.max_length, precision=args.precision, k=args.k,
                                 data_dir=args.data_dir, test_limit=args.test_limit, device=args.device, out=args.out,
                                 progress=not args.no_progress)

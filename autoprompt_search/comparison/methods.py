@@ -49,7 +49,8 @@ def _plain(values):
 
 
 def standard_unit(options: ComparisonOptions, task, seed: int) -> dict[str, Any]:
-    """A classification head on the backbone, fine-tuned on `seed`'s split with the prompt's settings."""
+    """A classification head on the backbone, fine-tuned on `seed`'s split with the prompt's settings (its own
+    steps and learning rate where given)."""
     from ..models import load_classifier
     from ..training import fine_tune, release_freed_memory
 
@@ -61,13 +62,14 @@ def standard_unit(options: ComparisonOptions, task, seed: int) -> dict[str, Any]
     classifier = load_classifier(options.backbone_name(), task.num_classes, device=options.device,
                                  max_length=options.max_length, seed=seed)
     try:
-        result = fine_tune(classifier, task, None, train, dev, options.train_config(seed), test=test, progress=False,
+        result = fine_tune(classifier, task, None, train, dev, options.train_config(seed, standard=True), test=test,
+                           progress=False,
                            desc=f"standard fine-tuning, seed {seed}")
     finally:
         del classifier
         release_freed_memory()
     return {"dev": result.dev.main, "test": result.test.main, "test_metrics": dict(result.test.metrics),
-            "best_step": result.best_step, "steps": options.steps,
+            "best_step": result.best_step, "steps": options.head_steps,
             "examples": {"dev": len(dev), "test": len(test)}, "seconds": time.perf_counter() - start,
             "dev_labels": [e.label for e in dev], "dev_scores": _plain(result.dev.scores),
             "test_labels": [e.label for e in test], "test_scores": _plain(result.test.scores)}

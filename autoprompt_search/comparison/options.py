@@ -29,6 +29,10 @@ class ComparisonOptions:
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     steps: int = TrainConfig.steps
     lr: float = TrainConfig.lr
+    # Standard fine-tuning's own budget (None: the prompt's): a head that starts from random weights may need
+    # more steps or a larger learning rate than a prompt, and a fair comparison lets the user give them.
+    standard_steps: int | None = None
+    standard_lr: float | None = None
     batch_size: int = TrainConfig.batch_size
     max_length: int = TrainConfig.max_length
     precision: str = "auto"
@@ -57,7 +61,8 @@ class ComparisonOptions:
             raise UserError(f"--methods: {list(self.methods)} names a method twice")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"--seeds: got {list(self.seeds)}, expected one or more different integers")
-        for name, value, low in (("--steps", self.steps, 1), ("--batch-size", self.batch_size, 1),
+        for name, value, low in (("--steps", self.steps, 1), ("--standard-steps", self.head_steps, 1),
+                                 ("--batch-size", self.batch_size, 1),
                                  ("--max-length", self.max_length, 8), ("--k", self.k, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"{name}: got {value!r}, expected an integer >= {low}")
@@ -65,6 +70,7 @@ class ComparisonOptions:
             raise UserError(f"--test-limit: got {self.test_limit!r}, expected an integer >= 1")
         TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, max_length=self.max_length,
                     precision=self.precision).validate("training settings (--steps, --lr, --batch-size, --precision)")
+        TrainConfig(steps=self.head_steps, lr=self.head_lr).validate("standard fine-tuning (--standard-steps, --standard-lr)")
         task = self.load_task()
         self.prompt_candidates(task)
         self.check_splits(task)
@@ -132,17 +138,27 @@ class ComparisonOptions:
                     raise UserError(f"task {task.name}: the test split (seed {seed}) has examples without a label; "
                                     f"the comparison scores every method on labelled test examples")
 
-    def train_config(self, seed: int, steps: int | None = None) -> TrainConfig:
-        return TrainConfig(steps=self.steps if steps is None else steps, lr=self.lr, batch_size=self.batch_size,
-                           max_length=self.max_length, precision=self.resolved_precision(), seed=seed,
-                           eval_every=min(TrainConfig.eval_every, self.steps))
+    @property
+    def head_steps(self) -> int:
+        return self.steps if self.standard_steps is None else self.standard_steps
+
+    @property
+    def head_lr(self) -> float:
+        return self.lr if self.standard_lr is None else self.standard_lr
+
+    def train_config(self, seed: int, *, standard: bool = False) -> TrainConfig:
+        """The training settings of prompt-based fine-tuning, or with `standard` of the classification head."""
+        steps, lr = (self.head_steps, self.head_lr) if standard else (self.steps, self.lr)
+        return TrainConfig(steps=steps, lr=lr, batch_size=self.batch_size, max_length=self.max_length,
+                           precision=self.resolved_precision(), seed=seed, eval_every=min(TrainConfig.eval_every, steps))
 
     def settings(self, task) -> dict[str, Any]:
         """What every stored result depends on besides its seed's data: a folder holding results made with
         other settings is not reused (`ResultStore`)."""
         return {"task": task.name, "labels": list(task.labels), "prompt": self.prompt_candidates(task),
                 "demonstration_settings": self.demonstration_settings(),
-                "model": self.backbone_name(), "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
+                "model": self.backbone_name(), "steps": self.steps, "lr": self.lr, "standard_steps": self.head_steps,
+                "standard_lr": self.head_lr, "batch_size": self.batch_size,
                 "max_length": self.max_length, "precision": self.resolved_precision(), "k": self.k,
                 "test_limit": self.test_limit}
 

@@ -94,7 +94,10 @@ def markdown(summary: ComparisonSummary, command: str | None = None) -> str:
     s = summary.settings
     lines = ([f"Command: `{command}`", ""] if command else []) + [
         f"# {summary.task}: prompt-based vs standard fine-tuning" + (" (partial)" if summary.missing else ""), "",
-        f"Backbone `{s['model']}`, K={s['k']}, {s['steps']} steps at learning rate {s['lr']}, batch {s['batch_size']}, "
+        f"Backbone `{s['model']}`, K={s['k']}, {s['steps']} steps at learning rate {s['lr']}"
+        + ("" if (s["standard_steps"], s["standard_lr"]) == (s["steps"], s["lr"]) else
+           f" (standard fine-tuning: {s['standard_steps']} steps at {s['standard_lr']})")
+        + f", batch {s['batch_size']}, "
         f"precision {s['precision']}; test examples: {s['test_limit'] or 'all'}. Each method keeps its best dev "
         f"checkpoint (step 0 included). Test metric ({summary.metric}) x 100.", "",
         summary.answer() + ".", "",
