@@ -3,6 +3,7 @@ against standard fine-tuning seed by seed, a Markdown table and a plot. Incomple
 and which units are missing."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def markdown(summary: ComparisonSummary, command: str | None = None) -> str:
     if summary.method("zero-shot") is not None and len(summary.method("zero-shot").tests) == 1:
         lines += ["", "Zero-shot scoring does not depend on the seed's training examples (no demonstrations), so it "
                       "ran once."]
-    prompt = [f"`{c['template']}` {c['label_words']}" + (f" (demonstrations: {c['demonstrations']})"
+    prompt = [f"`{c['template']}` {json.dumps(c['label_words'], ensure_ascii=False)}" + (f" (demonstrations: {c['demonstrations']})"
                                                           if c.get("demonstrations", "off") != "off" else "")
               for c in s["prompt"]]
     lines += ["", ("Prompt: " if len(prompt) == 1 else f"Prompt: an ensemble of {len(prompt)}: ") + "; ".join(prompt)]
