@@ -23,7 +23,8 @@ from autoprompt_search.training import TrainConfig  # noqa: E402
 
 
 def task_options(args, task: str) -> ComparisonOptions:
-    return ComparisonOptions(task=task, model=args.model, seeds=tuple(args.seeds), steps=args.steps, lr=args.lr,
+    return ComparisonOptions(task=task, model=args.model, methods=tuple(args.methods), seeds=tuple(args.seeds),
+                             steps=args.steps, lr=args.lr,
                              standard_steps=args.standard_steps, standard_lr=args.standard_lr,
                              test_limit=args.test_limit, data_dir=args.data_dir,
                              out=str(Path(args.root) / args.model / task.lower()), progress=True)
@@ -54,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["SST-2", "SST-5", "MR", "CR", "TREC", "RTE", "MRPC", "CoLA"])
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--methods", nargs="+", default=["zero-shot", "prompt", "standard"])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
