@@ -65,12 +65,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--root", default="runs/compare-bench")
     parser.add_argument("--name", default=None, help="results file name (default: compare_<model>)")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: table what the task folders hold, the rest marked partial")
     args = parser.parse_args()
     summaries = {}
     for task in args.tasks:  # each task resumes from its own folder
         options = task_options(args, task)
         print(f"== {task}: {options.out}", flush=True)
-        summaries[task] = run_comparison(options)
+        summaries[task] = run_comparison(options, run_units=not args.collect)
     text, partial = table(summaries)
     budget = f"{args.steps} steps at learning rate {args.lr}"
     if args.standard_steps or args.standard_lr:

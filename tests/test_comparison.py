@@ -260,3 +260,17 @@ def test_standard_fine_tuning_can_have_its_own_steps_and_learning_rate(task_file
     assert seen == [(True, 3, 0.01)]
     assert stored_units(out)["standard/13"]["steps"] == 3
     assert "(standard fine-tuning: 3 steps at 0.01)" in (out / "comparison.md").read_text(encoding="utf-8")
+
+
+def test_summarising_what_is_stored_runs_nothing_and_lists_the_rest_as_missing(task_file, tiny_mlm_folder, tmp_path,
+                                                                                monkeypatch):
+    clear_process_state()
+    out = tmp_path / "cmp"
+    run_comparison(options_for(task_file, tiny_mlm_folder, out, methods=("zero-shot",), seeds=(13,)), say=lambda _: None)
+    monkeypatch.setattr(comparison_runner, "prompt_unit", lambda *args: pytest.fail("a unit ran"))
+    monkeypatch.setattr(comparison_runner, "standard_unit", lambda *args: pytest.fail("a unit ran"))
+    summary = run_comparison(options_for(task_file, tiny_mlm_folder, out, seeds=(13,)), say=lambda _: None,
+                             run_units=False)
+    assert summary.missing == ["prompt/13", "standard/13"]
+    assert sorted(summary.method("zero-shot").tests) == [13]
+    assert "(partial)" in (out / "comparison.md").read_text(encoding="utf-8")

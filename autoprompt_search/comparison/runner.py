@@ -38,7 +38,9 @@ def planned_units(options: ComparisonOptions, candidates: list[dict[str, Any]]) 
 
 
 def run_comparison(options: ComparisonOptions, *, say: Callable[[str], None] = print,
-                   command: str | None = None) -> ComparisonSummary:
+                   command: str | None = None, run_units: bool = True) -> ComparisonSummary:
+    """Run the units not stored yet (none with `run_units=False`: only summarise what is stored, the rest
+    listed as missing), then write the summary files."""
     options.validate()
     task = options.load_task()
     folder = options.out_folder(task)
@@ -50,7 +52,7 @@ def run_comparison(options: ComparisonOptions, *, say: Callable[[str], None] = p
     if len(todo) < len(units):
         say(f"{folder}: {len(units) - len(todo)} of {len(units)} unit(s) already done, reused")
     released = False
-    for method, seed, member in tqdm(todo, desc="compare", disable=not options.progress):
+    for method, seed, member in tqdm(todo if run_units else [], desc="compare", disable=not options.progress):
         if method == "standard" and not released:
             clear_process_state()  # the prompt units' backbone, before a second copy loads with a head
             released = True
