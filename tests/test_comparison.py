@@ -274,3 +274,16 @@ def test_summarising_what_is_stored_runs_nothing_and_lists_the_rest_as_missing(t
     assert summary.missing == ["prompt/13", "standard/13"]
     assert sorted(summary.method("zero-shot").tests) == [13]
     assert "(partial)" in (out / "comparison.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("prompt,standard,verdict", [
+    ({13: 0.8, 21: 0.9}, {13: 0.7, 21: 0.6}, "beats standard fine-tuning by 20.0 points of acc"),
+    ({13: 0.5, 21: 0.6}, {13: 0.7, 21: 0.6}, "trails standard fine-tuning by 10.0 points of acc"),
+    ({13: 0.7}, {13: 0.7}, "ties with standard fine-tuning at 0.0 points of acc"),
+])
+def test_the_verdict_says_which_way_and_by_how_much(prompt, standard, verdict):
+    from autoprompt_search.comparison import ComparisonSummary, MethodSummary
+
+    summary = ComparisonSummary("toy", "acc", [MethodSummary("prompt", prompt), MethodSummary("standard", standard)],
+                                [], {})
+    assert verdict in summary.answer()

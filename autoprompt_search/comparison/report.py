@@ -63,10 +63,11 @@ class ComparisonSummary:
             return "prompt-based vs standard fine-tuning: run both methods to compare them"
         difference, ahead, shared = versus
         prompt, standard = self.method("prompt"), self.method("standard")
-        verdict = "beats" if difference > 0 else "does not beat"
-        return (f"{self.task}: prompt-based fine-tuning {verdict} standard fine-tuning by {100 * difference:+.1f} "
-                f"points of {self.metric} ({_cell(prompt)} vs {_cell(standard)}), ahead on {ahead} of {shared} "
-                f"seed(s)" + (" (partial)" if self.missing else ""))
+        verdict = (f"beats standard fine-tuning by {100 * difference:.1f}" if difference > 0 else
+                   f"trails standard fine-tuning by {-100 * difference:.1f}" if difference < 0 else
+                   "ties with standard fine-tuning at 0.0")
+        return (f"{self.task}: prompt-based fine-tuning {verdict} points of {self.metric} ({_cell(prompt)} vs "
+                f"{_cell(standard)}), ahead on {ahead} of {shared} seed(s)" + (" (partial)" if self.missing else ""))
 
 
 def summarise(task, settings: Mapping[str, Any], rows: Mapping[str, Mapping[int, Mapping[str, Any]]],
