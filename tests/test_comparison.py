@@ -274,6 +274,10 @@ def test_summarising_what_is_stored_runs_nothing_and_lists_the_rest_as_missing(t
     assert summary.missing == ["prompt/13", "standard/13"]
     assert sorted(summary.method("zero-shot").tests) == [13]
     assert "(partial)" in (out / "comparison.md").read_text(encoding="utf-8")
+    empty = run_comparison(options_for(task_file, tiny_mlm_folder, tmp_path / "never-run", seeds=(13,)),
+                           say=lambda _: None, run_units=False)
+    assert empty.missing == ["zero-shot/13", "prompt/13", "standard/13"]
+    assert "(partial)" in (tmp_path / "never-run" / "comparison.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("prompt,standard,verdict", [

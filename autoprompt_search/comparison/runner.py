@@ -75,6 +75,7 @@ def run_comparison(options: ComparisonOptions, *, say: Callable[[str], None] = p
     summary = summarise(task, store.settings, _rows_by_method(task, options, store, units, hashes),
                         missing=[unit_key(*unit) for unit in units
                                  if _finished(store.get(unit_key(*unit), hashes[unit[1]])) is None])
+    folder.mkdir(parents=True, exist_ok=True)  # also when nothing has run yet
     (folder / "comparison.md").write_text(markdown(summary, command), encoding="utf-8")
     plot(summary, folder / "comparison.png")
     return summary
