@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import save  # noqa: E402
 
-from autoprompt_search.comparison import DEFAULT_SEEDS, ComparisonOptions, run_comparison  # noqa: E402
+from autoprompt_search.comparison import DEFAULT_SEEDS, ComparisonOptions, cell, run_comparison  # noqa: E402
 from autoprompt_search.training import TrainConfig  # noqa: E402
 
 
@@ -28,12 +28,6 @@ def task_options(args, task: str) -> ComparisonOptions:
                              standard_steps=args.standard_steps, standard_lr=args.standard_lr,
                              test_limit=args.test_limit, data_dir=args.data_dir,
                              out=str(Path(args.root) / args.model / task.lower()), progress=True)
-
-
-def cell(method) -> str:
-    if method is None or method.mean is None:
-        return "-"
-    return f"{100 * method.mean:.1f}" + (f" ± {100 * method.std:.1f}" if method.std is not None else "")
 
 
 def table(summaries: dict) -> tuple[str, list[str]]:

@@ -51,7 +51,6 @@ def run_compare(args) -> int:
                                 max_length=args.max_length, precision=args.precision, k=args.k,
                                 data_dir=args.data_dir, test_limit=args.test_limit, device=args.device, out=args.out,
                                 progress=not args.no_progress)
-    options.validate()  # before any model loads
     quiet_transformers()
     command = "search-templates " + " ".join(shlex.quote(token) for token in args.command_line)
     summary = run_comparison(options, command=command)

@@ -7,7 +7,7 @@ _EXPORTS = {
     'options': ('METHODS', 'METHOD_NAMES', 'DEFAULT_SEEDS', 'ComparisonOptions'),
     'store': ('ResultStore', 'unit_key'),
     'methods': ('prompt_unit', 'standard_unit', 'ensemble_row'),
-    'report': ('MethodSummary', 'ComparisonSummary', 'summarise', 'markdown', 'plot'),
+    'report': ('MethodSummary', 'ComparisonSummary', 'summarise', 'cell', 'markdown', 'plot'),
     'runner': ('planned_units', 'run_comparison'),
 }
 

@@ -90,40 +90,42 @@ class ComparisonOptions:
     def backbone_name(self) -> str:
         if self.model:
             return self.model
-        if self.prompt:
+        loaded = self.prompt_document()
+        return loaded.document["backbone"] if loaded is not None else "smollm2-135m"
+
+    def prompt_document(self):
+        """The exported prompt file, read once (None without --prompt)."""
+        if self.prompt is None:
+            return None
+        if getattr(self, "_document", None) is None or self._document[0] != self.prompt:
             from ..prompts import read_document
 
-            return read_document(self.prompt).document["backbone"]
-        return "smollm2-135m"
+            self._document = (self.prompt, read_document(self.prompt))
+        return self._document[1]
 
     def prompt_candidates(self, task) -> list[dict[str, Any]]:
         """The prompt(s) to fine-tune, as search candidates: one, or an ensemble's members."""
-        from ..prompts import Template, Verbalizer, read_document
+        from ..prompts import Verbalizer
+        from ..search import make_candidate
 
-        if self.prompt is None:
+        loaded = self.prompt_document()
+        if loaded is None:
             if not task.has_own_prompt:
                 raise UserError(f"task {task.name} has no label words of its own (its labels are no words); pass "
                                 f"--prompt with a prompt a search exported (runs/<task>/best.json)")
-            return [{"template": Template.parse(task.template).to_lmbff(),
-                     "label_words": Verbalizer.for_task(task).to_mapping(),
-                     "demonstrations": "off"}]
-        loaded = read_document(self.prompt)
+            return [make_candidate(task.template, Verbalizer.for_task(task))]
         if list(loaded.task().labels) != list(task.labels):
             raise UserError(f"{self.prompt}: its task's labels {list(loaded.task().labels)} differ from task "
                             f"{task.name}'s {list(task.labels)}")
-        members = []
-        for member in loaded.members():
-            members.append({"template": member.template().to_lmbff(),
-                            "label_words": member.verbalizer().to_mapping(), "demonstrations": member.demonstration_mode})
-        return members
+        return [make_candidate(member.template(), member.verbalizer(), member.demonstration_mode)
+                for member in loaded.members()]
 
     def demonstration_settings(self) -> dict[str, Any]:
         """The exported prompt's demonstration sampler settings (LM-BFF's defaults without a prompt file)."""
-        if self.prompt is None:
+        loaded = self.prompt_document()
+        if loaded is None:
             return {}
-        from ..prompts import read_document
-
-        section = read_document(self.prompt).members()[0].document.get("demonstrations") or {}
+        section = loaded.members()[0].document.get("demonstrations") or {}
         keys = {"filter_rate": "demo_filter_rate", "inference_samples": "demo_inference_samples",
                 "encoder": "demo_encoder", "lengths": "demo_lengths"}
         return {target: section[source] for source, target in keys.items() if section.get(source) is not None}

@@ -66,8 +66,8 @@ class ComparisonSummary:
         verdict = (f"beats standard fine-tuning by {100 * difference:.1f}" if difference > 0 else
                    f"trails standard fine-tuning by {-100 * difference:.1f}" if difference < 0 else
                    "ties with standard fine-tuning at 0.0")
-        return (f"{self.task}: prompt-based fine-tuning {verdict} points of {self.metric} ({_cell(prompt)} vs "
-                f"{_cell(standard)}), ahead on {ahead} of {shared} seed(s)" + (" (partial)" if self.missing else ""))
+        return (f"{self.task}: prompt-based fine-tuning {verdict} points of {self.metric} ({cell(prompt)} vs "
+                f"{cell(standard)}), ahead on {ahead} of {shared} seed(s)" + (" (partial)" if self.missing else ""))
 
 
 def summarise(task, settings: Mapping[str, Any], rows: Mapping[str, Mapping[int, Mapping[str, Any]]],
@@ -86,7 +86,8 @@ def summarise(task, settings: Mapping[str, Any], rows: Mapping[str, Mapping[int,
     return ComparisonSummary(task.name, task.metric, methods, list(missing), dict(settings))
 
 
-def _cell(summary: MethodSummary | None) -> str:
+def cell(summary: MethodSummary | None) -> str:
+    """"mean ± std" of a method's test metric x 100 (the mean alone for one seed; "-" for none)."""
     if summary is None or summary.mean is None:
         return "-"
     return f"{100 * summary.mean:.1f}" + (f" ± {100 * summary.std:.1f}" if summary.std is not None else "")
@@ -109,7 +110,7 @@ def markdown(summary: ComparisonSummary, command: str | None = None) -> str:
         per_seed = ", ".join(f"{seed}: {100 * value:.1f}" for seed, value in method.tests.items()) or "-"
         steps = ", ".join(str(step) for step in method.best_steps.values()) or "-"
         dev = sum(method.devs.values()) / len(method.devs) if method.devs else None
-        lines.append(f"| {METHOD_NAMES[method.method]} | {_cell(method)} | "
+        lines.append(f"| {METHOD_NAMES[method.method]} | {cell(method)} | "
                      f"{'-' if dev is None else f'{100 * dev:.1f}'} | {per_seed} | {steps} | {method.seconds:.0f} |")
     if summary.method("zero-shot") is not None and len(summary.method("zero-shot").tests) == 1:
         lines += ["", "Zero-shot scoring does not depend on the seed's training examples (no demonstrations), so it "

@@ -3,8 +3,8 @@ stored as soon as it finishes, then the summary, `comparison.md` and `comparison
 
 Prompt units run first and share one loaded backbone (the search's evaluator restores its pretrained
 weights before each); standard fine-tuning loads the backbone with a fresh classification head per seed
-after that backbone is released; nothing stays loaded when it returns. A unit that fails is recorded with its error and tried again next run; the
-others go on.
+after that backbone is released; nothing stays loaded when it returns. A unit that fails is recorded with its
+error and tried again next run; the others go on.
 """
 from __future__ import annotations
 
@@ -48,7 +48,12 @@ def run_comparison(options: ComparisonOptions, *, say: Callable[[str], None] = p
     candidates = options.prompt_candidates(task)
     units = planned_units(options, candidates)
     hashes = {seed: options.data_hash(task, seed) for seed in options.seeds}
-    todo = [unit for unit in units if _finished(store.get(unit_key(*unit), hashes[unit[1]])) is None]
+
+    def finished(method: str, seed: int, member: int | None) -> dict[str, Any] | None:
+        row = store.get(unit_key(method, seed, member), hashes[seed])
+        return None if row is None or "failed" in row else row
+
+    todo = [unit for unit in units if finished(*unit) is None]
     if len(todo) < len(units):
         say(f"{folder}: {len(units) - len(todo)} of {len(units)} unit(s) already done, reused")
     released = False
@@ -72,25 +77,19 @@ def run_comparison(options: ComparisonOptions, *, say: Callable[[str], None] = p
             continue
         store.put(key, hashes[seed], row)
     clear_process_state()  # nothing stays loaded once the comparison returns
-    summary = summarise(task, store.settings, _rows_by_method(task, options, store, units, hashes),
-                        missing=[unit_key(*unit) for unit in units
-                                 if _finished(store.get(unit_key(*unit), hashes[unit[1]])) is None])
+    summary = summarise(task, store.settings, _rows_by_method(task, units, finished),
+                        missing=[unit_key(*unit) for unit in units if finished(*unit) is None])
     folder.mkdir(parents=True, exist_ok=True)  # also when nothing has run yet
     (folder / "comparison.md").write_text(markdown(summary, command), encoding="utf-8")
     plot(summary, folder / "comparison.png")
     return summary
 
 
-def _finished(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if row is None or "failed" in row else row
-
-
-def _rows_by_method(task, options, store, units, hashes) -> dict[str, dict[int, dict[str, Any]]]:
+def _rows_by_method(task, units, finished) -> dict[str, dict[int, dict[str, Any]]]:
     """method -> seed -> row; an ensemble's row on a seed once all its members are done there."""
     grouped: dict[str, dict[int, list]] = {}
     for method, seed, member in units:
-        grouped.setdefault(method, {}).setdefault(seed, []).append(
-            _finished(store.get(unit_key(method, seed, member), hashes[seed])))
+        grouped.setdefault(method, {}).setdefault(seed, []).append(finished(method, seed, member))
     rows: dict[str, dict[int, dict[str, Any]]] = {}
     for method, by_seed in grouped.items():
         rows[method] = {}
