@@ -11,6 +11,10 @@ Variants, each in a fresh process:
              pretrained weights read back from the model's files (models/pretrained_weights.py)
   keep-copy  as keep, with the pretrained weights kept as a copy in memory (the code before)
   no-keep    AUTOPROMPT_KEEP_FREED_MEMORY=0: glibc's own thresholds, the heap trimmed before every evaluation
+  keep-64mb, keep-256mb  as keep, with only freed blocks up to 64 or 256 MB kept (AUTOPROMPT_KEPT_BLOCK_MB);
+             larger ones mapped afresh and handed back, as without keeping
+  keep-one-arena  as keep, with every thread allocating from glibc's main heap (MALLOC_ARENA_MAX=1): a
+             thread's own arena grows in heaps of at most 64 MB and maps larger blocks afresh whatever the threshold
   cast-every-pass  as keep, LoRA's frozen projections cast by autocast in every pass and each adapter's input
              cast up to fp32 by peft (the code before `training.tuning.adapted_projections_in`)
 Each variant runs once per `--micro-batch-tokens` value (0: no bound; N: `TrainConfig.micro_batch_tokens`).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -28,9 +33,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import child_result, save  # noqa: E402
+from common import RESULTS, child_result, save  # noqa: E402
 
-VARIANTS = {"keep": {}, "keep-copy": {}, "no-keep": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}, "cast-every-pass": {}}
+VARIANTS = {"keep": {}, "keep-copy": {}, "no-keep": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}, "cast-every-pass": {},
+            "keep-64mb": {"AUTOPROMPT_KEPT_BLOCK_MB": "64"}, "keep-256mb": {"AUTOPROMPT_KEPT_BLOCK_MB": "256"},
+            "keep-one-arena": {"MALLOC_ARENA_MAX": "1"}}
 TEMPLATES = ("*cls**sent_0*_It_was*mask*.*sep+*", "*cls*_is_a*mask*_thing.*+sent_0**sep+*")
 
 
@@ -56,7 +63,7 @@ def measure(args) -> dict:
     from autoprompt_search.search.evaluator import PromptEvaluator
     from autoprompt_search.search.settings import EvaluatorSettings
     from autoprompt_search.tasks import get_task
-    from autoprompt_search.training import TrainConfig, resident_mb, trainer
+    from autoprompt_search.training import TrainConfig, keep_freed_memory, resident_mb, trainer
 
     if args.child_variant == "keep-copy":
         import autoprompt_search.models as models
@@ -67,6 +74,10 @@ def measure(args) -> dict:
         import contextlib
 
         trainer.adapted_projections_in = lambda model, dtype: contextlib.nullcontext(0)
+    if args.keep_past_memory_check and args.child_variant != "no-keep":
+        import autoprompt_search.search.evaluator as evaluator_module
+
+        evaluator_module.kept_memory_fits = lambda *a, **k: True  # measure keeping where the search would not keep
     task = get_task(args.task)
     train = {**TrainConfig().to_dict(), "precision": args.precision, "tuning": args.child_tuning,
              "micro_batch_tokens": args.child_tokens or None}
@@ -87,6 +98,7 @@ def measure(args) -> dict:
     sampler = ResidentSampler(resident_mb)
     sampler.start()
     state = evaluator.load_state()
+    kept = keep_freed_memory()  # the evaluator's decision: kept, or handed back where keeping would not fit
     loaded = resident_mb()
     rows = []
     pristine = type(state.pristine).__name__ if state.pristine is not None else "none"
@@ -104,7 +116,10 @@ def measure(args) -> dict:
                      "test": outcome.test_metric, "best_step": outcome.extra.get("best_step")})
     sampler.stopped = True
     sampler.join()
-    return {"variant": args.child_variant, "tuning": args.child_tuning, "micro_batch_tokens": args.child_tokens or None,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"freed_memory_kept": kept, "page_faults": usage.ru_minflt, "kernel_s": usage.ru_stime,
+            "user_s": usage.ru_utime, "variant": args.child_variant, "tuning": args.child_tuning,
+            "micro_batch_tokens": args.child_tokens or None,
             "pristine": pristine, "loaded_mb": loaded,
             "evaluations": rows}
 
@@ -124,6 +139,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--name", default="memory_phases")
+    parser.add_argument("--keep-past-memory-check", action="store_true",
+                        help="keep variants keep freed memory even where the search's check (KEPT_MEMORY_FACTOR times "
+                             "the estimated evaluation memory must fit in what is available) would hand it back")
     parser.add_argument("--child-variant", help=argparse.SUPPRESS)
     parser.add_argument("--micro-batch-tokens", type=int, nargs="+", default=[0],
                         help="bounds on the padded tokens of a training micro-batch, each in its own process (0: none)")
@@ -133,14 +151,45 @@ def main() -> None:
     if args.child_variant is not None:
         print(json.dumps(measure(args)))
         return
-    runs = []
-    for tuning in args.tuning:
-        for variant in args.variants:
-            for tokens in args.micro_batch_tokens:
-                command = [sys.executable, __file__, *sys.argv[1:], "--child-variant", variant, "--child-tuning", tuning,
-                           "--child-tokens", str(tokens)]
-                runs.append(child_result(command, env={**os.environ, **VARIANTS[variant]}))
-                print(runs[-1], flush=True)
+    planned = [(tuning, variant, tokens or None) for tuning in args.tuning for variant in args.variants
+               for tokens in args.micro_batch_tokens]
+    runs = stored_runs(args)
+    for tuning, variant, tokens in planned:
+        if any(unit_of(run) == (tuning, variant, tokens) for run in runs):
+            continue
+        command = [sys.executable, __file__, *sys.argv[1:], "--child-variant", variant, "--child-tuning", tuning,
+                   "--child-tokens", str(tokens or 0)]
+        runs.append(child_result(command, env={**os.environ, **VARIANTS[variant]}))
+        print(runs[-1], flush=True)
+        report(args, runs, planned)  # after every process, so that a stopped run keeps what it measured
+
+
+def unit_of(run: dict) -> tuple:
+    return run["tuning"], run["variant"], run.get("micro_batch_tokens") or None
+
+
+# Which processes run, not how each one measures: a later run may add variants to the same file.
+UNIT_ARGS = ("variants", "tuning", "micro_batch_tokens")
+
+
+def stored_runs(args) -> list[dict]:
+    """The processes an earlier run with the same settings (perhaps other variants) saved under --name."""
+    path = RESULTS / f"{args.name}.json"
+    if not path.exists():
+        return []
+    saved = json.loads(path.read_text(encoding="utf-8"))
+
+    def settings(values: dict) -> dict:
+        return {k: v for k, v in values.items() if k not in UNIT_ARGS and not k.startswith("child_")}
+
+    mine, theirs = settings(vars(args)), settings(saved.get("args", {}))
+    if mine != theirs:
+        changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise SystemExit(f"{path}: saved with other settings ({', '.join(changed)}); use another --name")
+    return saved.get("runs", [])
+
+
+def report(args, runs: list[dict], planned: list[tuple]) -> None:
     lines = [f"{args.model}, {args.task} (k-shot seed {args.seed}), {args.steps} steps of 8 then the test set "
              f"({args.test_limit or 'all'} examples), precision {args.precision}, {args.threads} thread(s), through the "
              "search's evaluator (the pretrained weights kept for the next candidate under full fine-tuning); the "
@@ -153,6 +202,17 @@ def main() -> None:
             lines.append(f"| {run['tuning']} | {run['variant']} | {run.get('micro_batch_tokens') or 'no bound'} | {run['pristine']} | {run['loaded_mb']:.0f} | `{r['template']}` | "
                          f"{r['train_peak_mb']:.0f} | {r['test_peak_mb']:.0f} | {r['end_mb']:.0f} | {r['train_s']:.0f} | "
                          f"{r['test_s']:.0f} | {r['dev']:.4f} | {r['test']:.4f} | {r['best_step']} |")
+    lines += ["", "Per process (loading and every evaluation above): minor page faults, kernel and user CPU seconds.", "",
+              "| tuning | variant | micro-batch tokens | freed memory kept | page faults | kernel s | user s |",
+              "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        if "page_faults" in run:
+            lines.append(f"| {run['tuning']} | {run['variant']} | {run.get('micro_batch_tokens') or 'no bound'} | "
+                         f"{run['freed_memory_kept']} | {run['page_faults']} | {run['kernel_s']:.0f} | {run['user_s']:.0f} |")
+    missing = [" ".join(str(part) for part in unit if part) for unit in planned
+               if not any(unit_of(run) == unit for run in runs)]
+    if missing:
+        lines += ["", f"Partial: not measured yet: {', '.join(missing)} (the same command measures them)."]
     save(args.name, "\n".join(lines), {"runs": runs, "args": vars(args)})
 
 

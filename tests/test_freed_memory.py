@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from autoprompt_search.training import memory
-from autoprompt_search.training.memory import KEEP_FREED_VARIABLE, FreedMemoryPolicy
+from autoprompt_search.training.memory import KEEP_FREED_VARIABLE, KEPT_BLOCK_VARIABLE, FreedMemoryPolicy
 
 glibc_only = pytest.mark.skipif(memory._libc() is None, reason="mallopt and malloc_trim are glibc's")
 
@@ -32,12 +32,14 @@ print(json.dumps({"kept": kept, "faults": counts}))
 """
 
 
-def _faults(env_value: str | None) -> dict:
+def _faults(env_value: str | None, kept_block_mb: str | None = None) -> dict:
     import os
 
-    env = {k: v for k, v in os.environ.items() if k != KEEP_FREED_VARIABLE}
+    env = {k: v for k, v in os.environ.items() if k not in (KEEP_FREED_VARIABLE, KEPT_BLOCK_VARIABLE)}
     if env_value is not None:
         env[KEEP_FREED_VARIABLE] = env_value
+    if kept_block_mb is not None:
+        env[KEPT_BLOCK_VARIABLE] = kept_block_mb
     done = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -51,6 +53,29 @@ def test_kept_memory_is_reused_without_faulting_it_in_again():
     assert default["faults"][1] > pages // 2
     assert kept["faults"][0] > pages // 2
     assert kept["faults"][1] < pages // 20
+
+
+@glibc_only
+def test_blocks_above_the_kept_bound_are_handed_back():
+    pages = 256 * 2**20 // 4096
+    above, below = _faults(None, kept_block_mb="64"), _faults(None, kept_block_mb="512")
+    assert above["kept"] is True and below["kept"] is True
+    assert above["faults"][1] > pages // 2  # the 256 MB block was mapped afresh
+    assert below["faults"][1] < pages // 20
+
+
+@pytest.mark.parametrize("value", ["0", "2048", "64MB", "-5"])
+def test_a_kept_bound_outside_its_range_is_refused(monkeypatch, value):
+    monkeypatch.setenv(KEPT_BLOCK_VARIABLE, value)
+    with pytest.raises(ValueError, match=KEPT_BLOCK_VARIABLE):
+        memory.kept_block_bytes()
+
+
+def test_the_kept_bound_defaults_to_every_block_of_a_step(monkeypatch):
+    monkeypatch.delenv(KEPT_BLOCK_VARIABLE, raising=False)
+    assert memory.kept_block_bytes() == 1 << 30
+    monkeypatch.setenv(KEPT_BLOCK_VARIABLE, "64")
+    assert memory.kept_block_bytes() == 64 << 20
 
 
 _STOPPED = _FAULTS.replace("kept = keep_freed_memory()", """kept = keep_freed_memory()

@@ -12,7 +12,8 @@ keeps its high-water mark, which `FreedMemoryPolicy` bounds between evaluations 
 
 The heap's high-water mark can be twice what an evaluation needs (Gemma 3 270M: 19.1 GB against 9.1 GB), so
 the search calls `stop_keeping_freed_memory` where that would not fit (search/parallelism.py).
-AUTOPROMPT_KEEP_FREED_MEMORY=0 restores glibc's defaults and a trim after every evaluation. Other C
+AUTOPROMPT_KEEP_FREED_MEMORY=0 restores glibc's defaults and a trim after every evaluation;
+AUTOPROMPT_KEPT_BLOCK_MB=N keeps only freed blocks up to N MB (benchmarks/bench_memory_phases.py measures it). Other C
 libraries (macOS, musl, Windows) are left alone.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Callable
 KEEP_FREED_VARIABLE = "AUTOPROMPT_KEEP_FREED_MEMORY"
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 _MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap: every tensor of a step this size of model
+KEPT_BLOCK_VARIABLE = "AUTOPROMPT_KEPT_BLOCK_MB"  # a smaller bound on the blocks kept (benchmarks)
 _TRIM_THRESHOLD = (1 << 31) - 1  # the largest int: glibc never trims on its own; FreedMemoryPolicy decides
 
 
@@ -48,6 +50,18 @@ def keeping_enabled() -> bool:
     return os.environ.get(KEEP_FREED_VARIABLE, "").strip() != "0"
 
 
+def kept_block_bytes() -> int:
+    """The largest freed block kept in the heap: `_MMAP_THRESHOLD`, or AUTOPROMPT_KEPT_BLOCK_MB megabytes
+    (1 to 1024) where set; larger blocks are mapped afresh and handed back when freed."""
+    value = os.environ.get(KEPT_BLOCK_VARIABLE, "").strip()
+    if not value:
+        return _MMAP_THRESHOLD
+    if not value.isdigit() or not 1 <= int(value) <= _MMAP_THRESHOLD >> 20:
+        raise ValueError(f"{KEPT_BLOCK_VARIABLE}={value!r}: expected a whole number of MB from 1 to "
+                         f"{_MMAP_THRESHOLD >> 20}")
+    return int(value) << 20
+
+
 _GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # glibc's initial mmap and trim thresholds
 _state = {"kept": False, "stopped": False}
 
@@ -57,7 +71,7 @@ def _keep_once() -> bool:
     libc = _libc()
     if libc is None or not keeping_enabled():
         return False
-    _state["kept"] = bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(_MMAP_THRESHOLD))
+    _state["kept"] = bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(kept_block_bytes()))
                           and libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(_TRIM_THRESHOLD)))
     return _state["kept"]
 
