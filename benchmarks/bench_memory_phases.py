@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, child_result, save  # noqa: E402
+from common import RESULTS, child_result, save, saved_under_same_args  # noqa: E402
 
 VARIANTS = {"keep": {}, "keep-copy": {}, "no-keep": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}, "cast-every-pass": {},
             "keep-64mb": {"AUTOPROMPT_KEPT_BLOCK_MB": "64"}, "keep-256mb": {"AUTOPROMPT_KEPT_BLOCK_MB": "256"},
@@ -174,19 +174,9 @@ UNIT_ARGS = ("variants", "tuning", "micro_batch_tokens")
 
 def stored_runs(args) -> list[dict]:
     """The processes an earlier run with the same settings (perhaps other variants) saved under --name."""
-    path = RESULTS / f"{args.name}.json"
-    if not path.exists():
-        return []
-    saved = json.loads(path.read_text(encoding="utf-8"))
-
-    def settings(values: dict) -> dict:
-        return {k: v for k, v in values.items() if k not in UNIT_ARGS and not k.startswith("child_")}
-
-    mine, theirs = settings(vars(args)), settings(saved.get("args", {}))
-    if mine != theirs:
-        changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        raise SystemExit(f"{path}: saved with other settings ({', '.join(changed)}); use another --name")
-    return saved.get("runs", [])
+    saved = saved_under_same_args(RESULTS / f"{args.name}.json", args,
+                                  lambda key: key in UNIT_ARGS or key.startswith("child_"))
+    return saved.get("runs", []) if saved is not None else []
 
 
 def report(args, runs: list[dict], planned: list[tuple]) -> None:

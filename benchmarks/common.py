@@ -8,6 +8,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -70,16 +71,24 @@ def previous_reports(name: str, args) -> tuple[list[dict], list[str]]:
     Lets a long benchmark go on where it stopped (`--resume`) instead of recomputing finished tasks.
     Settings that only say what to run now (task list, threads, paths) may differ; any other differs -> error.
     """
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
+    saved = saved_under_same_args(RESULTS / f"{name}.json", args, lambda key: key in RUN_ONLY_ARGS)
+    if saved is None:
         return [], []
+    return saved.get("tasks", []), saved.get("commands", [saved["command"]])
+
+
+def saved_under_same_args(path: Path, args, ignored: Callable[[str], bool]) -> dict | None:
+    """The results file an earlier run saved at `path` (None where there is none), refused when it was run
+    with other arguments than `args`, leaving out those `ignored` names."""
+    if not path.exists():
+        return None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    old = {k: v for k, v in saved.get("args", {}).items() if k not in RUN_ONLY_ARGS}
-    new = {k: v for k, v in vars(args).items() if k not in RUN_ONLY_ARGS}
+    old = {k: v for k, v in saved.get("args", {}).items() if not ignored(k)}
+    new = {k: v for k, v in vars(args).items() if not ignored(k)}
     if old != new:
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         raise SystemExit(f"{path}: cannot resume, settings differ in {changed}; use another --name")
-    return saved.get("tasks", []), saved.get("commands", [saved["command"]])
+    return saved
 
 
 def load_benchmark_backbone(model: str, threads: int | None = None, **kwargs):

@@ -60,3 +60,18 @@ def test_other_settings_are_refused_rather_than_mixed(bench, monkeypatch, tmp_pa
     run(bench, monkeypatch, "--variants", "keep")
     with pytest.raises(SystemExit, match="steps"):
         run(bench, monkeypatch, "--variants", "keep", "--steps", "8")
+
+
+def test_resuming_by_tasks_shares_the_settings_check(tmp_path, monkeypatch):
+    """`previous_reports` (bench_template_quality's --resume) and this benchmark use one check: arguments that only
+    say what to run now may differ, any other refuses the file."""
+    import argparse
+
+    common = load_benchmark("common")
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    (tmp_path / "q.json").write_text(json.dumps({"args": {"tasks": ["sst2"], "threads": 1, "steps": 8},
+                                                 "command": "c", "tasks": [{"task": "sst2"}]}))
+    same = argparse.Namespace(tasks=["cr"], threads=2, steps=8)
+    assert common.previous_reports("q", same) == ([{"task": "sst2"}], ["c"])
+    with pytest.raises(SystemExit, match=r"settings differ in \['steps'\]"):
+        common.previous_reports("q", argparse.Namespace(tasks=["cr"], threads=2, steps=16))
