@@ -15,6 +15,8 @@ Variants, each in a fresh process:
              larger ones mapped afresh and handed back, as without keeping
   keep-one-arena  as keep, with every thread allocating from glibc's main heap (MALLOC_ARENA_MAX=1): a
              thread's own arena grows in heaps of at most 64 MB and maps larger blocks afresh whatever the threshold
+  keep-thp, keep-no-thp, no-keep-thp, no-keep-no-thp  keep or no-keep with PyTorch's tensors of 2 MB and more
+             asked to be backed by transparent huge pages (THP_MEM_ALLOC_ENABLE=1) or not (=0), whatever the default
   cast-every-pass  as keep, LoRA's frozen projections cast by autocast in every pass and each adapter's input
              cast up to fp32 by peft (the code before `training.tuning.adapted_projections_in`)
 Each variant runs once per `--micro-batch-tokens` value (0: no bound; N: `TrainConfig.micro_batch_tokens`).
@@ -37,7 +39,10 @@ from common import RESULTS, child_result, save, saved_under_same_args  # noqa: E
 
 VARIANTS = {"keep": {}, "keep-copy": {}, "no-keep": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0"}, "cast-every-pass": {},
             "keep-64mb": {"AUTOPROMPT_KEPT_BLOCK_MB": "64"}, "keep-256mb": {"AUTOPROMPT_KEPT_BLOCK_MB": "256"},
-            "keep-one-arena": {"MALLOC_ARENA_MAX": "1"}}
+            "keep-one-arena": {"MALLOC_ARENA_MAX": "1"},
+            "keep-thp": {"THP_MEM_ALLOC_ENABLE": "1"}, "keep-no-thp": {"THP_MEM_ALLOC_ENABLE": "0"},
+            "no-keep-thp": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0", "THP_MEM_ALLOC_ENABLE": "1"},
+            "no-keep-no-thp": {"AUTOPROMPT_KEEP_FREED_MEMORY": "0", "THP_MEM_ALLOC_ENABLE": "0"}}
 TEMPLATES = ("*cls**sent_0*_It_was*mask*.*sep+*", "*cls*_is_a*mask*_thing.*+sent_0**sep+*")
 
 
@@ -117,11 +122,24 @@ def measure(args) -> dict:
     sampler.stopped = True
     sampler.join()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"freed_memory_kept": kept, "page_faults": usage.ru_minflt, "kernel_s": usage.ru_stime,
+    return {"freed_memory_kept": kept, "huge_pages_asked": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
+            "anon_huge_pages_mb": anon_huge_pages_mb(), "page_faults": usage.ru_minflt, "kernel_s": usage.ru_stime,
             "user_s": usage.ru_utime, "variant": args.child_variant, "tuning": args.child_tuning,
             "micro_batch_tokens": args.child_tokens or None,
             "pristine": pristine, "loaded_mb": loaded,
             "evaluations": rows}
+
+
+def anon_huge_pages_mb() -> float | None:
+    """Resident memory of this process backed by transparent huge pages now (Linux), else None."""
+    try:
+        with open("/proc/self/smaps_rollup", encoding="ascii") as rollup:
+            for line in rollup:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def main() -> None:
@@ -193,17 +211,23 @@ def report(args, runs: list[dict], planned: list[tuple]) -> None:
                          f"{r['train_peak_mb']:.0f} | {r['test_peak_mb']:.0f} | {r['end_mb']:.0f} | {r['train_s']:.0f} | "
                          f"{r['test_s']:.0f} | {r['dev']:.4f} | {r['test']:.4f} | {r['best_step']} |")
     lines += ["", "Per process (loading and every evaluation above): minor page faults, kernel and user CPU seconds.", "",
-              "| tuning | variant | micro-batch tokens | freed memory kept | page faults | kernel s | user s |",
-              "|---|---|---|---|---|---|---|"]
+              "| tuning | variant | micro-batch tokens | freed memory kept | THP_MEM_ALLOC_ENABLE | huge pages at the end MB | "
+              "page faults | kernel s | user s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         if "page_faults" in run:
             lines.append(f"| {run['tuning']} | {run['variant']} | {run.get('micro_batch_tokens') or 'no bound'} | "
-                         f"{run['freed_memory_kept']} | {run['page_faults']} | {run['kernel_s']:.0f} | {run['user_s']:.0f} |")
+                         f"{run['freed_memory_kept']} | {run.get('huge_pages_asked', 'not recorded')} | "
+                         f"{_mb(run.get('anon_huge_pages_mb'))} | {run['page_faults']} | {run['kernel_s']:.0f} | {run['user_s']:.0f} |")
     missing = [" ".join(str(part) for part in unit if part) for unit in planned
                if not any(unit_of(run) == unit for run in runs)]
     if missing:
         lines += ["", f"Partial: not measured yet: {', '.join(missing)} (the same command measures them)."]
     save(args.name, "\n".join(lines), {"runs": runs, "args": vars(args)})
+
+
+def _mb(value) -> str:
+    return "not recorded" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":
