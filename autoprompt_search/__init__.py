@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import importlib
 
+from .training import ask_for_huge_pages as _ask_for_huge_pages
+
+_ask_for_huge_pages()  # before torch's first CPU allocation, the only time PyTorch reads it (training/memory.py)
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -52,7 +52,7 @@ def test_a_stopped_run_keeps_what_it_measured_and_resumes(bench, monkeypatch, tm
     run(bench, monkeypatch, "--variants", "keep", "no-keep")
     assert calls == ["no-keep"]
     text = (tmp_path / "m.md").read_text()
-    assert "Partial" not in text and "| full | no-keep | no bound | False | 10 |" in text
+    assert "Partial" not in text and "| full | no-keep | no bound | False | not recorded | not recorded | 10 |" in text
 
 
 def test_other_settings_are_refused_rather_than_mixed(bench, monkeypatch, tmp_path):

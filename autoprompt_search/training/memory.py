@@ -15,6 +15,11 @@ the search calls `stop_keeping_freed_memory` where that would not fit (search/pa
 AUTOPROMPT_KEEP_FREED_MEMORY=0 restores glibc's defaults and a trim after every evaluation;
 AUTOPROMPT_KEPT_BLOCK_MB=N keeps only freed blocks up to N MB (benchmarks/bench_memory_phases.py measures it). Other C
 libraries (macOS, musl, Windows) are left alone.
+
+Where the kernel gives transparent huge pages only to memory that asks for them (Linux's `madvise` mode, as on
+this VM), PyTorch asks for them for every CPU tensor of 2 MB or more when THP_MEM_ALLOC_ENABLE=1, so such a
+tensor's memory faults in 2 MB at a time instead of 4 KB. `ask_for_huge_pages` sets that default; PyTorch
+reads it at its first CPU allocation, so importing this package calls it, before any model loads.
 """
 from __future__ import annotations
 
@@ -22,10 +27,12 @@ import ctypes
 import ctypes.util
 import gc
 import os
+import sys
 from functools import lru_cache
 from typing import Callable
 
 KEEP_FREED_VARIABLE = "AUTOPROMPT_KEEP_FREED_MEMORY"
+HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"  # PyTorch's own switch, read once at its first CPU allocation
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 _MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap: every tensor of a step this size of model
 KEPT_BLOCK_VARIABLE = "AUTOPROMPT_KEPT_BLOCK_MB"  # a smaller bound on the blocks kept (benchmarks)
@@ -44,6 +51,14 @@ def _libc():
     except (OSError, AttributeError):
         return None
     return library
+
+
+def ask_for_huge_pages() -> bool:
+    """On Linux, set THP_MEM_ALLOC_ENABLE=1 unless it is set already (a user's 0 stays). True when it is 1 now.
+    Without effect where PyTorch has already allocated CPU memory in this process."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return os.environ.setdefault(HUGE_PAGES_VARIABLE, "1") == "1"
 
 
 def keeping_enabled() -> bool:
