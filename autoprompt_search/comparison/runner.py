@@ -38,9 +38,11 @@ def planned_units(options: ComparisonOptions, candidates: list[dict[str, Any]]) 
 
 
 def run_comparison(options: ComparisonOptions, *, say: Callable[[str], None] = print,
-                   command: str | None = None, run_units: bool = True) -> ComparisonSummary:
+                   command: str | None = None, run_units: bool = True,
+                   after_unit: Callable[[ResultStore], None] | None = None) -> ComparisonSummary:
     """Run the units not stored yet (none with `run_units=False`: only summarise what is stored, the rest
-    listed as missing), then write the summary files."""
+    listed as missing), then write the summary files. `after_unit` sees the store after each unit is put in it
+    (a benchmark keeps a copy where run folders do not last)."""
     options.validate()
     task = options.load_task()
     folder = options.out_folder(task)
@@ -74,8 +76,10 @@ def run_comparison(options: ComparisonOptions, *, say: Callable[[str], None] = p
             store.put(key, hashes[seed], {"failed": f"{type(error).__name__}: {error}",
                                           "traceback": traceback.format_exc(limit=8)})
             say(f"{key} failed: {type(error).__name__}: {error}")
-            continue
-        store.put(key, hashes[seed], row)
+        else:
+            store.put(key, hashes[seed], row)
+        if after_unit is not None:
+            after_unit(store)
     clear_process_state()  # nothing stays loaded once the comparison returns
     summary = summarise(task, store.settings, _rows_by_method(task, units, finished),
                         missing=[unit_key(*unit) for unit in units if finished(*unit) is None])
