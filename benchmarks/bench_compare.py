@@ -110,7 +110,8 @@ def merged_summaries(paths: list[str]) -> tuple[dict, dict]:
 
 def write(args, summaries: dict, stores: dict, settings: dict, sources: list[str] | None = None) -> None:
     text, partial = table(summaries)
-    partial += [f"{task} (not reached yet)" for task in args.tasks if task not in summaries] if not sources else []
+    if not sources:
+        partial += [f"{task} (not tabled yet: running or to come)" for task in args.tasks if task not in summaries]
     budget = f"{settings['steps']} steps at learning rate {settings['lr']}"
     if settings.get("standard_steps") or settings.get("standard_lr"):
         budget += (f"; standard fine-tuning {settings.get('standard_steps') or settings['steps']} steps at "
