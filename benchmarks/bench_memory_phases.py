@@ -8,7 +8,9 @@ training (steps and dev evaluations) and test scoring.
 
 Variants, each in a fresh process:
   keep       the default: freed tensor memory kept in the heap for the next step (training/memory.py), the
-             pretrained weights read back from the model's files (models/pretrained_weights.py)
+             pretrained weights read back from the model's files (models/pretrained_weights.py); since commit
+             e12896d the default also asks for huge pages (THP_MEM_ALLOC_ENABLE=1), so files measured before it
+             had keep without them
   keep-copy  as keep, with the pretrained weights kept as a copy in memory (the code before)
   no-keep    AUTOPROMPT_KEEP_FREED_MEMORY=0: glibc's own thresholds, the heap trimmed before every evaluation
   keep-64mb, keep-256mb  as keep, with only freed blocks up to 64 or 256 MB kept (AUTOPROMPT_KEPT_BLOCK_MB);
