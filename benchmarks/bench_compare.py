@@ -24,8 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, save, saved_under_same_args  # noqa: E402
 
-from autoprompt_search.comparison import (DEFAULT_SEEDS, ComparisonOptions, ComparisonSummary, MethodSummary,  # noqa: E402
-                                          ResultStore, cell, planned_units, run_comparison, unit_key)
+from autoprompt_search.comparison import (  # noqa: E402
+    DEFAULT_SEEDS, ComparisonOptions, ComparisonSummary, MethodSummary, ResultStore, cell, planned_units,
+    run_comparison, unit_key)
+from autoprompt_search.search import write_json_atomic  # noqa: E402
 from autoprompt_search.tasks import get_task  # noqa: E402
 from autoprompt_search.training import TrainConfig  # noqa: E402
 
@@ -73,7 +75,7 @@ def restore_store(folder: Path, kept: dict | None) -> bool:
     if kept is None or target.exists():
         return False
     folder.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(kept, indent=1), encoding="utf-8")
+    write_json_atomic(target, kept, indent=1)  # as ResultStore writes it
     return True
 
 
