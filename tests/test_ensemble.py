@@ -3,6 +3,7 @@ stored per-example predictions, ranked with the rest, exported (prompt file sche
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,17 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from conftest import TEST_DEVICE
 from synthetic import SyntheticEvaluator, _unit_hash, write_version_1_database
 from test_search import MAPPINGS, SEEDS, search_options, write_mapping_file, write_toy_lmbff
 from autoprompt_search.cli import main
 from autoprompt_search.errors import UserError
-from autoprompt_search.prompts import read_document
-from autoprompt_search.search import (EvalOutcome, EvaluatorSettings, Leaderboard, Study, SuccessiveHalving,
+from autoprompt_search.prompts import Verbalizer, read_document
+from autoprompt_search.search import (EvalOutcome, EvaluatorSettings, Leaderboard, SearchOptions, Study, SuccessiveHalving,
                                       build_ensemble, candidate_id, fine_tuned_classifier, is_ensemble,
                                       load_predictions, race_order, rank_key, run_pipeline, stored_config)
 from autoprompt_search.search import ensemble as search_ensemble
-from autoprompt_search.search.ensemble import with_ensemble
+from autoprompt_search.search.candidates import make_candidate
+from autoprompt_search.search.ensemble import forward_selection, with_ensemble
+from autoprompt_search.search.selection import select_final
 from autoprompt_search.tasks import Example, get_task
 from autoprompt_search.training import EnsembleClassifier, PromptClassifier, load_prompt
 
@@ -139,7 +143,7 @@ def test_a_resumed_search_reuses_the_ensemble_and_its_members(tmp_path, monkeypa
     def no_scoring(*args, **kwargs):
         raise AssertionError("the stored ensemble was computed again")
 
-    monkeypatch.setattr(search_ensemble, "_score_seed", no_scoring)
+    monkeypatch.setattr(search_ensemble, "score_ensemble", no_scoring)
     _, _, _, again = synthetic_search(tmp_path / "lb.sqlite", PredictingEvaluator(call_log=str(log)))
     assert log.read_text().count('"call"') == calls and again.n_evaluated == 0
     assert again.ranked == first.ranked
@@ -150,6 +154,82 @@ def test_without_stored_predictions_there_is_no_ensemble_and_a_reason(tmp_path):
     assert outcome.ranked is None and "no stored predictions" in outcome.reason
     _, _, _, off = synthetic_search(tmp_path / "off.sqlite", PredictingEvaluator(), size=0)
     assert off.ranked is None and off.members == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule "forward": the pick, then the members that raise its dev log-probability
+
+
+def test_forward_selection_adds_the_best_raiser_and_stops_when_none_raises():
+    values = {("s",): 1.0, ("s", "a"): 1.5, ("s", "b"): 2.0, ("s", "c"): 0.5,
+              ("s", "b", "a"): 2.2, ("s", "b", "c"): 2.5, ("s", "b", "c", "a"): 2.4}
+
+    def score(members):
+        return values[tuple(members)]
+
+    assert forward_selection("s", ["a", "b", "c"], score, 4) == ["s", "b", "c"]  # adding a would lower it
+    assert forward_selection("s", ["a", "b", "c"], score, 2) == ["s", "b"]
+    assert forward_selection("s", ["c"], score, 3) == ["s"]  # c lowers the start's score: the start alone
+    assert forward_selection("s", ["b", "a"], lambda m: float(len(m)), 2) == ["s", "b"]  # a tie: the earlier
+    assert forward_selection("s", ["a"], lambda m: None, 3) == ["s"]
+
+
+def dev_log_probability(board, config_hash, ids, steps) -> float:
+    """Mean over seeds and dev examples of log(mean over members of p(gold)), computed here from the stored
+    predictions, independently of the package."""
+    values = []
+    for seed in SEEDS:
+        stored = [load_predictions(board, config_hash, cid, seed, steps)["dev"] for cid in ids]
+        mean = np.mean([softmax(p.scores) for p in stored], axis=0)
+        gold = [TASK.label_index(label) for label in stored[0].labels]
+        values.append(np.mean(np.log(mean[np.arange(len(gold)), gold])))
+    return float(np.mean(values))
+
+
+def test_rule_forward_keeps_the_pick_and_only_members_that_raise_its_dev_log_probability(tmp_path):
+    seen = set()
+    for salt in range(40):
+        board = Leaderboard(tmp_path / f"lb{salt}.sqlite")
+        study = Study(board, {"search": "synthetic"}, SuccessiveHalving(2, 8, SEEDS, eta=3),
+                      PredictingEvaluator(salt=str(salt)))
+        result = study.run(pool(9), progress=False)
+        order = race_order(result)
+        start = order[4]  # a pick outside the race's top 3, as the paired rule may export the task prompt
+        outcome = build_ensemble(study, result, pool(9), TASK, 3, members_rule="forward", start=start,
+                                 progress=False, say=lambda *_: None)
+        steps = result.rungs[-1].rung.steps
+        tried = [start, *order[:2]]
+        assert [m.candidate_id for m in outcome.members] == tried  # brought to the final budget
+
+        def score(ids):
+            return dev_log_probability(board, study.config_hash, ids, steps)
+
+        alone = score([start])
+        if outcome.ranked is None:
+            seen.add("pick alone")
+            assert "no candidate raised" in outcome.reason
+            assert all(score([start, other]) <= alone for other in tried[1:])
+            continue
+        members = [candidate_id(c) for c in outcome.ranked.candidate["ensemble"]]
+        seen.add(len(members))
+        assert members[0] == start
+        assert members[1] == max(tried[1:], key=lambda other: score([start, other]))
+        assert all(score(members[:n]) > score(members[:n - 1]) for n in range(2, len(members) + 1))
+        if len(members) == 2:
+            rest = next(other for other in tried if other not in members)
+            assert score([*members, rest]) <= score(members)
+        row = board.get(outcome.ranked.candidate_id, SEEDS[0], steps, study.config_hash)
+        assert row.extra["members"] == members
+        if {"pick alone", 2, 3} <= seen:
+            break
+    assert {"pick alone", 2, 3} <= seen, seen
+
+
+def test_bad_ensemble_members_rule_is_a_one_line_error():
+    with pytest.raises(UserError, match="ensemble_members"):
+        SearchOptions(task="sst2", ensemble_members="best").validate()
+    with pytest.raises(ValueError, match="members_rule"):
+        build_ensemble(None, None, [], TASK, 3, members_rule="best")
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -186,7 +266,7 @@ def searched(tiny_causal_folder, tmp_path_factory):
     out = folder / "out"
     options = search_options(tiny_causal_folder, data, out, mapping_files=(str(mappings),), ensemble_size=2)
     result = run_pipeline(options, say=lambda *_: None)
-    return out, data, result
+    return out, data, result, options
 
 
 def _settings(out: Path, config_hash: str) -> EvaluatorSettings:
@@ -195,7 +275,7 @@ def _settings(out: Path, config_hash: str) -> EvaluatorSettings:
 
 def test_the_search_ranks_its_ensemble_and_export_then_predict_equals_the_in_memory_ensemble(searched, capsys,
                                                                                              tmp_path):
-    out, data, result = searched
+    out, data, result, _ = searched
     entry = next(e for e in result.ranking if is_ensemble(e.candidate))
     assert result.ranking == sorted(result.ranking, key=rank_key)
     assert main(["export", "--out", str(out), "--candidate", "ensemble", "--fine-tune"]) == 0
@@ -234,8 +314,38 @@ def test_the_search_ranks_its_ensemble_and_export_then_predict_equals_the_in_mem
         assert [line["probabilities"][label] for label in TASK.labels] == pytest.approx(list(row_probabilities), abs=1e-5)
 
 
+def test_the_search_grows_a_forward_ensemble_from_the_pick_it_would_export(searched, tmp_path):
+    searched_out, _, result, options = searched
+    out = tmp_path / "out"
+    shutil.copytree(searched_out, out)  # a copy holds every member: only the forward ensemble is computed
+    messages = []
+    again = run_pipeline(SearchOptions(**{**options.__dict__, "out": str(out), "ensemble_members": "forward"}),
+                         say=messages.append)
+    assert again.n_evaluated == 0
+    board = Leaderboard(out / "leaderboard.sqlite")
+    config_hash = board.latest_config_hash()
+    steps = result.rungs[-1].rung.steps
+    singles = [e for e in again.ranking if not is_ensemble(e.candidate)]
+    task_prompt = candidate_id(make_candidate(TASK.template, Verbalizer.for_task(TASK)))
+    pick = select_final(singles, TASK, rule="paired-loss", incumbent_id=task_prompt, seeds=SEEDS,
+                        dev_predictions=lambda cid, seed: load_predictions(board, config_hash, cid, seed,
+                                                                           steps).get("dev")).entry
+    ensembles = [e for e in again.ranking if is_ensemble(e.candidate)]
+    forward = [e for e in ensembles if candidate_id(e.candidate["ensemble"][0]) == pick.candidate_id]
+    built = [candidate_id(c) for c in forward[0].candidate["ensemble"]] if forward else [pick.candidate_id]
+    # benchmarks/bench_ensemble_members.py replays the same choice from the stored evaluations
+    replayed = load_benchmark("bench_ensemble_members").replay(out / "leaderboard.sqlite", "paired-loss", 0.1)
+    assert replayed["forward"]["members"] == built and replayed["pick"]["candidate_id"] == pick.candidate_id
+    if forward:
+        assert dev_log_probability(board, config_hash, built, steps) > dev_log_probability(
+            board, config_hash, [pick.candidate_id], steps)
+    else:
+        # The forward path ran from the pick (without one, rule forward makes the top ensemble).
+        assert any("no candidate raised" in message and "rule forward" in message for message in messages), messages
+
+
 def test_a_version_2_prompt_file_still_loads_and_predicts(searched, capsys, tmp_path):
-    out, _, result = searched
+    out, _, result, _ = searched
     single = next(e for e in result.ranking if not is_ensemble(e.candidate))
     assert main(["export", "--out", str(out), "--candidate", single.candidate_id[:12],
                  "--output", str(tmp_path / "v3.json")]) == 0
@@ -257,7 +367,7 @@ def test_a_version_2_prompt_file_still_loads_and_predicts(searched, capsys, tmp_
 
 
 def test_ensemble_files_are_checked_before_a_model_loads(searched, tmp_path, capsys):
-    out, _, _ = searched
+    out, _, _, _ = searched
     assert main(["export", "--out", str(out), "--candidate", "ensemble", "--output", str(tmp_path / "e.json")]) == 0
     capsys.readouterr()
     document = json.loads((tmp_path / "e.json").read_text())

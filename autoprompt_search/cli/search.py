@@ -126,6 +126,10 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--ensemble-size", type=int,
                         help=f"average the class probabilities of the top N candidates as one more final candidate "
                              f"(default {d.ensemble_size}; 0: no ensemble)")
+    parser.add_argument("--ensemble-members", choices=["top", "forward"],
+                        help=f"which of those N: top (all of them, as LM-BFF) or forward (the exported pick, then "
+                             f"one at a time those that raise its mean dev gold log-probability when averaged in) "
+                             f"(default {d.ensemble_members})")
     parser.add_argument("--jobs", type=int, help="parallel evaluations (default 1; 0: one per CPU core as memory allows, "
                         "one on a GPU, every worker of a cluster)")
     parser.add_argument("--backend", choices=["loky", "dask", "ray", "serial"], help="parallel backend (default loky)")

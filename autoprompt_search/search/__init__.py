@@ -35,7 +35,8 @@ _EXPORTS = {
     'pipeline': ('demonstration_section_for', 'prompt_document', 'run_pipeline'),
     'predictions': ('SplitPredictions', 'load_predictions'),
     'selection': ('SELECTIONS', 'Selection', 'select_final'),
-    'ensemble': ('ENSEMBLE', 'ensemble_candidate', 'is_ensemble', 'build_ensemble', 'ensemble_rows', 'race_order'),
+    'ensemble': ('ENSEMBLE', 'ENSEMBLE_MEMBERS', 'ensemble_candidate', 'is_ensemble', 'build_ensemble', 'ensemble_rows',
+                 'forward_members', 'race_order', 'score_ensemble'),
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

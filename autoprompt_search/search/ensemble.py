@@ -1,7 +1,12 @@
 """The ensemble candidate: the top-m candidates of a finished race, their class probabilities averaged.
 
 Members are the first m candidates in the order the race left them (the final ranking, then those
-eliminated at each earlier rung, later rungs first). Each member must have been fine-tuned at the final
+eliminated at each earlier rung, later rungs first): rule "top", as LM-BFF. Rule "forward" starts from
+the candidate the export rule picked and adds, one at a time, the one of those m whose averaging-in
+raises the ensemble's continuous dev score most (mean gold log-probability; Caruana et al., 2004,
+"ensemble selection", without replacement), stopping when none raises it: averaging in a weaker prompt
+can only make the pick worse, and a member that does not help on dev is left out. Each member must have
+been fine-tuned at the final
 budget on every seed, as the search trains a finalist; successive halving leaves few finalists, so the
 members that lack it are evaluated now, through the same study (claimed, stored, resumed like any
 evaluation). The ensemble is then scored per seed from the members' stored per-example predictions
@@ -16,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from ..errors import UserError
 from ..tasks import Example, TaskSpec
 from ..training import ensemble_result
@@ -28,6 +35,7 @@ from .strategies import FinalRung, top_candidates
 from .study import SearchResult, Study, run_search, unique_candidates
 
 ENSEMBLE = "ensemble"
+ENSEMBLE_MEMBERS = ("top", "forward")
 
 
 def ensemble_candidate(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -52,19 +60,27 @@ def race_order(result: SearchResult) -> list[str]:
 @dataclass
 class EnsembleOutcome:
     ranked: RankedCandidate | None         # the ensemble's aggregate over seeds; None when none was made
-    members: list[RankedCandidate]         # its members at the final budget, best first
+    members: list[RankedCandidate]         # the candidates brought to the final budget for it, best first
     n_evaluated: int = 0                   # member evaluations run now to bring them to the final budget
     reason: str = ""                       # why there is no ensemble
 
 
 def build_ensemble(study: Study, result: SearchResult, candidates: Iterable[Mapping[str, Any]], task: TaskSpec,
-                   size: int, *, progress: bool = True, say: Callable[[str], None] = print) -> EnsembleOutcome:
-    """Bring the race's top `size` candidates to the final budget, then score and store their ensemble."""
+                   size: int, *, members_rule: str = "top", start: str | None = None, progress: bool = True,
+                   say: Callable[[str], None] = print) -> EnsembleOutcome:
+    """Bring the race's top `size` candidates (and `start`, the exported pick, under rule "forward") to the
+    final budget, choose the members by `members_rule`, then score and store their ensemble. Rule "forward"
+    without a `start` is rule "top"."""
+    if members_rule not in ENSEMBLE_MEMBERS:
+        raise ValueError(f"members_rule: got {members_rule!r}, expected one of {ENSEMBLE_MEMBERS}")
     if size < 2 or not result.rungs:
         return EnsembleOutcome(None, [], reason="ensembles are off" if size < 2 else "no race was run")
     final = result.rungs[-1].rung
     pool = unique_candidates(candidates)
     chosen = [cid for cid in race_order(result) if cid in pool][:size]
+    forward = members_rule == "forward" and start is not None
+    if forward and start in pool and start not in chosen:
+        chosen = [start, *chosen[:size - 1]]
     if len(chosen) < 2:
         return EnsembleOutcome(None, [], reason=f"only {len(chosen)} candidate(s) finished the race")
     missing = sum(1 for cid in chosen for seed in final.seeds
@@ -80,6 +96,15 @@ def build_ensemble(study: Study, result: SearchResult, candidates: Iterable[Mapp
         outcome.reason = f"only {len(members)} member(s) finished at {final.steps} steps"
         return outcome
     try:
+        if forward and start in {m.candidate_id for m in members}:
+            picked = forward_members(study.leaderboard, study.config_hash, task, start,
+                                     [m.candidate_id for m in members], final.seeds, final.steps, size)
+            if len(picked) < 2:
+                outcome.reason = (f"no candidate raised the pick's mean dev gold log-probability when averaged in "
+                                  f"(rule forward, {len(members) - 1} tried)")
+                return outcome
+            by_id = {m.candidate_id: m for m in members}
+            members = [by_id[cid] for cid in picked]
         rows = ensemble_rows(study.leaderboard, study.config_hash, [m.candidate for m in members], task,
                              final.seeds, final.steps, final.index)
     except UserError as error:
@@ -87,6 +112,52 @@ def build_ensemble(study: Study, result: SearchResult, candidates: Iterable[Mapp
         return outcome
     outcome.ranked = aggregate(rows)
     return outcome
+
+
+def forward_selection(start: str, pool: Sequence[str], score: Callable[[list[str]], float | None],
+                      size: int) -> list[str]:
+    """Members chosen forward from `start`: each round adds the `pool` candidate that raises `score(members)`
+    most (the earlier in `pool` on a tie), until `size` members or until none raises it."""
+    members = [start]
+    best = score(members)
+    if best is None:
+        return members
+    while len(members) < size:
+        trials = [(value, -position, cid) for position, cid in enumerate(pool) if cid not in members
+                  for value in [score([*members, cid])] if value is not None]
+        if not trials:
+            break
+        value, _, cid = max(trials)
+        if value <= best:
+            break
+        members.append(cid)
+        best = value
+    return members
+
+
+def forward_members(leaderboard: Leaderboard, config_hash: str, task: TaskSpec, start: str, pool: Sequence[str],
+                    seeds: Sequence[int], budget: int, size: int) -> list[str]:
+    """`forward_selection` over stored evaluations: a member set's score is the mean over seeds of its averaged
+    probabilities' continuous dev score (`continuous_score`, as the evaluator computes a single prompt's).
+    Raises UserError when a candidate's dev predictions are missing."""
+    dev = {(cid, seed): _stored_predictions(leaderboard, config_hash, cid, seed, budget)["dev"]
+           for cid in {start, *pool} for seed in seeds}
+
+    def score(member_ids: list[str]) -> float | None:
+        values = []
+        for seed in seeds:
+            parts = [dev[cid, seed] for cid in member_ids]
+            if any(part.labels != parts[0].labels for part in parts):
+                raise UserError(f"no ensemble: the candidates' dev predictions for seed {seed} are not over the "
+                                f"same examples")
+            combined = ensemble_result(task, [part.scores for part in parts], parts[0].labels)
+            _, value = continuous_score(task, combined, [Example((), label) for label in parts[0].labels])
+            if value is None:
+                return None
+            values.append(value)
+        return float(np.mean(values))
+
+    return forward_selection(start, [cid for cid in pool if cid != start], score, size)
 
 
 def ensemble_rows(leaderboard: Leaderboard, config_hash: str, members: Sequence[Mapping[str, Any]], task: TaskSpec,
@@ -99,7 +170,7 @@ def ensemble_rows(leaderboard: Leaderboard, config_hash: str, members: Sequence[
     for seed in seeds:
         row = leaderboard.get(cid, seed, budget, config_hash)
         if row is None:
-            row = _score_seed(leaderboard, config_hash, candidate, members, task, seed, budget, rung)
+            row = score_ensemble(leaderboard, config_hash, members, task, seed, budget, rung)
             if leaderboard.record_evaluation(row):
                 with leaderboard.transaction() as connection:
                     store_predictions(connection, row)
@@ -108,22 +179,22 @@ def ensemble_rows(leaderboard: Leaderboard, config_hash: str, members: Sequence[
     return rows
 
 
-def _member_predictions(leaderboard: Leaderboard, config_hash: str, members: Sequence[Mapping[str, Any]],
-                        seed: int, budget: int) -> list[dict[str, SplitPredictions]]:
-    found = []
-    for member in members:
-        predictions = load_predictions(leaderboard, config_hash, candidate_id(member), seed, budget)
-        if "dev" not in predictions:
-            raise UserError(f"no ensemble: candidate {candidate_id(member)[:10]} has no stored predictions for seed "
-                            f"{seed} at {budget} steps (evaluated before predictions were stored; search into a "
-                            f"new output folder to get one)")
-        found.append(predictions)
-    return found
+def _stored_predictions(leaderboard: Leaderboard, config_hash: str, cid: str, seed: int,
+                        budget: int) -> dict[str, SplitPredictions]:
+    predictions = load_predictions(leaderboard, config_hash, cid, seed, budget)
+    if "dev" not in predictions:
+        raise UserError(f"no ensemble: candidate {cid[:10]} has no stored predictions for seed {seed} at {budget} "
+                        f"steps (evaluated before predictions were stored; search into a new output folder to get one)")
+    return predictions
 
 
-def _score_seed(leaderboard: Leaderboard, config_hash: str, candidate: dict[str, Any],
-                members: Sequence[Mapping[str, Any]], task: TaskSpec, seed: int, budget: int, rung: int) -> Evaluation:
-    per_member = _member_predictions(leaderboard, config_hash, members, seed, budget)
+def score_ensemble(leaderboard: Leaderboard, config_hash: str, members: Sequence[Mapping[str, Any]], task: TaskSpec,
+                   seed: int, budget: int, rung: int) -> Evaluation:
+    """The ensemble's evaluation on one seed from its members' stored predictions, not stored (`ensemble_rows`
+    stores it). Raises UserError when a member's predictions are missing or disagree."""
+    candidate = ensemble_candidate(members)
+    per_member = [_stored_predictions(leaderboard, config_hash, candidate_id(member), seed, budget)
+                  for member in members]
     results = {}
     for split in ("dev", "test"):
         if not all(split in predictions for predictions in per_member):

@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..training import PRECISIONS, TUNING_MODES, TrainConfig
 from .candidates import DEMO_MODES, FINALIST_MODES
 from .settings import EvaluatorSettings
+from .ensemble import ENSEMBLE_MEMBERS
 from .executors import make_executor
 from .path_checks import check_model_folder, check_out_folder, looks_like_path
 from .prompt_origin import check_derived_prompt
@@ -133,6 +134,9 @@ class SearchOptions:
     # The top-m candidates' averaged class probabilities as one more final candidate (0: none); not in the
     # configuration hash. Off by default: its members' training to the final budget costs about one more final rung.
     ensemble_size: int = 0
+    # Which of them are averaged: "top" all (LM-BFF), "forward" the export's pick and those of the rest that
+    # raise the pick's mean dev gold log-probability when averaged in (ensemble.py).
+    ensemble_members: str = "top"
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "search options",
@@ -212,6 +216,7 @@ class SearchOptions:
         need(math.isfinite(self.selection_alpha) and 0 < self.selection_alpha < 1, "selection_alpha",
              "a number in (0, 1)")
         need(self.ensemble_size == 0 or self.ensemble_size >= 2, "ensemble_size", "0 (no ensemble) or an integer >= 2")
+        need(self.ensemble_members in ENSEMBLE_MEMBERS, "ensemble_members", " or ".join(map(repr, ENSEMBLE_MEMBERS)))
         need(self.backend in ("loky", "dask", "ray", "serial"), "backend", "loky, dask, ray or serial")
         need(self.test_limit is None or self.test_limit >= 1, "test_limit", "an integer >= 1")
         need(self.scheduler is None or bool(self.scheduler.strip()), "scheduler", "an address such as tcp://host:8786")

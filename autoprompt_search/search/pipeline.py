@@ -142,19 +142,27 @@ def run_pipeline(options: SearchOptions, say=print):
         write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
     result.ranking = with_entries(result.ranking, finalists.ranked)
     result.n_evaluated, result.n_reused = result.n_evaluated + finalists.n_evaluated, result.n_reused + finalists.n_reused
-    ensemble = build_ensemble(study, result, candidates, task, options.ensemble_size, progress=options.progress, say=say)
+    def export_choice(ranking):
+        return select_final(
+            ranking, task, rule=options.selection, incumbent_id=task_prompt if task.has_own_prompt else None,
+            seeds=options.seeds,
+            dev_predictions=lambda cid, seed: load_predictions(leaderboard, study.config_hash, cid, seed,
+                                                               options.max_steps).get("dev"),
+            alpha=options.selection_alpha)
+
+    # Rule "forward" grows the ensemble from the single prompt the export would otherwise return.
+    single = export_choice(result.ranking) if options.ensemble_size and options.ensemble_members == "forward" else None
+    ensemble = build_ensemble(study, result, candidates, task, options.ensemble_size,
+                              members_rule=options.ensemble_members,
+                              start=single.entry.candidate_id if single is not None else None,
+                              progress=options.progress, say=say)
     if options.ensemble_size and ensemble.ranked is None:
         say(f"no ensemble: {ensemble.reason}")
     result.ranking, result.n_evaluated = with_ensemble(result.ranking, ensemble), result.n_evaluated + ensemble.n_evaluated
     leaderboard.checkpoint()  # every row in the .sqlite file itself, so that copying it alone loses nothing
     plot_leaderboard(leaderboard, out / "progress.png", config_hash=study.config_hash)
     say(leaderboard.to_table(config_hash=study.config_hash))
-    selection = select_final(
-        result.ranking, task, rule=options.selection, incumbent_id=task_prompt if task.has_own_prompt else None,
-        seeds=options.seeds,
-        dev_predictions=lambda cid, seed: load_predictions(leaderboard, study.config_hash, cid, seed,
-                                                           options.max_steps).get("dev"),
-        alpha=options.selection_alpha)
+    selection = export_choice(result.ranking)
     best = selection.entry if selection is not None else None
     if best is not None:
         rows = [r for r in leaderboard.rows(study.config_hash)
