@@ -22,7 +22,7 @@ from common import mean_std, save  # noqa: E402
 from bench_selection import replayed_choices  # noqa: E402
 
 from autoprompt_search.search import forward_members, rank_key, score_ensemble  # noqa: E402
-from autoprompt_search.search.ensemble import is_ensemble  # noqa: E402
+from autoprompt_search.search.ensemble import forward_pool, is_ensemble  # noqa: E402
 from autoprompt_search.search.predictions import load_predictions  # noqa: E402
 from autoprompt_search.search.records import aggregate, candidate_id  # noqa: E402
 from autoprompt_search.search.selection import DEFAULT_ALPHA, select_final  # noqa: E402
@@ -47,7 +47,7 @@ def replay(path: Path, rule: str, alpha: float) -> dict | None:
     stored = [entry for entry in facts["ranking"] if is_ensemble(entry.candidate)]
     if not stored:
         return None
-    top = stored[0] if len(stored) == 1 else max(stored, key=lambda e: len(e.candidate["ensemble"]))
+    top = max(stored, key=lambda e: len(e.candidate["ensemble"]))  # the top-m one where a forward one was stored too
     singles = [entry for entry in facts["ranking"] if not is_ensemble(entry.candidate)]
 
     def dev(cid, seed):
@@ -59,9 +59,8 @@ def replay(path: Path, rule: str, alpha: float) -> dict | None:
 
     pick = choose(singles).entry
     members = [candidate_id(member) for member in top.candidate["ensemble"]]
-    size = len(members)
-    pool = members if pick.candidate_id in members else [pick.candidate_id, *members[:size - 1]]
-    chosen = forward_members(board, config_hash, task, pick.candidate_id, pool, seeds, steps, size)
+    chosen = forward_members(board, config_hash, task, pick.candidate_id,
+                             forward_pool(members, pick.candidate_id, len(members)), seeds, steps, len(members))
     by_id = {entry.candidate_id: entry for entry in singles}
     if len(chosen) > 1:
         rows = [score_ensemble(board, config_hash, [by_id[cid].candidate for cid in chosen], task, seed, steps,

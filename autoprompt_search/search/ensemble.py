@@ -79,8 +79,8 @@ def build_ensemble(study: Study, result: SearchResult, candidates: Iterable[Mapp
     pool = unique_candidates(candidates)
     chosen = [cid for cid in race_order(result) if cid in pool][:size]
     forward = members_rule == "forward" and start is not None
-    if forward and start in pool and start not in chosen:
-        chosen = [start, *chosen[:size - 1]]
+    if forward and start in pool:
+        chosen = forward_pool(chosen, start, size)
     if len(chosen) < 2:
         return EnsembleOutcome(None, [], reason=f"only {len(chosen)} candidate(s) finished the race")
     missing = sum(1 for cid in chosen for seed in final.seeds
@@ -112,6 +112,12 @@ def build_ensemble(study: Study, result: SearchResult, candidates: Iterable[Mapp
         return outcome
     outcome.ranked = aggregate(rows)
     return outcome
+
+
+def forward_pool(top: Sequence[str], start: str, size: int) -> list[str]:
+    """The candidates rule "forward" chooses from: the race's top `size`, with `start` in place of the last
+    where it is not among them."""
+    return list(top) if start in top else [start, *top[:size - 1]]
 
 
 def forward_selection(start: str, pool: Sequence[str], score: Callable[[list[str]], float | None],

@@ -142,6 +142,7 @@ def run_pipeline(options: SearchOptions, say=print):
         write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
     result.ranking = with_entries(result.ranking, finalists.ranked)
     result.n_evaluated, result.n_reused = result.n_evaluated + finalists.n_evaluated, result.n_reused + finalists.n_reused
+
     def export_choice(ranking):
         return select_final(
             ranking, task, rule=options.selection, incumbent_id=task_prompt if task.has_own_prompt else None,
