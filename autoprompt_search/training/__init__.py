@@ -5,7 +5,7 @@ _EXPORTS = {
     'metrics': (
         'accuracy', 'f1', 'matthews_corrcoef', 'pearson', 'spearman', 'compute_metrics', 'compute_metric',
     ),
-    'config': ('TrainConfig', 'TUNING_MODES', 'PRECISIONS'),
+    'config': ('TrainConfig', 'TUNING_MODES', 'EMBEDDING_MODES', 'PRECISIONS'),
     'precision': ('resolve_precision', 'precision_context', 'native_bf16'),
     'encodings': ('clear_encoding_cache',),
     'memory': ('ask_for_huge_pages', 'release_freed_memory', 'keep_freed_memory', 'stop_keeping_freed_memory',
@@ -22,7 +22,7 @@ _EXPORTS = {
     'ensemble': ('EnsembleClassifier', 'load_prompt', 'mean_probability_scores', 'ensemble_result'),
     'tuning': (
         'adapter_targets', 'has_adapters', 'inject_adapters', 'reset_adapters', 'remove_adapters', 'prepare_tuning',
-        'merged_adapters', 'count_parameters', 'adapted_projections_in',
+        'merged_adapters', 'count_parameters', 'adapted_projections_in', 'token_embedding_weights',
     ),
 }
 

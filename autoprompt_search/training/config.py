@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from ..errors import UserError
 
 TUNING_MODES = ("full", "lora")
+EMBEDDING_MODES = ("train", "freeze")
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -35,6 +36,10 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
+    # Under full tuning, "freeze" keeps the token embeddings (input and output, tied or not) as pretrained.
+    # Their gradient is dense over the whole vocabulary (the label words' log-probabilities normalise over
+    # it), so a large-vocabulary model spends much of each step on it (training/tuning.py).
+    embeddings: str = "train"
     # "bf16": bf16 autocast of the forward passes (training and scoring); "auto": bf16 only where the
     # hardware computes it natively (training/precision.py), else fp32.
     precision: str = "fp32"
@@ -83,6 +88,9 @@ class TrainConfig:
         if self.tuning not in TUNING_MODES:
             raise UserError(f"{source}: field 'tuning' has an invalid value {self.tuning!r}; expected one of "
                             f"{', '.join(repr(m) for m in TUNING_MODES)}")
+        if self.embeddings not in EMBEDDING_MODES:
+            raise UserError(f"{source}: field 'embeddings' has an invalid value {self.embeddings!r}; expected one of "
+                            f"{', '.join(repr(m) for m in EMBEDDING_MODES)}")
         if not isinstance(self.eval_at_start, bool):
             raise UserError(f"{source}: field 'eval_at_start' has an invalid value {self.eval_at_start!r}; "
                             "expected true or false")

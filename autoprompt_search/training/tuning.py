@@ -155,11 +155,17 @@ def adapted_projections_in(model: torch.nn.Module, dtype: torch.dtype) -> Iterat
 def prepare_tuning(model: torch.nn.Module, config: TrainConfig) -> None:
     """Make `model` ready for a fine-tuning run under `config.tuning`. LoRA: adapters injected once
     (again when rank, alpha or dropout changed), re-initialised from `config.seed` so that a fit is
-    reproducible, and only they train. Full: the model must carry no adapters."""
+    reproducible, and only they train. Full: the model must carry no adapters; every weight trains, but the
+    token embeddings with `config.embeddings` "freeze"."""
     if config.tuning == "full":
         if has_adapters(model):
             raise UserError("tuning 'full': this backbone carries LoRA adapters from an earlier fit; fine-tune "
                             "it with tuning 'lora', or save it (adapters merged) and load it again")
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        if config.embeddings == "freeze":
+            for weight in token_embedding_weights(model):
+                weight.requires_grad_(False)
         return
     if has_adapters(model) and model._lora_settings != _settings(config):
         remove_adapters(model)
@@ -167,6 +173,16 @@ def prepare_tuning(model: torch.nn.Module, config: TrainConfig) -> None:
         inject_adapters(model, *_settings(config))
     reset_adapters(model, config.seed)
     freeze_all_but_adapters(model)
+
+
+def token_embedding_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The input and output token embedding matrices (one when tied); an output bias is not included."""
+    weights = []
+    for module in (model.get_input_embeddings(), getattr(model, "get_output_embeddings", lambda: None)()):
+        weight = getattr(module, "weight", None) if module is not None else None
+        if isinstance(weight, torch.nn.Parameter) and all(weight is not seen for seen in weights):
+            weights.append(weight)
+    return weights
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
