@@ -102,6 +102,9 @@ def build_search_parser(sub) -> None:
     parser.add_argument("--tuning", choices=["full", "lora"],
                         help="fine-tune every weight (full, default) or only LoRA adapters on the attention/MLP "
                              "projections (lora; usually wants a higher --lr than full, 1e-4 to 1e-3)")
+    parser.add_argument("--embeddings", choices=["train", "freeze"],
+                        help=f"under full tuning, train the token embeddings or keep them as pretrained (freeze: "
+                             f"faster steps and less memory for a large vocabulary) (default {d.embeddings})")
     parser.add_argument("--lora-rank", type=int, help=f"rank of the LoRA adapters (default {d.lora_rank})")
     parser.add_argument("--lora-alpha", type=float,
                         help=f"LoRA scale numerator: updates are scaled by alpha / rank (default {d.lora_alpha:g})")

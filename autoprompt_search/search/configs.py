@@ -26,11 +26,16 @@ CONFIG_MIRROR = "search_config.json"
 # Training fields that change how a result is computed but not which (up to rounding), like --jobs: left
 # out of the configuration hash, so a search resumed with another value reuses what it stored.
 COMPUTE_ONLY_TRAIN_FIELDS = ("micro_batch_tokens",)
+# Training fields added after leaderboards existed, with the value every earlier search trained with: left out
+# of the hash while they hold it, so those leaderboards still resume; any other value is in the hash.
+LATER_TRAIN_FIELDS = {"embeddings": "train"}
 
 
 def hashed_train_config(train: Mapping[str, Any]) -> dict[str, Any]:
-    """The training settings that identify a configuration (`COMPUTE_ONLY_TRAIN_FIELDS` left out)."""
-    return {name: value for name, value in train.items() if name not in COMPUTE_ONLY_TRAIN_FIELDS}
+    """The training settings that identify a configuration (`COMPUTE_ONLY_TRAIN_FIELDS` left out, and
+    `LATER_TRAIN_FIELDS` at their earlier value)."""
+    return {name: value for name, value in train.items() if name not in COMPUTE_ONLY_TRAIN_FIELDS
+            and not (name in LATER_TRAIN_FIELDS and value == LATER_TRAIN_FIELDS[name])}
 
 
 def data_fingerprint(task: TaskSpec, *, data_dir: str | None, k: int, seeds: Sequence[int],

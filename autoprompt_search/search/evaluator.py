@@ -22,7 +22,7 @@ from ..data import load_task
 from ..tasks import Example, TaskSpec
 from ..training import (FreedMemoryPolicy, PromptClassifier, TrainConfig, keep_freed_memory, peak_resident_mb,
                         reset_peak_resident, resident_mb, stop_keeping_freed_memory)
-from .parallelism import kept_memory_fits, parameter_count
+from .parallelism import frozen_parameter_count, kept_memory_fits, parameter_count
 from .predictions import gold_log_probabilities, predictions_payload
 from .records import DEV_SCORE, DEV_SCORE_KIND, EXAMPLES, PREDICTIONS, RESIDENT_MB
 from .settings import EvaluatorSettings
@@ -72,8 +72,9 @@ class PromptEvaluator(LazyEvaluator):
         task = load_task(self.settings.task_file or self.settings.task)
         backbone = load_backbone(self.settings.model, device=self.settings.device,
                                  max_length=self.settings.train.get("max_length", 128))
+        frozen = frozen_parameter_count(backbone.model, self.settings.train)
         if backbone.device.type == "cpu" and not kept_memory_fits(parameter_count(backbone.model), self._tuning(),
-                                                                   sharing=self.concurrent):
+                                                                   sharing=self.concurrent, frozen=frozen):
             logger.info("freed memory is handed back after each step: keeping it would not fit in memory"
                         + (f" shared by {self.concurrent} evaluations at once" if self.concurrent > 1 else ""))
             stop_keeping_freed_memory()

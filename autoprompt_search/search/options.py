@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UserError
-from ..training import PRECISIONS, TUNING_MODES, TrainConfig
+from ..training import EMBEDDING_MODES, PRECISIONS, TUNING_MODES, TrainConfig
 from .candidates import DEMO_MODES, FINALIST_MODES
 from .settings import EvaluatorSettings
 from .ensemble import ENSEMBLE_MEMBERS
@@ -103,20 +103,20 @@ class SearchOptions:
     lr: float = TrainConfig.lr
     batch_size: int = TrainConfig.batch_size
     max_length: int = TrainConfig.max_length
-    # "lora": train only LoRA adapters of this rank (and alpha) on the attention/MLP projections.
+    # "lora": train only LoRA adapters of this rank (and alpha) on the attention/MLP projections; under "full",
+    # embeddings "freeze" leaves the token embeddings as pretrained (training/config.py).
     tuning: str = TrainConfig.tuning
     lora_rank: int = TrainConfig.lora_rank
     lora_alpha: float = TrainConfig.lora_alpha
+    embeddings: str = TrainConfig.embeddings
     # bf16 autocast of training and scoring ("bf16"), fp32, or "auto": bf16 where the hardware has it natively
     # (the default: it matched fp32 within the seeds' spread on SST-2 and CR, results/speed_precision_accuracy.md).
     precision: str = "auto"
-    # The most padded tokens per training micro-batch (None: no bound): less memory for more passes, the
-    # same gradient. Not in the configuration hash, like `jobs`: it changes how a result is computed, not
-    # which (up to rounding).
+    # The most padded tokens per training micro-batch (None: no bound): less memory for more passes, the same
+    # gradient. Not in the configuration hash, like `jobs`: it changes how a result is computed, not which.
     micro_batch_tokens: int | None = None
-    # Evaluations at once; 0: decided once the model is loaded, one per CPU core as memory allows (one on a
-    # GPU). Not the default: on the 2-core CPU here 2 single-threaded workers ran the SST-2 race only about
-    # 9% faster than 1 with 2 threads (results/demo_timing.md), for twice the memory.
+    # Evaluations at once; 0: one per CPU core as memory allows, decided once the model is loaded (one on a GPU).
+    # Not the default: 2 one-thread workers ran SST-2 9% faster than 1 with 2 threads here (results/demo_timing.md).
     jobs: int = 1
     backend: str = "loky"  # loky | dask | ray (with --jobs > 1 or a scheduler)
     scheduler: str | None = None
@@ -131,8 +131,8 @@ class SearchOptions:
     # The export rule (selection.py); not in the configuration hash: it chooses among stored evaluations.
     selection: str = "paired-loss"
     selection_alpha: float = 0.1
-    # The top-m candidates' averaged class probabilities as one more final candidate (0: none); not in the
-    # configuration hash. Off by default: its members' training to the final budget costs about one more final rung.
+    # The top-m candidates' averaged class probabilities as one more final candidate (0: none; not hashed).
+    # Off by default: its members' training to the final budget costs about one more final rung.
     ensemble_size: int = 0
     # Which of them are averaged: "top" all (LM-BFF), "forward" the export's pick and those of the rest that
     # raise the pick's mean dev gold log-probability when averaged in (ensemble.py).
@@ -204,6 +204,7 @@ class SearchOptions:
         need(math.isfinite(self.eta) and self.eta > 1, "eta", "a finite number > 1 (the halving rate)")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
         need(self.tuning in TUNING_MODES, "tuning", " or ".join(repr(m) for m in TUNING_MODES))
+        need(self.embeddings in EMBEDDING_MODES, "embeddings", " or ".join(repr(m) for m in EMBEDDING_MODES))
         need(self.precision in PRECISIONS, "precision", ", ".join(repr(p) for p in PRECISIONS))
         need(self.lora_rank >= 1, "lora_rank", "an integer >= 1")
         need(self.micro_batch_tokens is None or self.micro_batch_tokens >= 1, "micro_batch_tokens",
@@ -253,8 +254,8 @@ class SearchOptions:
 
     def settings(self) -> EvaluatorSettings:
         train = TrainConfig(steps=self.max_steps, lr=self.lr, batch_size=self.batch_size, tuning=self.tuning,
-                            lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, precision=self.resolved_precision(),
-                            micro_batch_tokens=self.micro_batch_tokens,
+                            lora_rank=self.lora_rank, lora_alpha=self.lora_alpha, embeddings=self.embeddings,
+                            precision=self.resolved_precision(), micro_batch_tokens=self.micro_batch_tokens,
                             max_length=self.max_length, eval_every=max(1, min(TrainConfig.eval_every, self.min_steps)))
         task_file = self.task if self.task.endswith(".json") else None
         return EvaluatorSettings(task=self.task, model=self.model, data_dir=self.data_dir, k=self.k,

@@ -15,6 +15,9 @@ from pathlib import Path
 # gradients, two AdamW moments and a best checkpoint, 4 bytes each, plus a margin for activations.
 # Measured peaks: SmolLM2-135M 4.57 GB, Gemma 3 270M 8.7 GB (results/speed.md, results/backbones_sst-2.md).
 BYTES_PER_PARAMETER = 32
+# A weight full fine-tuning leaves frozen (`--embeddings freeze`) has no gradient, moments or checkpoint copy:
+# its live and pristine copies.
+FROZEN_BYTES_PER_PARAMETER = 8
 FIXED_BYTES = 600 * 2**20
 MAX_JOBS_VARIABLE = "AUTOPROMPT_MAX_JOBS"  # caps the automatic choice (e.g. on a machine shared with others)
 
@@ -41,11 +44,23 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def evaluation_memory(parameters: int, tuning: str = "full") -> int:
+def frozen_parameter_count(model, train: dict) -> int:
+    """Weights that full fine-tuning under the training settings `train` leaves as they are: the token
+    embeddings with embeddings "freeze" (0 otherwise, and under LoRA, whose own estimate covers them)."""
+    if train.get("tuning", "full") != "full" or train.get("embeddings", "train") != "freeze":
+        return 0
+    from ..training import token_embedding_weights
+
+    return sum(weight.numel() for weight in token_embedding_weights(model))
+
+
+def evaluation_memory(parameters: int, tuning: str = "full", frozen: int = 0) -> int:
     """Estimated peak bytes of one evaluation process; under LoRA no pristine copy, gradients or
-    optimiser state of the base weights (the measured LoRA peak was about half the full one)."""
-    per_parameter = BYTES_PER_PARAMETER if tuning == "full" else BYTES_PER_PARAMETER // 2
-    return per_parameter * parameters + FIXED_BYTES
+    optimiser state of the base weights (the measured LoRA peak was about half the full one); `frozen`
+    of the `parameters` (full tuning) cost only their two copies."""
+    if tuning != "full":
+        return BYTES_PER_PARAMETER // 2 * parameters + FIXED_BYTES
+    return BYTES_PER_PARAMETER * (parameters - frozen) + FROZEN_BYTES_PER_PARAMETER * frozen + FIXED_BYTES
 
 
 # Freed memory kept for the next step (training.memory) roughly doubled the peak of a large-vocabulary
@@ -54,22 +69,23 @@ def evaluation_memory(parameters: int, tuning: str = "full") -> int:
 KEPT_MEMORY_FACTOR = 2.1
 
 
-def kept_memory_fits(parameters: int, tuning: str = "full", memory: int | None = None, *, sharing: int = 1) -> bool:
+def kept_memory_fits(parameters: int, tuning: str = "full", memory: int | None = None, *, sharing: int = 1,
+                     frozen: int = 0) -> bool:
     """Whether an evaluation that keeps its freed memory fits in the memory available now (True when
     that is unknown, as before this check existed). `sharing`: evaluations that run at once on this machine
     and decide the same way, each from the memory available when it loads, so each may count on its share."""
     memory = available_memory() if memory is None else memory
-    return memory is None or KEPT_MEMORY_FACTOR * evaluation_memory(parameters, tuning) * max(1, sharing) <= memory
+    return memory is None or KEPT_MEMORY_FACTOR * evaluation_memory(parameters, tuning, frozen) * max(1, sharing) <= memory
 
 
 def auto_jobs(parameters: int, device_type: str, *, tuning: str = "full", cores: int | None = None,
-              memory: int | None = None) -> tuple[int, str]:
+              memory: int | None = None, frozen: int = 0) -> tuple[int, str]:
     """(evaluations to run at once, why) for a model of `parameters` weights."""
     if device_type != "cpu":
         return 1, f"one evaluation at a time on {device_type}"
     cores = usable_cores() if cores is None else cores
     memory = available_memory() if memory is None else memory
-    need = evaluation_memory(parameters, tuning)
+    need = evaluation_memory(parameters, tuning, frozen)
     if memory is None:
         return 1, "available memory unknown"
     jobs = max(1, min(cores, memory // need))

@@ -79,9 +79,10 @@ def _with_jobs(options: SearchOptions, backbone, say) -> SearchOptions:
         return options
     if options.scheduler is not None or options.backend in ("dask", "ray"):
         return replace(options, jobs=-1)  # a cluster: as many as it has workers
-    from .parallelism import auto_jobs, parameter_count
+    from .parallelism import auto_jobs, frozen_parameter_count, parameter_count
 
-    jobs, why = auto_jobs(parameter_count(backbone.model), backbone.device.type, tuning=options.tuning)
+    jobs, why = auto_jobs(parameter_count(backbone.model), backbone.device.type, tuning=options.tuning,
+                          frozen=frozen_parameter_count(backbone.model, options.settings().train))
     say(f"parallel evaluations: {jobs} ({why}; --jobs N to choose)")
     return replace(options, jobs=jobs)
 
