@@ -65,6 +65,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label-neighbours", type=int, default=None,
                         help="the search's --label-neighbours (searched words near the task's own words); its runs "
                              "get folders of their own (<task>-label-neighbours-N)")
+    parser.add_argument("--embeddings", choices=["train", "freeze", "auto"], default=None,
+                        help="the search's --embeddings (default: the search's default)")
     parser.add_argument("--protocol", choices=("per-seed", "pooled"), default="per-seed",
                         help="a search per seed (LM-BFF; the default) or one search over all seeds")
     parser.add_argument("--threads", type=int, default=1)
@@ -89,6 +91,8 @@ def settings_of(args) -> dict:
         del settings["finalist_demonstrations"], settings["demo_finalists"]
     if settings["label_neighbours"] is None:  # likewise
         del settings["label_neighbours"]
+    if settings["embeddings"] is None:  # likewise
+        del settings["embeddings"]
     return settings
 
 
@@ -103,13 +107,16 @@ def search_options(args, task_name: str, seed: int | None = None) -> SearchOptio
         out = out.with_name(out.name + "-demos-" + "-".join(args.demonstrations))
     if args.label_neighbours is not None:  # another race: sharing a folder would mix its candidates with the default's
         out = out.with_name(out.name + f"-label-neighbours-{args.label_neighbours}")
+    if args.embeddings is not None:  # another configuration: its own folder keeps each leaderboard to one
+        out = out.with_name(out.name + f"-embeddings-{args.embeddings}")
     if seed is not None:
         out = out / f"seed{seed}"
+    extra = {} if args.embeddings is None else {"embeddings": args.embeddings}
     return SearchOptions(task=task_name, model=args.model, seeds=(seed,) if seed is not None else tuple(args.seeds),
                          out=str(out), data_dir=args.data_dir, test_limit=args.test_limit, progress=False,
                          ensemble_size=args.ensemble_size, demonstrations=tuple(args.demonstrations),
                          finalist_demonstrations=tuple(args.finalist_demonstrations), demo_finalists=args.demo_finalists,
-                         label_neighbours=args.label_neighbours)
+                         label_neighbours=args.label_neighbours, **extra)
 
 
 def search_units(args) -> list[int | None]:

@@ -23,3 +23,14 @@ def test_label_neighbours_runs_get_their_own_folders_and_settings(monkeypatch):
     assert default.label_neighbours is None and variant.label_neighbours == 50
     assert Path(default.out).parent.name == "sst-2"
     assert Path(variant.out).parent.name == "sst-2-label-neighbours-50"
+
+
+def test_an_embeddings_variant_gets_its_own_folders_and_settings(monkeypatch):
+    plain = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13")
+    frozen = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13", "--embeddings", "freeze")
+    assert "embeddings" not in bench.settings_of(plain)  # files written before the option still resume
+    assert bench.settings_of(frozen)["embeddings"] == "freeze"
+    default, variant = bench.search_options(plain, "SST-2", 13), bench.search_options(frozen, "SST-2", 13)
+    assert variant.embeddings == "freeze" and default.embeddings == type(default)(task="x").embeddings
+    assert Path(default.out).parent.name == "sst-2"
+    assert Path(variant.out).parent.name == "sst-2-embeddings-freeze"
