@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, environment, fmt, mean_std, resumable_state, save_merged  # noqa: E402
+from common import (RESULTS, command_line, count_scoring_cpu, environment, fmt, mean_std,  # noqa: E402
+                    resumable_state, save_merged)
 
 SETTINGS = ("model", "k", "steps", "batch_size", "lr", "max_length", "test_limit", "precision")
 
@@ -73,17 +74,7 @@ def run_worker(args) -> dict:
     config = TrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, eval_every=8,
                          max_length=args.max_length, seed=args.seed, precision=args.precision,
                          embeddings=args.variant)
-    scoring_cpu = [0.0]
-    evaluate = trainer.evaluate
-
-    def timed_evaluate(*a, **kw):  # dev/test scoring is the same work in both variants: left out of CPU s / step
-        start = time.process_time()
-        try:
-            return evaluate(*a, **kw)
-        finally:
-            scoring_cpu[0] += time.process_time() - start
-
-    trainer.evaluate = timed_evaluate
+    scoring_cpu = count_scoring_cpu(trainer)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     result = classifier.fit(train, dev, config, test=test, progress=False)
     cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start

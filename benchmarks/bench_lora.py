@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, fmt, mean_std, save  # noqa: E402
+from common import RESULTS, count_scoring_cpu, fmt, mean_std, save  # noqa: E402
 
 SETTINGS = ("model", "task", "k", "steps", "batch_size", "max_length", "test_limit", "threads", "lora_rank",
             "lora_alpha", "data_dir")
@@ -55,17 +55,7 @@ def run_worker(args) -> dict:
     config = TrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, eval_every=8,
                          max_length=args.max_length, seed=args.seed, tuning=args.tuning, lora_rank=args.lora_rank,
                          lora_alpha=args.lora_alpha)
-    scoring_cpu = [0.0]
-    evaluate = trainer.evaluate
-
-    def timed_evaluate(*a, **kw):  # CPU time of dev/test scoring, to leave it out of the per-step figure
-        start = time.process_time()
-        try:
-            return evaluate(*a, **kw)
-        finally:
-            scoring_cpu[0] += time.process_time() - start
-
-    trainer.evaluate = timed_evaluate
+    scoring_cpu = count_scoring_cpu(trainer)
     if args.speed:  # training steps only: one warm-up step, then the measured ones, no dev or test
         classifier.fit(train, None, TrainConfig(**{**config.to_dict(), "steps": 1}), progress=False)
         dev = test = None

@@ -46,3 +46,23 @@ def test_own_values_win_and_other_settings_are_not_merged(common, tmp_path):
     other = fresh({"seeds": [42]})
     common.save_merged(path, other)
     assert json.loads(path.read_text())["tasks"] == {}
+
+
+def test_scoring_cpu_is_counted_and_results_pass_through(common):
+    import time
+    from types import SimpleNamespace
+
+    def evaluate(value, *, spin):
+        end = time.process_time() + spin
+        while time.process_time() < end:
+            pass
+        return value * 2
+
+    module = SimpleNamespace(evaluate=evaluate)
+    seconds = common.count_scoring_cpu(module)
+    assert seconds == [0.0]
+    assert module.evaluate(21, spin=0.05) == 42 and module.evaluate(1, spin=0.05) == 2
+    assert 0.1 <= seconds[0] < 5
+    with pytest.raises(TypeError):
+        module.evaluate()  # an error still propagates, and its time still counts
+    assert seconds[0] >= 0.1
