@@ -151,3 +151,16 @@ def test_frozen_weights_count_as_copies_only_in_the_memory_estimate(tiny_causal)
     assert frozen_parameter_count(model, {"tuning": "full", "embeddings": "freeze"}) == size > 0
     assert frozen_parameter_count(model, {"tuning": "full", "embeddings": "train"}) == 0
     assert frozen_parameter_count(model, {"tuning": "lora", "embeddings": "freeze"}) == 0
+
+
+def test_weights_the_caller_froze_stay_frozen_either_way(tiny_causal_folder, toy_sentiment):
+    train, _ = toy_sentiment
+    backbone = load_backbone(str(tiny_causal_folder), device=TEST_DEVICE)
+    model = backbone.model
+    embeddings = _embedding_names(model)
+    name, kept = next((n, p) for n, p in model.named_parameters() if n not in embeddings and p.dim() == 2)
+    kept.requires_grad_(False)
+    before = kept.detach().clone()
+    for mode in ("freeze", "train"):
+        _classifier(backbone).fit(train, None, _config(embeddings=mode), progress=False)
+        assert not kept.requires_grad and torch.equal(kept, before), (mode, name)

@@ -155,17 +155,16 @@ def adapted_projections_in(model: torch.nn.Module, dtype: torch.dtype) -> Iterat
 def prepare_tuning(model: torch.nn.Module, config: TrainConfig) -> None:
     """Make `model` ready for a fine-tuning run under `config.tuning`. LoRA: adapters injected once
     (again when rank, alpha or dropout changed), re-initialised from `config.seed` so that a fit is
-    reproducible, and only they train. Full: the model must carry no adapters; every weight trains, but the
-    token embeddings with `config.embeddings` "freeze"."""
+    reproducible, and only they train. Full: the model must carry no adapters; the token embeddings train
+    unless `config.embeddings` is "freeze"."""
     if config.tuning == "full":
         if has_adapters(model):
             raise UserError("tuning 'full': this backbone carries LoRA adapters from an earlier fit; fine-tune "
                             "it with tuning 'lora', or save it (adapters merged) and load it again")
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-        if config.embeddings == "freeze":
-            for weight in token_embedding_weights(model):
-                weight.requires_grad_(False)
+        # Set both ways: an earlier fit with "freeze" must not leave them frozen; other weights are left as
+        # the caller has them.
+        for weight in token_embedding_weights(model):
+            weight.requires_grad_(config.embeddings == "train")
         return
     if has_adapters(model) and model._lora_settings != _settings(config):
         remove_adapters(model)
