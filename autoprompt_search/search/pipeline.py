@@ -70,7 +70,7 @@ def _local_concurrency(options: SearchOptions) -> int:
     return options.jobs
 
 
-def _with_jobs(options: SearchOptions, backbone, say) -> SearchOptions:
+def _with_jobs(options: SearchOptions, backbone, train: Mapping[str, Any], say) -> SearchOptions:
     """`options` with `jobs` decided when left to the search (0): one evaluation per core as memory
     allows on a CPU (parallelism.auto_jobs), sized by the loaded model."""
     from dataclasses import replace
@@ -82,7 +82,7 @@ def _with_jobs(options: SearchOptions, backbone, say) -> SearchOptions:
     from .parallelism import auto_jobs, frozen_parameter_count, parameter_count
 
     jobs, why = auto_jobs(parameter_count(backbone.model), backbone.device.type, tuning=options.tuning,
-                          frozen=frozen_parameter_count(backbone.model, options.settings().train))
+                          frozen=frozen_parameter_count(backbone.model, train))
     say(f"parallel evaluations: {jobs} ({why}; --jobs N to choose)")
     return replace(options, jobs=jobs)
 
@@ -107,7 +107,7 @@ def run_pipeline(options: SearchOptions, say=print):
     candidates, sources = build_candidates(options, task, state.backbone, say, screen=screen)
     evaluator.restore(state)
     release_freed_memory()  # generation's beams and caches: the race allocates differently, so give them back
-    decided = _with_jobs(options, state.backbone, say)
+    decided = _with_jobs(options, state.backbone, settings.train, say)
     executor = search_executor(decided)
     evaluator.concurrent = _local_concurrency(decided)
     if not isinstance(executor, SerialExecutor):
