@@ -65,6 +65,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label-neighbours", type=int, default=None,
                         help="the search's --label-neighbours (searched words near the task's own words); its runs "
                              "get folders of their own (<task>-label-neighbours-N)")
+    parser.add_argument("--label-synonyms", type=int, default=None,
+                        help="the search's --label-synonyms (one more candidate: the task's words with synonyms); its "
+                             "runs get folders of their own (<task>-label-synonyms-N)")
     parser.add_argument("--embeddings", choices=["train", "freeze", "auto"], default=None,
                         help="the search's --embeddings (default: the search's default)")
     parser.add_argument("--protocol", choices=("per-seed", "pooled"), default="per-seed",
@@ -93,6 +96,8 @@ def settings_of(args) -> dict:
         del settings["label_neighbours"]
     if settings["embeddings"] is None:  # likewise
         del settings["embeddings"]
+    if settings["label_synonyms"] is None:  # likewise
+        del settings["label_synonyms"]
     return settings
 
 
@@ -109,9 +114,13 @@ def search_options(args, task_name: str, seed: int | None = None) -> SearchOptio
         out = out.with_name(out.name + f"-label-neighbours-{args.label_neighbours}")
     if args.embeddings is not None:  # another configuration: its own folder keeps each leaderboard to one
         out = out.with_name(out.name + f"-embeddings-{args.embeddings}")
+    if args.label_synonyms is not None:  # another race (one more candidate)
+        out = out.with_name(out.name + f"-label-synonyms-{args.label_synonyms}")
     if seed is not None:
         out = out / f"seed{seed}"
     extra = {} if args.embeddings is None else {"embeddings": args.embeddings}
+    if args.label_synonyms is not None:
+        extra["label_synonyms"] = args.label_synonyms
     return SearchOptions(task=task_name, model=args.model, seeds=(seed,) if seed is not None else tuple(args.seeds),
                          out=str(out), data_dir=args.data_dir, test_limit=args.test_limit, progress=False,
                          ensemble_size=args.ensemble_size, demonstrations=tuple(args.demonstrations),

@@ -34,3 +34,14 @@ def test_an_embeddings_variant_gets_its_own_folders_and_settings(monkeypatch):
     assert variant.embeddings == "freeze" and default.embeddings == type(default)(task="x").embeddings
     assert Path(default.out).parent.name == "sst-2"
     assert Path(variant.out).parent.name == "sst-2-embeddings-freeze"
+
+
+def test_a_label_synonyms_variant_gets_its_own_folders_and_settings(monkeypatch):
+    plain = _args(monkeypatch, "--tasks", "MR", "--seeds", "21")
+    synonyms = _args(monkeypatch, "--tasks", "MR", "--seeds", "21", "--label-synonyms", "2")
+    assert "label_synonyms" not in bench.settings_of(plain)  # files written before the option still resume
+    assert bench.settings_of(synonyms)["label_synonyms"] == 2
+    default, variant = bench.search_options(plain, "MR", 21), bench.search_options(synonyms, "MR", 21)
+    assert default.label_synonyms == 0 and variant.label_synonyms == 2
+    assert Path(default.out).parent.name == "mr"
+    assert Path(variant.out).parent.name == "mr-label-synonyms-2"

@@ -5,6 +5,7 @@ from .exact import METRICS, top_assignments, score_assignments, brute_force_top_
 from .search import zero_shot_label_logprobs, input_independent, search_label_words
 from .whole_words import whole_word_scores
 from .word_lists import class_word_lists
+from .synonyms import SynonymChoice, choose_synonyms, search_synonyms
 
 __all__ = [
     'METRICS',
@@ -12,6 +13,9 @@ __all__ = [
     'class_pmi',
     'whole_word_scores',
     'class_word_lists',
+    'SynonymChoice',
+    'choose_synonyms',
+    'search_synonyms',
     'Assignment',
     'LabelSearchResult',
     'binarise_at_median',

@@ -55,8 +55,7 @@ class SearchOptions:
     generator: str = "auto"  # auto | none | causal | <T5 model name or folder>
     data_dir: str | None = None
     k: int = 16
-    # One k-shot split by default: LM-BFF searches templates and words per split too, and on a 2-core CPU
-    # each extra seed doubles the race. Pass several (13 21 42 87 100) for a mean and a spread.
+    # One k-shot split by default (LM-BFF searches per split too; on 2 cores each seed doubles the race).
     seeds: tuple[int, ...] = (13,)
     out: str = "runs/search"
     n_templates: int = 4
@@ -65,8 +64,7 @@ class SearchOptions:
     # Which generated templates become candidates: the n_templates best by zero-shot dev metric among
     # all the beam returned ("zero_shot"), or the best by generation score ("score", LM-BFF's order).
     template_screening: str = "zero_shot"
-    # Which examples the zero-shot screening scores on: "dev" (the split the race ranks on) or "train"
-    # (seed's training examples, so the dev split is not used twice).
+    # The zero-shot screening's examples: "dev" (the race's split) or "train" (so dev is not used twice).
     screening_split: str = "dev"
     # The causal generator's beam objective: LM-BFF's "likelihood" of the filled template, or
     # "discriminative" (the gold label word's margin over the other classes' words, with a fluency prior).
@@ -86,6 +84,8 @@ class SearchOptions:
     # > 1: also one candidate whose classes have up to this many label words each, taken from the label
     # search (top assignments, then the ranked candidates), their scores combined by log-sum-exp.
     label_words_per_class: int = 1
+    # > 0: also the task's words with up to this many synonyms each (auto_label/synonyms.py).
+    label_synonyms: int = 0
     template_files: tuple[str, ...] = ()
     mapping_files: tuple[str, ...] = ()
     demonstrations: tuple[str, ...] = ("off",)
@@ -103,8 +103,7 @@ class SearchOptions:
     lr: float = TrainConfig.lr
     batch_size: int = TrainConfig.batch_size
     max_length: int = TrainConfig.max_length
-    # "lora": train only LoRA adapters of this rank (and alpha) on the attention/MLP projections; under "full",
-    # embeddings "freeze" leaves the token embeddings as pretrained (training/config.py).
+    # "lora": LoRA adapters only; under "full", embeddings "freeze" keeps the token embeddings (training/config.py).
     tuning: str = TrainConfig.tuning
     lora_rank: int = TrainConfig.lora_rank
     lora_alpha: float = TrainConfig.lora_alpha
@@ -131,8 +130,8 @@ class SearchOptions:
     # The export rule (selection.py); not in the configuration hash: it chooses among stored evaluations.
     selection: str = "paired-loss"
     selection_alpha: float = 0.1
-    # The top-m candidates' averaged class probabilities as one more final candidate (0: none; not hashed).
-    # Off by default: its members' training to the final budget costs about one more final rung.
+    # The top-m candidates' averaged class probabilities as one more final candidate (0: none; not hashed);
+    # off by default: its members' training to the final budget costs about one more final rung.
     ensemble_size: int = 0
     # Which of them are averaged: "top" all (LM-BFF), "forward" the export's pick and those of the rest that
     # raise the pick's mean dev gold log-probability when averaged in (ensemble.py).
@@ -196,6 +195,7 @@ class SearchOptions:
         need(self.label_neighbours is None or self.label_neighbours >= self.label_k, "label_neighbours",
              f"an integer >= label_k ({self.label_k}): each class's candidates are taken from its neighbours")
         need(self.label_words_per_class >= 1, "label_words_per_class", "an integer >= 1")
+        need(self.label_synonyms >= 0, "label_synonyms", "an integer >= 0")
         need(self.label_words_per_class == 1 or self.n_mappings > 0, "label_words_per_class",
              "1 when n_mappings is 0 (the words come from the label search)")
         need(self.generator_steps is None or self.generator_steps >= 1, "generator_steps", "an integer >= 1")

@@ -174,6 +174,11 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
         for m in mappings:
             sources.add_label_words(m["label_words"], "label search" + (
                 f" (train {m['train_score']:.3f})" if "train_score" in m else ""))
+    if options.label_synonyms:
+        synonyms = _synonym_mapping(options, task, train, backbone, say)
+        if synonyms is not None:
+            verbalizers.append(Verbalizer.from_mapping(task, synonyms, source="label synonyms"))
+            sources.add_label_words(verbalizers[-1].to_mapping(), "label synonyms (sentence encoder)")
     for path in options.mapping_files:
         found = load_mapping_lines(path, task)
         verbalizers += found
@@ -210,6 +215,39 @@ def _searched_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[E
         key["label_template"] = probe.to_lmbff()
     return cached_json(Path(options.out) / "label_words.json", key,
                        lambda: search_mappings(options, task, train, backbone), warn=say)
+
+
+def _synonym_mapping(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone, say) -> dict | None:
+    """The task's words with up to `options.label_synonyms` synonyms each (`auto_label.synonyms`), cached in
+    label_synonyms.json with what each word scored; None when the task has no words to start from or
+    no class found a synonym."""
+    from ..auto_label import search_synonyms
+    from ..demonstrations import SentenceEncoder
+
+    if task.label_words_source == "search":
+        say(f"label synonyms: {task.name} has no label words to find synonyms of; none tried")
+        return None
+    if task.is_regression:
+        say(f"label synonyms: {task.name} is a regression task; none tried")
+        return None
+    template = label_search_template(task, backbone)
+    key = {"task": task.name, "model": options.model, "k": options.k, "seed": options.seeds[0],
+           "per_class": options.label_synonyms, "encoder": options.demo_encoder, "template": template.to_lmbff(),
+           "words": Verbalizer.for_task(task).to_mapping()}
+
+    def search() -> dict:
+        encoder = SentenceEncoder(options.demo_encoder, show_progress=options.progress)
+        choice = search_synonyms(backbone, task, template, train, options.label_synonyms, encoder.encode,
+                                 max_length=options.max_length, progress=options.progress)
+        return {"label_words": dict(zip(task.labels, choice.words)), "evidence": dict(zip(task.labels, choice.evidence))}
+
+    found = cached_json(Path(options.out) / "label_synonyms.json", key, search, warn=say)
+    words = found["label_words"]
+    if all(len(words[label]) == 1 for label in task.labels):
+        say("label synonyms: no class's word has a synonym that passed the checks; none tried")
+        return None
+    say(f"label synonyms: {words}")
+    return words
 
 
 def _with_searched_words(options: SearchOptions, task: TaskSpec, train: Sequence[Example], backbone, say) -> TaskSpec:
