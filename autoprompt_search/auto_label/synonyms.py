@@ -59,11 +59,12 @@ def choose_synonyms(seed_words: Sequence[str], logprobs, classes, allowed, token
     token_ids = np.nonzero(allowed)[0]
     overall = matrix[:, token_ids].mean(axis=0)
     token_ids = token_ids[np.lexsort((token_ids, -overall))][:pool]
-    seeds = [word.strip().lower() for word in seed_words]
+    seen = {word.strip().lower() for word in seed_words}  # a seed's case variants are that seed, not synonyms
     ids, words = [], []
     for token in token_ids.tolist():
         word = token_to_word(token).strip()
-        if word and word.lower() not in seeds and word.lower() not in {w.lower() for w in words}:
+        if word and word.lower() not in seen:
+            seen.add(word.lower())
             ids.append(token)
             words.append(word)
     if not words:
