@@ -82,7 +82,9 @@ def stored_rows(args, task: str) -> list[dict]:
         kind = SYNONYMS if any(isinstance(value, list) for value in words.values()) else MANUAL
         rows.append({"task": task, "seed": seed, "kind": kind, "label_words": words, "dev": dev, "test": test,
                      "best_step": json.loads(extra or "{}").get("best_step")})
-    return rows
+    # A search under other settings (a pilot's) may have stored the same prompt and seed: the latest row stands.
+    latest = {(r["seed"], json.dumps(r["label_words"], sort_keys=True)): r for r in rows}
+    return list(latest.values())
 
 
 def report(args, rows: list[dict]) -> tuple[str, dict]:
