@@ -149,6 +149,11 @@ def main() -> None:
                 continue
             print(f"running {task} seed {seed}", file=sys.stderr, flush=True)
             subprocess.run(search_command(args, task, seed), env=env, check=True)
+            write_results(args, path, commands)  # after every search: a stopped run has its table
+    write_results(args, path, commands)
+
+
+def write_results(args, path: Path, commands: list[str]) -> None:
     rows = [row for task in args.tasks for row in stored_rows(args, task)]
     table, summary = report(args, rows)
     state = {"commands": commands, "environment": environment(), "rows": rows, "summary": summary,
