@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmark_scripts import load_benchmark
 
 bench = load_benchmark("bench_search_quality")
@@ -14,15 +16,19 @@ def _args(monkeypatch, *argv):
     return bench.parse_args()
 
 
-def test_label_neighbours_runs_get_their_own_folders_and_settings(monkeypatch):
+@pytest.mark.parametrize("flag, value, field, default, folder", [
+    ("--label-neighbours", 50, "label_neighbours", None, "sst-2-label-neighbours-50"),
+    ("--label-synonyms", 2, "label_synonyms", 0, "sst-2-label-synonyms-2"),
+])
+def test_a_label_word_variant_gets_its_own_folders_and_settings(monkeypatch, flag, value, field, default, folder):
     plain = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13")
-    near = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13", "--label-neighbours", "50")
-    assert "label_neighbours" not in bench.settings_of(plain)  # files written before the option still resume
-    assert bench.settings_of(near)["label_neighbours"] == 50
-    default, variant = bench.search_options(plain, "SST-2", 13), bench.search_options(near, "SST-2", 13)
-    assert default.label_neighbours is None and variant.label_neighbours == 50
-    assert Path(default.out).parent.name == "sst-2"
-    assert Path(variant.out).parent.name == "sst-2-label-neighbours-50"
+    variant_args = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13", flag, str(value))
+    assert field not in bench.settings_of(plain)  # files written before the option still resume
+    assert bench.settings_of(variant_args)[field] == value
+    default_options, variant = bench.search_options(plain, "SST-2", 13), bench.search_options(variant_args, "SST-2", 13)
+    assert getattr(default_options, field) == default and getattr(variant, field) == value
+    assert Path(default_options.out).parent.name == "sst-2"
+    assert Path(variant.out).parent.name == folder
 
 
 def test_an_embeddings_variant_gets_its_own_folders_and_settings(monkeypatch):
@@ -34,14 +40,3 @@ def test_an_embeddings_variant_gets_its_own_folders_and_settings(monkeypatch):
     assert variant.embeddings == "freeze" and default.embeddings == type(default)(task="x").embeddings
     assert Path(default.out).parent.name == "sst-2"
     assert Path(variant.out).parent.name == "sst-2-embeddings-freeze"
-
-
-def test_a_label_synonyms_variant_gets_its_own_folders_and_settings(monkeypatch):
-    plain = _args(monkeypatch, "--tasks", "MR", "--seeds", "21")
-    synonyms = _args(monkeypatch, "--tasks", "MR", "--seeds", "21", "--label-synonyms", "2")
-    assert "label_synonyms" not in bench.settings_of(plain)  # files written before the option still resume
-    assert bench.settings_of(synonyms)["label_synonyms"] == 2
-    default, variant = bench.search_options(plain, "MR", 21), bench.search_options(synonyms, "MR", 21)
-    assert default.label_synonyms == 0 and variant.label_synonyms == 2
-    assert Path(default.out).parent.name == "mr"
-    assert Path(variant.out).parent.name == "mr-label-synonyms-2"
