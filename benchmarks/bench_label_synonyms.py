@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--leave-out", type=Path, default=None, metavar="MAPPINGS",
                         help="a file of label-word mappings (one JSON object per line) whose rows in the same "
                              "leaderboards are not these synonyms (e.g. a pilot's hand-picked words)")
+    parser.add_argument("--only", type=Path, default=None, metavar="MAPPINGS",
+                        help="count as the synonyms only rows of these label-word mappings (e.g. a pilot's hand-picked "
+                             "words, given to the search with --mapping-file); the others with word lists are left out")
     parser.add_argument("--report-only", action="store_true", help="run nothing; table what the leaderboards hold")
     return parser.parse_args(argv)
 
@@ -58,10 +61,10 @@ def _words(mapping: dict) -> dict:
     return {label: words for label, words in mapping.items() if not label.startswith("_")}
 
 
-def left_out(args) -> list[dict]:
-    if args.leave_out is None:
+def _mappings(path: Path | None) -> list[dict]:
+    if path is None:
         return []
-    return [_words(json.loads(line)) for line in args.leave_out.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [_words(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def stored_rows(args, task: str) -> list[dict]:
@@ -74,12 +77,12 @@ def stored_rows(args, task: str) -> list[dict]:
         found = db.execute("select candidate_json, seed, dev_metric, test_metric, extra_json from evaluations "
                            "where budget = ? and (error is null or error = '') and test_metric is not null "
                            "order by id", (args.steps,)).fetchall()
-    rows, skip = [], left_out(args)
+    rows, skip, only = [], _mappings(args.leave_out), _mappings(args.only)
     for candidate, seed, dev, test, extra in found:
         words = json.loads(candidate)["label_words"]
-        if _words(words) in skip:
-            continue
         kind = SYNONYMS if any(isinstance(value, list) for value in words.values()) else MANUAL
+        if _words(words) in skip or (only and kind == SYNONYMS and _words(words) not in only):
+            continue
         rows.append({"task": task, "seed": seed, "kind": kind, "label_words": words, "dev": dev, "test": test,
                      "best_step": json.loads(extra or "{}").get("best_step")})
     # A search under other settings (a pilot's) may have stored the same prompt and seed: the latest row stands.
@@ -93,7 +96,7 @@ def report(args, rows: list[dict]) -> tuple[str, dict]:
              f"each seed's k=16 split, a seeded sample of at most {args.test_limit} test examples; one search per "
              f"task and seed, so each split finds its own synonyms."
              + (f" Rows of the words in {args.leave_out} stored in the same leaderboards are left out." if args.leave_out
-                else ""), "",
+                else "") + (f" The synonyms are only the words in {args.only}." if args.only else ""), "",
              "| task | seeds with both | manual dev | synonyms dev | manual test | synonyms test | synonyms - manual |",
              "|---|---|---|---|---|---|---|"]
     summary, missing = {}, []

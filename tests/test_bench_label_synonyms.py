@@ -43,3 +43,11 @@ def test_rows_tables_and_the_bar(tmp_path):
     assert "Partial: not run yet (or not finished): mr seed 21." in table
     assert "(cr): synonyms at least the manual words on mean test on every one: yes" in table
     assert "mean gain over their 2 task-seeds +1.50 points" in table
+
+
+def test_only_counts_the_given_words_as_synonyms(tmp_path):
+    _board(tmp_path / "mr", [(MANUAL, 13, 32, 0.80), (HAND, 13, 32, 0.90), (AUTO, 13, 32, 0.70)])
+    (tmp_path / "hand.txt").write_text(json.dumps(HAND) + "\n", encoding="utf-8")
+    args = bench.parse_args(["--tasks", "mr", "--seeds", "13", "--out-root", str(tmp_path),
+                             "--only", str(tmp_path / "hand.txt")])
+    assert [(r["kind"], r["test"]) for r in bench.stored_rows(args, "mr")] == [("manual", 0.80), (bench.SYNONYMS, 0.90)]

@@ -73,7 +73,7 @@ def choose_synonyms(seed_words: Sequence[str], logprobs, classes, allowed, token
     pmi = class_pmi(matrix[:, ids], gold, num_classes)
     result, evidence = [], []
     for c, seed in enumerate(seed_words):
-        others = np.delete(similarity, c, axis=1).max(axis=1) if num_classes > 1 else np.full(len(words), -np.inf)
+        others = np.delete(similarity, c, axis=1).max(axis=1)  # a classification task has at least 2 classes
         eligible = [j for j in range(len(words))
                     if similarity[j, c] >= min_similarity and similarity[j, c] > others[j] and pmi[c, j] > 0]
         eligible.sort(key=lambda j: (-similarity[j, c], words[j]))
