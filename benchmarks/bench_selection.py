@@ -11,6 +11,7 @@ replay equals what `search-templates` exports with each rule. Saves results/<nam
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -51,24 +52,34 @@ def replayed_choices(path: Path, rules=("dev", "paired"), alpha: float = DEFAULT
     ranking = board.ranking(budget=steps, config_hash=config_hash)
     if race_only:
         ranking = [entry for entry in ranking if not _with_demonstrations(entry.candidate)]
-    incumbent = defended_prompt_id(task, defend_start)
+    incumbent = defended_prompt_id(task, defend_start, folder=path.parent)
 
     def dev(cid: str, seed: int):
         return load_predictions(board, config_hash, cid, seed, steps).get("dev")
 
     choices = {rule: select_final(ranking, task, rule=rule, incumbent_id=incumbent, seeds=seeds, dev_predictions=dev,
                                   alpha=alpha) for rule in rules}
+    # "manual": the task's prompt with its own words, which `--label-synonyms` searches do not defend.
     facts = {"task": task.name, "seeds": seeds, "steps": steps, "config_hash": config_hash, "incumbent": incumbent,
-             "board": board, "ranking": ranking}
+             "manual": defended_prompt_id(task, defend_start), "board": board, "ranking": ranking}
     return choices, facts
 
 
-def defended_prompt_id(task, defend_start: bool = True) -> str | None:
+def defended_prompt_id(task, defend_start: bool = True, folder: Path | None = None) -> str | None:
     """The candidate id of the prompt the paired rules defend: the task's own (`TaskSpec.has_own_prompt`: hand-written,
     or the starting prompt of a task given only label names), as the search does; without `defend_start` only a
-    hand-written one, as before; None for placeholder words."""
+    hand-written one, as before; None for placeholder words. Where the search's `folder` marks the candidate it
+    defended in candidates.json (`--label-synonyms`: the task's template with its words and their synonyms), that one."""
     own = task.has_own_prompt if defend_start else task.has_manual_prompt
-    return candidate_id(make_candidate(task.template, Verbalizer.for_task(task))) if own else None
+    if not own:
+        return None
+    listed = Path(folder, "candidates.json") if folder is not None else None
+    if listed is not None and listed.exists():
+        marked = [entry for entry in json.loads(listed.read_text(encoding="utf-8")) if entry.get("task_prompt")]
+        if marked:
+            entry = marked[0]
+            return candidate_id(make_candidate(entry["template"], entry["label_words"], entry.get("demonstrations", "off")))
+    return candidate_id(make_candidate(task.template, Verbalizer.for_task(task)))
 
 
 def replay(path: Path, alpha: float, rules: tuple[str, ...], race_only: bool = False,

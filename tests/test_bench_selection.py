@@ -60,3 +60,23 @@ def test_a_from_label_names_task_defends_its_starting_prompt_unless_told_not_to(
     assert bench.defended_prompt_id(named) == start != manual
     placeholders = dataclasses.replace(named, label_words_source="search")
     assert bench.defended_prompt_id(placeholders, defend_start=True) is None
+
+
+def test_a_replay_defends_the_candidate_the_search_marked_as_the_task_prompt(bench, tmp_path):
+    import json
+
+    from autoprompt_search.prompts import Verbalizer
+    from autoprompt_search.search.records import candidate_id
+    from autoprompt_search.tasks import get_task
+
+    sst2 = get_task("SST-2")
+    manual = make_candidate(sst2.template, Verbalizer.for_task(sst2))
+    synonyms = make_candidate(sst2.template, {"0": ["terrible", "awful"], "1": "great"})
+    listed = [{**manual, "label_words_source": "manual"}, {**synonyms, "label_words_source": "label synonyms"}]
+    (tmp_path / "candidates.json").write_text(json.dumps(listed), encoding="utf-8")
+    # Unmarked (searches written before the mark): the task's own words.
+    assert bench.defended_prompt_id(sst2, folder=tmp_path) == candidate_id(manual)
+    listed[1]["task_prompt"] = True
+    (tmp_path / "candidates.json").write_text(json.dumps(listed), encoding="utf-8")
+    assert bench.defended_prompt_id(sst2, folder=tmp_path) == candidate_id(synonyms)
+    assert bench.defended_prompt_id(sst2) == candidate_id(manual)

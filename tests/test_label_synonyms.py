@@ -1,6 +1,6 @@
 """`--label-synonyms N`: each class's word plus up to N words a sentence encoder puts nearest it (and nearer
-it than any other class's word) that the backbone finds likelier for that class's training examples; one
-more candidate in the search, cached beside the leaderboard."""
+it than any other class's word) that the backbone finds likelier for that class's training examples; the words
+of the task's own prompt in the search, cached beside the leaderboard."""
 from __future__ import annotations
 
 import json
@@ -124,15 +124,28 @@ class AngleEncoder:
         return np.array([[np.cos(a), np.sin(a)] for a in angles])
 
 
-def test_a_search_races_the_synonym_candidate_and_reuses_its_words(tiny_causal_folder, tmp_path, monkeypatch):
+def test_the_synonyms_become_the_task_prompt_the_search_keeps_and_defends(tiny_causal_folder, tmp_path,
+                                                                            monkeypatch):
     from test_search import search_options, write_toy_lmbff
     from autoprompt_search import demonstrations
-    from autoprompt_search.search import run_pipeline
+    from autoprompt_search.search import candidate_id, make_candidate, pipeline, run_pipeline
 
     monkeypatch.setattr(demonstrations, "SentenceEncoder", AngleEncoder)
+    seen = {}
+
+    def recording(name, function):
+        def wrapped(*args, **kwargs):
+            seen[name] = kwargs
+            return function(*args, **kwargs)
+        monkeypatch.setattr(pipeline, name, wrapped)
+
+    recording("make_strategy", pipeline.make_strategy)
+    recording("select_final", pipeline.select_final)
     data = write_toy_lmbff(tmp_path / "lmbff", seeds=(13,))
+    other = tmp_path / "templates.txt"
+    other.write_text("*cls**sent_0*_All_in_all*mask*.*sep+*\n", encoding="utf-8")
     options = search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,), label_synonyms=2,
-                             strategy="exhaustive", min_steps=1, max_steps=1, selection="dev")
+                             min_steps=1, max_steps=2, template_files=(str(other),))
     result = run_pipeline(options, say=lambda *_: None)
     saved = json.loads((tmp_path / "out" / "label_synonyms.json").read_text(encoding="utf-8"))["value"]
     words = saved["label_words"]
@@ -140,8 +153,17 @@ def test_a_search_races_the_synonym_candidate_and_reuses_its_words(tiny_causal_f
     assert all(len(words[label]) == 3 for label in SST2.labels)
     candidates = json.loads((tmp_path / "out" / "candidates.json").read_text(encoding="utf-8"))
     expected = Verbalizer.from_mapping(SST2, words).to_mapping()
-    assert [c["label_words"] for c in candidates] == [SST2.label_words, expected]
-    assert result.n_failed == 0 and len(result.ranking) == 2
+    # The synonyms go with the task's template only; the other template keeps the task's words.
+    assert [(c["template"], c["label_words"]) for c in candidates] == [
+        (SST2.template, SST2.label_words), ("*cls**sent_0*_All_in_all*mask*.*sep+*", SST2.label_words),
+        (SST2.template, expected)]
+    assert result.n_failed == 0 and result.plan[0].n_candidates == 3
+    own = candidate_id(make_candidate(SST2.template, expected))
+    assert seen["make_strategy"]["protected"] == (own,) and seen["select_final"]["incumbent_id"] == own
+    final_rung = [entry.candidate_id for entry in result.ranking if entry.budget == 2]
+    assert own in final_rung
+    # candidates.json marks it, so that a replay of the export rule defends the same prompt.
+    assert [c.get("task_prompt", False) for c in candidates] == [False, False, True]
     # A resumed search reads the words it found instead of searching again.
     run_pipeline(options, say=lambda *_: None)
     assert AngleEncoder.made == 1

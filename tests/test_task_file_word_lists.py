@@ -118,7 +118,7 @@ def test_search_export_predict_and_render_with_word_lists(tiny_causal_folder, tm
     mapping = {**LISTS, "_combine": "logsumexp"}
     candidates = json.loads((out / "candidates.json").read_text())
     assert {"template": GENERIC_TEMPLATES[1], "label_words": mapping, "demonstrations": "off",
-            "template_source": ["generic"], "label_words_source": "manual"} in candidates
+            "template_source": ["generic"], "label_words_source": "manual", "task_prompt": True} in candidates
     assert all(c["label_words"] == mapping for c in candidates) and len(candidates) == 2
     generated = json.loads((out / "generated_templates.json").read_text())
     assert generated["key"]["label_words"] == mapping and generated["value"]

@@ -143,11 +143,12 @@ def test_a_task_with_only_data_and_labels_runs_the_whole_search(tiny_causal_fold
     if task.label_words_source == "search":
         # placeholders are no candidate, and templates were generated around the best searched words
         assert all(c["label_words"] != {"0": "0", "1": "1"} for c in candidates)
+        assert not any(c.get("task_prompt") for c in candidates)  # no prompt of its own to defend
         assert generated["key"]["label_words"] == searched_words[0]
     else:
         assert generated["key"]["label_words"] == {"awful": "awful", "wonderful": "wonderful"}
         assert {"template": GENERIC_TEMPLATES[1], "label_words": task.label_words, "demonstrations": "off",
-                "template_source": ["generic"], "label_words_source": "label names"} in candidates
+                "template_source": ["generic"], "label_words_source": "label names", "task_prompt": True} in candidates
     assert generated["value"] and all(g["screening_split"] == "train" and "zero_shot_train" in g
                                       for g in generated["value"])
     generated_templates = {g["template"] for g in generated["value"]}

@@ -84,7 +84,7 @@ class SearchOptions:
     # > 1: also one candidate whose classes have up to this many label words each, taken from the label
     # search (top assignments, then the ranked candidates), their scores combined by log-sum-exp.
     label_words_per_class: int = 1
-    # > 0: also the task's words with up to this many synonyms each (auto_label/synonyms.py).
+    # > 0: the task's own prompt uses its words with up to this many synonyms each (auto_label/synonyms.py).
     label_synonyms: int = 0
     template_files: tuple[str, ...] = ()
     mapping_files: tuple[str, ...] = ()

@@ -115,8 +115,10 @@ def run_pipeline(options: SearchOptions, say=print):
         del state, screen
         clear_process_state()
         release_freed_memory()
-    write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
-    task_prompt = candidate_id(make_candidate(task.template, Verbalizer.for_task(task), options.demonstrations[0]))
+    own_words = sources.task_prompt_words or Verbalizer.for_task(task)
+    task_prompt = candidate_id(make_candidate(task.template, own_words, options.demonstrations[0]))
+    defended = task_prompt if task.has_own_prompt else None
+    write_json_atomic(out / "candidates.json", with_origins(candidates, sources, defended))
     strategy = make_strategy(options, protected=(task_prompt,) if task_prompt in {candidate_id(c) for c in candidates}
                              else ())
     say(f"{len(candidates)} candidates; plan:\n{describe_plan(strategy.plan(len(candidates)))}")
@@ -136,17 +138,17 @@ def run_pipeline(options: SearchOptions, say=print):
             f"a rerun skips them unless given --retry-failed")
     finalists = evaluate_finalist_demonstrations(study, result, options.finalist_demonstrations, options.demo_finalists,
                                                  task.num_sentences, task.num_classes,
-                                                 task_prompt_id=task_prompt if task.has_own_prompt else None,
+                                                 task_prompt_id=defended,
                                                  progress=options.progress, say=say)
     if finalists.candidates:
         candidates = [*candidates, *finalists.candidates]
-        write_json_atomic(out / "candidates.json", with_origins(candidates, sources))
+        write_json_atomic(out / "candidates.json", with_origins(candidates, sources, defended))
     result.ranking = with_entries(result.ranking, finalists.ranked)
     result.n_evaluated, result.n_reused = result.n_evaluated + finalists.n_evaluated, result.n_reused + finalists.n_reused
 
     def export_choice(ranking):
         return select_final(
-            ranking, task, rule=options.selection, incumbent_id=task_prompt if task.has_own_prompt else None,
+            ranking, task, rule=options.selection, incumbent_id=defended,
             seeds=options.seeds,
             dev_predictions=lambda cid, seed: load_predictions(leaderboard, study.config_hash, cid, seed,
                                                                options.max_steps).get("dev"),

@@ -2,7 +2,7 @@
 file gave no prompt (a generic template, label words from the label names, or none: searched words).
 
 `CandidateSources` is what `build_candidates` returns beside the candidates: template (LM-BFF syntax) ->
-its sources, as before, plus `label_words`: mapping -> its source. candidates.json, best.json and the
+its sources, as before, plus `label_words`: mapping -> its source, and `task_prompt_words`. candidates.json, best.json and the
 final summary say from it whether the winner was written by a person, derived, generated or searched.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from ..errors import UserError
 from ..tasks import TaskSpec
+from .records import candidate_id
 
 # How a TaskSpec's label_words_source reads in a candidate's origin.
 _WORD_SOURCES = {"manual": "manual", "label_names": "label names"}
@@ -29,6 +30,9 @@ class CandidateSources(dict):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.label_words: dict[str, str] = {}
+        # The words of the prompt standing for the task's own (kept to the final rung, defended at export);
+        # None: the task's words. `--label-synonyms` sets them to the task's words with their synonyms.
+        self.task_prompt_words: dict[str, Any] | None = None
 
     def add_label_words(self, words: Mapping[str, Any], source: str) -> None:
         self.label_words.setdefault(mapping_key(words), source)
@@ -45,10 +49,14 @@ def task_word_source(task: TaskSpec) -> str:
     return _WORD_SOURCES.get(task.label_words_source, task.label_words_source)
 
 
-def with_origins(candidates, sources: CandidateSources) -> list[dict]:
-    """candidates.json's entries: each candidate with where its template and words came from (the
-    candidate dict itself, whose hash is its id, is not changed)."""
-    return [{**candidate, **sources.origin(candidate)} for candidate in candidates]
+def with_origins(candidates, sources: CandidateSources, task_prompt_id: str | None = None) -> list[dict]:
+    """candidates.json's entries: each candidate with where its template and words came from, and
+    `"task_prompt": true` on the one standing for the task's own prompt (`task_prompt_id`), so that a replay
+    of the export rule defends what the search defended (the candidate dict itself, whose hash is its id,
+    is not changed)."""
+    return [{**candidate, **sources.origin(candidate),
+             **({"task_prompt": True} if task_prompt_id and candidate_id(candidate) == task_prompt_id else {})}
+            for candidate in candidates]
 
 
 def describe_start(task: TaskSpec) -> str | None:

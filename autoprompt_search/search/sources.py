@@ -174,17 +174,23 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
         for m in mappings:
             sources.add_label_words(m["label_words"], "label search" + (
                 f" (train {m['train_score']:.3f})" if "train_score" in m else ""))
-    if options.label_synonyms:
-        synonyms = _synonym_mapping(options, task, train, backbone, say)
-        if synonyms is not None:
-            verbalizers.append(Verbalizer.from_mapping(task, synonyms, source="label synonyms"))
-            sources.add_label_words(verbalizers[-1].to_mapping(), "label synonyms (sentence encoder)")
+    with_synonyms = _synonym_mapping(options, task, train, backbone, say) if options.label_synonyms else None
+    if with_synonyms is not None:
+        with_synonyms = Verbalizer.from_mapping(task, with_synonyms, source="label synonyms")
+        sources.add_label_words(with_synonyms.to_mapping(), "label synonyms (sentence encoder)")
     for path in options.mapping_files:
         found = load_mapping_lines(path, task)
         verbalizers += found
         for verbalizer in found:
             sources.add_label_words(verbalizer.to_mapping(), f"file {path}")
     candidates = candidate_grid(templates, verbalizers, options.demonstrations)
+    if with_synonyms is not None:
+        # Only on the task's template, as the prompt the search defends: on 32 dev examples the synonyms tie
+        # with the task's words, so as one challenger among many they never got exported
+        # (results/label_synonyms_plan.md); the words alone stay a challenger.
+        candidates += [c for c in candidate_grid(templates[:1], [with_synonyms], options.demonstrations)
+                       if c not in candidates]
+        sources.task_prompt_words = with_synonyms.to_mapping()
     return candidates, sources
 
 
