@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from autoprompt_search.search.evaluator import PromptEvaluator  # noqa: E402
 from autoprompt_search.search.selection import is_version_of  # noqa: E402
 
 DEFAULT_TASKS = ("SST-2", "SST-5", "MR", "CR", "TREC", "RTE", "MRPC", "CoLA")
-RUN_ONLY = ("tasks", "threads", "data_dir", "name", "out_root", "merge")
+RUN_ONLY = ("tasks", "threads", "data_dir", "name", "out_root", "merge", "reuse_default")
 LARGE_TEST = 1000  # test sets above this many examples may be sampled (seeded, marked in the table)
 
 
@@ -68,6 +69,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label-synonyms", type=int, default=None,
                         help="the search's --label-synonyms (one more candidate: the task's words with synonyms); its "
                              "runs get folders of their own (<task>-label-synonyms-N)")
+    parser.add_argument("--reuse-default", action="store_true",
+                        help="a variant's search (--label-synonyms, --label-neighbours, --embeddings) whose folder "
+                             "has no leaderboard yet starts from a copy of the default search's finished folder of "
+                             "the same seed (leaderboard, generated templates, searched words): the candidates both "
+                             "share are the same evaluations, and only the variant's own run")
     parser.add_argument("--embeddings", choices=["train", "freeze", "auto"], default=None,
                         help="the search's --embeddings (default: the search's default)")
     parser.add_argument("--protocol", choices=("per-seed", "pooled"), default="per-seed",
@@ -126,6 +132,25 @@ def search_options(args, task_name: str, seed: int | None = None) -> SearchOptio
                          ensemble_size=args.ensemble_size, demonstrations=tuple(args.demonstrations),
                          finalist_demonstrations=tuple(args.finalist_demonstrations), demo_finalists=args.demo_finalists,
                          label_neighbours=args.label_neighbours, **extra)
+
+
+VARIANT_FLAGS = ("label_synonyms", "label_neighbours", "embeddings")
+REUSED_FILES = ("leaderboard.sqlite", "generated_templates.json", "label_words.json")
+
+
+def start_from_default(args, task_name: str, seed: int | None) -> Path | None:
+    """Copy the default search's folder files (`REUSED_FILES`) into the variant's, when the variant has not started
+    and the default has finished (its best.json written); the folder copied from, or None. Caches are keyed and
+    rows belong to a configuration hash, so a copy can only be reused where the variant's search is the same."""
+    default = argparse.Namespace(**{**vars(args), **{flag: None for flag in VARIANT_FLAGS}})
+    source, target = Path(search_options(default, task_name, seed).out), Path(search_options(args, task_name, seed).out)
+    if source == target or (target / "leaderboard.sqlite").exists() or not (source / "best.json").exists():
+        return None
+    target.mkdir(parents=True, exist_ok=True)
+    for name in REUSED_FILES:
+        if (source / name).exists():
+            shutil.copy2(source / name, target / name)
+    return source
 
 
 def search_units(args) -> list[int | None]:
@@ -220,7 +245,7 @@ def manual_from_search(args, task_name: str, seed: int) -> dict | None:
         return None
     _, facts = replayed_choices(board_path, rules=())
     rows = [r for r in facts["board"].rows(facts["config_hash"])
-            if r.candidate_id == facts["incumbent"] and r.budget == options.max_steps and r.seed == seed
+            if r.candidate_id == facts["manual"] and r.budget == options.max_steps and r.seed == seed
             and r.test_metric is not None]
     if not rows:
         return None
@@ -355,6 +380,12 @@ def markdown(state: dict, args) -> str:
               f"candidate on {ensemble_ok}/{ensembles} task(s) with an ensemble."]
     if args.test_limit:
         lines.append(f"Test sets larger than {args.test_limit} examples were scored on a seeded sample of {args.test_limit}.")
+    copies = [f"{task_name} seed{'s' if len(seeds) > 1 else ''} {', '.join(sorted(seeds, key=int))}"
+              for task_name, entry in state["tasks"].items() if (seeds := entry.get("started_from"))]
+    if copies:
+        lines.append("Started from a copy of the default search's finished folder (`--reuse-default`: its evaluations "
+                     f"of the candidates both races share are reused; the compute columns count them too): "
+                     f"{'; '.join(copies)}.")
     lines += finished_seeds_of_unfinished_tasks(state, args)
     if missing:
         lines += ["", f"Partial: not run yet: {', '.join(missing)}."]
@@ -424,6 +455,10 @@ def main() -> None:
                     save_state(path, state, args)
                 continue
             if done is None:
+                copied = start_from_default(args, task_name, seed) if args.reuse_default else None
+                if copied is not None:
+                    entry.setdefault("started_from", {})[str(seed)] = str(copied)
+                    print(f"{task_name} seed {seed}: starting from a copy of {copied}", flush=True)
                 start = time.perf_counter()
                 result = run_pipeline(options)
                 summary = summarise_search(options, next((e.candidate_id for e in result.ranking

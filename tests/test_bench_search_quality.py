@@ -40,3 +40,24 @@ def test_an_embeddings_variant_gets_its_own_folders_and_settings(monkeypatch):
     assert variant.embeddings == "freeze" and default.embeddings == type(default)(task="x").embeddings
     assert Path(default.out).parent.name == "sst-2"
     assert Path(variant.out).parent.name == "sst-2-embeddings-freeze"
+
+
+def test_a_variant_starts_from_a_copy_of_the_finished_default_search(monkeypatch, tmp_path):
+    args = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13", "--label-synonyms", "2", "--reuse-default",
+                 "--out-root", str(tmp_path))
+    assert "reuse_default" not in bench.settings_of(args)  # how a run starts is no setting of its results
+    default = tmp_path / "smollm2-135m" / "sst-2" / "seed13"
+    variant = tmp_path / "smollm2-135m" / "sst-2-label-synonyms-2" / "seed13"
+    default.mkdir(parents=True)
+    for name in ("leaderboard.sqlite", "generated_templates.json", "label_words.json"):
+        (default / name).write_text(name, encoding="utf-8")
+    assert bench.start_from_default(args, "SST-2", 13) is None  # the default search has not finished
+    (default / "best.json").write_text("{}", encoding="utf-8")
+    assert bench.start_from_default(args, "SST-2", 13) == default
+    assert sorted(p.name for p in variant.iterdir()) == ["generated_templates.json", "label_words.json",
+                                                         "leaderboard.sqlite"]
+    (variant / "leaderboard.sqlite").write_text("the variant's own rows", encoding="utf-8")
+    assert bench.start_from_default(args, "SST-2", 13) is None  # a started variant is never overwritten
+    assert (variant / "leaderboard.sqlite").read_text(encoding="utf-8") == "the variant's own rows"
+    plain = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13", "--reuse-default", "--out-root", str(tmp_path))
+    assert bench.start_from_default(plain, "SST-2", 13) is None  # the default search copies from nothing
