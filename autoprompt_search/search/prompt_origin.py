@@ -2,8 +2,9 @@
 file gave no prompt (a generic template, label words from the label names, or none: searched words).
 
 `CandidateSources` is what `build_candidates` returns beside the candidates: template (LM-BFF syntax) ->
-its sources, as before, plus `label_words`: mapping -> its source, and `task_prompt_words`. candidates.json, best.json and the
-final summary say from it whether the winner was written by a person, derived, generated or searched.
+its sources, as before, plus `label_words`: mapping -> its source, and `task_prompt_words`. candidates.json,
+best.json and the final summary say from it whether the winner was written by a person, derived, generated or
+searched.
 """
 from __future__ import annotations
 

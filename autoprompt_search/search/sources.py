@@ -174,9 +174,10 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
         for m in mappings:
             sources.add_label_words(m["label_words"], "label search" + (
                 f" (train {m['train_score']:.3f})" if "train_score" in m else ""))
-    with_synonyms = _synonym_mapping(options, task, train, backbone, say) if options.label_synonyms else None
-    if with_synonyms is not None:
-        with_synonyms = Verbalizer.from_mapping(task, with_synonyms, source="label synonyms")
+    synonym_words = _synonym_mapping(options, task, train, backbone, say) if options.label_synonyms else None
+    with_synonyms = None
+    if synonym_words is not None:
+        with_synonyms = Verbalizer.from_mapping(task, synonym_words, source="label synonyms")
         sources.add_label_words(with_synonyms.to_mapping(), "label synonyms (sentence encoder)")
     for path in options.mapping_files:
         found = load_mapping_lines(path, task)
