@@ -125,7 +125,7 @@ class AngleEncoder:
 
 
 def test_the_synonyms_become_the_task_prompt_the_search_keeps_and_defends(tiny_causal_folder, tmp_path,
-                                                                            monkeypatch):
+                                                                            monkeypatch, capsys):
     from test_search import search_options, write_toy_lmbff
     from autoprompt_search import demonstrations
     from autoprompt_search.search import candidate_id, make_candidate, pipeline, run_pipeline
@@ -167,3 +167,15 @@ def test_the_synonyms_become_the_task_prompt_the_search_keeps_and_defends(tiny_c
     # A resumed search reads the words it found instead of searching again.
     run_pipeline(options, say=lambda *_: None)
     assert AngleEncoder.made == 1
+    # `labels --synonyms` shows the words the search gave the task's prompt, with their evidence.
+    from autoprompt_search.cli.main import main
+    from conftest import TEST_DEVICE
+
+    shown = tmp_path / "synonyms.json"
+    assert main(["labels", "--task", "sst2", "--model", str(tiny_causal_folder), "--data-dir", str(data), "--device",
+                 TEST_DEVICE, "--max-length", "48", "--synonyms", "2", "--output", str(shown)]) == 0
+    listed = json.loads(shown.read_text(encoding="utf-8"))
+    assert listed["label_words"] == words and listed["evidence"] == saved["evidence"]
+    printed = capsys.readouterr().out
+    first = saved["evidence"]["0"][0]
+    assert f"0: terrible + {first['word']} (similarity {first['similarity']:.2f}, PMI {first['pmi']:+.2f})" in printed

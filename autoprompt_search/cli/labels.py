@@ -24,7 +24,11 @@ def build_labels_parser(sub) -> None:
                         help="rank candidates by summed log-probability (LM-BFF) or class-conditional PMI")
     parser.add_argument("--whole-words", action="store_true",
                         help="causal backbones: re-score candidates as whole words with the classifier's class score")
-    parser.add_argument("--output", help="write the ranked mappings as JSON here")
+    parser.add_argument("--synonyms", type=int,
+                        help="N >= 1: instead of ranking mappings, each class's word (the task's, or --seed-words) "
+                             "with up to N synonyms, as `search --label-synonyms N` finds them, with their evidence")
+    parser.add_argument("--encoder", default="minilm-l6", help="the sentence encoder --synonyms measures nearness with")
+    parser.add_argument("--output", help="write the ranked mappings (or the synonyms) as JSON here")
     parser.set_defaults(func=run_labels)
 
 
@@ -44,11 +48,13 @@ def run_labels(args) -> int:
     if seed_words is not None and not isinstance(seed_words, dict):
         raise UserError(f"--seed-words: expected a JSON object label -> word, got {args.seed_words!r}")
     for flag, value in (("--label-k", args.label_k), ("-n/--n-mappings", args.n_mappings),
-                        ("--neighbours", args.neighbours)):
+                        ("--neighbours", args.neighbours), ("--synonyms", args.synonyms)):
         if value is not None and value < 1:
             raise UserError(f"{flag}: got {value}, expected an integer >= 1")
     check_model_arguments(args)
     backbone = load_backbone(args.model, device=args.device, max_length=args.max_length)
+    if args.synonyms:
+        return _print_synonyms(args, task, template if args.template else None, origin, train, backbone, seed_words)
     result = search_label_words(backbone, task, template, train, k=args.label_k, n=args.n_mappings,
                                 seed_words=seed_words, neighbours=args.neighbours, ranking=args.label_ranking,
                                 whole_words=args.whole_words)
@@ -63,5 +69,33 @@ def run_labels(args) -> int:
                                                  "template_source": origin,
                                                  "ranking": args.label_ranking, "whole_words": args.whole_words,
                                                  "mappings": records}, indent=2, ensure_ascii=False), encoding="utf-8")
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _print_synonyms(args, task, template, origin: str, train, backbone, seed_words) -> int:
+    """`--synonyms N`: the words `search --label-synonyms N` would give the task's own prompt (on the template the
+    search probes them with, unless --template is given), each synonym with its encoder similarity and PMI."""
+    from ..auto_label import search_synonyms
+    from ..demonstrations import SentenceEncoder
+    from ..prompts import Verbalizer
+    from ..search.sources import label_search_template
+
+    if template is None:
+        template = label_search_template(task, backbone)
+        origin = origin if template.to_lmbff() == task.template else "the generic template: the task's puts the label first"
+    seeds = Verbalizer.from_mapping(task, seed_words, source="--seed-words") if seed_words else None
+    encoder = SentenceEncoder(args.encoder)
+    choice = search_synonyms(backbone, task, template, train, args.synonyms, encoder.encode, seed_words=seeds,
+                             max_length=args.max_length)
+    print(f"template: {template.to_lmbff()} ({origin})")
+    for label, words, evidence in zip(task.labels, choice.words, choice.evidence):
+        found = ", ".join(f"{e['word']} (similarity {e['similarity']:.2f}, PMI {e['pmi']:+.2f})" for e in evidence)
+        print(f"{label}: {words[0]}" + (f" + {found}" if found else " (no synonym passed the checks)"))
+    if args.output:
+        Path(args.output).write_text(json.dumps({
+            "task": task.name, "model": args.model, "template": template.to_lmbff(), "template_source": origin,
+            "encoder": args.encoder, "per_class": args.synonyms, "label_words": dict(zip(task.labels, choice.words)),
+            "evidence": dict(zip(task.labels, choice.evidence))}, indent=2, ensure_ascii=False), encoding="utf-8")
         print(f"wrote {args.output}")
     return 0
