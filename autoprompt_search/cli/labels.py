@@ -79,7 +79,7 @@ def _print_synonyms(args, task, template, origin: str, train, backbone, seed_wor
     from ..auto_label import search_synonyms
     from ..demonstrations import SentenceEncoder
     from ..prompts import Verbalizer
-    from ..search.sources import label_search_template
+    from ..search import label_search_template
 
     if template is None:
         template = label_search_template(task, backbone)

@@ -29,7 +29,7 @@ _EXPORTS = {
     'settings': ('EvaluatorSettings',),
     'evaluator': ('PromptEvaluator', 'fine_tuned_classifier'),
     'options': ('SearchOptions', 'make_strategy', 'search_executor'),
-    'sources': ('generate_templates', 'search_mappings', 'build_candidates'),
+    'sources': ('generate_templates', 'search_mappings', 'build_candidates', 'label_search_template'),
     'prompt_origin': ('check_derived_prompt',),
     'path_checks': ('check_out_folder', 'check_model_folder'),
     'pipeline': ('demonstration_section_for', 'prompt_document', 'run_pipeline'),
