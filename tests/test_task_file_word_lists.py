@@ -184,6 +184,20 @@ def test_labels_on_a_task_file_without_a_template_uses_the_generic_one(tiny_caus
     assert f"template: {TEMPLATE} (--template)" in given
 
 
+def test_labels_probe_a_label_first_task_where_the_search_does(tiny_causal_folder, tmp_path, capsys):
+    """A causal model sees no input at a label placed first, so the words are ranked on the generic template,
+    as the search ranks them; a template given explicitly is used as it is (here: refused, as it cannot rank)."""
+    label_first = "*cls**mask*:*+sent_0**sep+*"
+    task_file = write_task(tmp_path, "label-first", template=label_first, label_words={"0": "awful", "1": "lovely"})
+    argv = ["labels", "--task", str(task_file), "--model", str(tiny_causal_folder), "--label-k", "4", "-n", "1",
+            "--device", TEST_DEVICE]
+    shown = _command(argv, capsys)
+    assert (f"template: {GENERIC_TEMPLATES[1]} (the generic template: the task's ({label_first}) puts the label "
+            "before the input)") in shown
+    assert main([*argv, "--template", label_first]) == 2
+    assert "the label position gets the same log-probabilities for every training example" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name, labels, fields, origin", [
     ("gen-names", ("awful", "wonderful"), {}, "label words: from the label names {'awful': 'awful', 'wonderful': 'wonderful'}"),
     ("gen-search", ("0", "1"), {}, "label words: searched with the generic template (task gen-search gives none)"),

@@ -37,6 +37,7 @@ def run_labels(args) -> int:
     from ..data import load_split
     from ..auto_label import search_label_words
     from ..prompts import parse_mapping_text
+    from ..search import label_search_template
 
     quiet_transformers()
     task = resolve_task(args.task)
@@ -53,8 +54,12 @@ def run_labels(args) -> int:
             raise UserError(f"{flag}: got {value}, expected an integer >= 1")
     check_model_arguments(args)
     backbone = load_backbone(args.model, device=args.device, max_length=args.max_length)
+    if not args.template:  # the template the search probes words on (a causal model sees no input at a label first)
+        probe = label_search_template(task, backbone)
+        if probe != template:
+            template, origin = probe, f"the generic template: the task's ({task.template}) puts the label before the input"
     if args.synonyms:
-        return _print_synonyms(args, task, template if args.template else None, origin, train, backbone, seed_words)
+        return _print_synonyms(args, task, template, origin, train, backbone, seed_words)
     result = search_label_words(backbone, task, template, train, k=args.label_k, n=args.n_mappings,
                                 seed_words=seed_words, neighbours=args.neighbours, ranking=args.label_ranking,
                                 whole_words=args.whole_words)
@@ -74,16 +79,12 @@ def run_labels(args) -> int:
 
 
 def _print_synonyms(args, task, template, origin: str, train, backbone, seed_words) -> int:
-    """`--synonyms N`: the words `search --label-synonyms N` would give the task's own prompt (on the template the
-    search probes them with, unless --template is given), each synonym with its encoder similarity and PMI."""
+    """`--synonyms N`: the words `search --label-synonyms N` would give the task's own prompt, each synonym with
+    its encoder similarity and PMI."""
     from ..auto_label import search_synonyms
     from ..demonstrations import SentenceEncoder
     from ..prompts import Verbalizer
-    from ..search import label_search_template
 
-    if template is None:
-        template = label_search_template(task, backbone)
-        origin = origin if template.to_lmbff() == task.template else "the generic template: the task's puts the label first"
     seeds = Verbalizer.from_mapping(task, seed_words, source="--seed-words") if seed_words else None
     encoder = SentenceEncoder(args.encoder)
     choice = search_synonyms(backbone, task, template, train, args.synonyms, encoder.encode, seed_words=seeds,
