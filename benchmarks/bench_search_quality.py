@@ -136,6 +136,7 @@ def search_options(args, task_name: str, seed: int | None = None) -> SearchOptio
 
 VARIANT_FLAGS = ("label_synonyms", "label_neighbours", "embeddings")
 REUSED_FILES = ("leaderboard.sqlite", "generated_templates.json", "label_words.json")
+STARTED_FROM = "started_from.json"
 
 
 def start_from_default(args, task_name: str, seed: int | None) -> Path | None:
@@ -150,7 +151,15 @@ def start_from_default(args, task_name: str, seed: int | None) -> Path | None:
     for name in REUSED_FILES:
         if (source / name).exists():
             shutil.copy2(source / name, target / name)
+    (target / STARTED_FROM).write_text(json.dumps({"copied_from": str(source)}) + "\n", encoding="utf-8")
     return source
+
+
+def copied_from(args, task_name: str, seed: int | None) -> str | None:
+    """The folder a variant's search was started from, read from the mark `start_from_default` leaves, so a variant
+    stopped and resumed in a later run still reports that it began as a copy."""
+    mark = Path(search_options(args, task_name, seed).out) / STARTED_FROM
+    return json.loads(mark.read_text(encoding="utf-8"))["copied_from"] if mark.exists() else None
 
 
 def search_units(args) -> list[int | None]:
@@ -457,8 +466,9 @@ def main() -> None:
             if done is None:
                 copied = start_from_default(args, task_name, seed) if args.reuse_default else None
                 if copied is not None:
-                    entry.setdefault("started_from", {})[str(seed)] = str(copied)
                     print(f"{task_name} seed {seed}: starting from a copy of {copied}", flush=True)
+                if (origin := copied_from(args, task_name, seed)) is not None:
+                    entry.setdefault("started_from", {})[str(seed)] = origin
                 start = time.perf_counter()
                 result = run_pipeline(options)
                 summary = summarise_search(options, next((e.candidate_id for e in result.ranking

@@ -55,9 +55,21 @@ def test_a_variant_starts_from_a_copy_of_the_finished_default_search(monkeypatch
     (default / "best.json").write_text("{}", encoding="utf-8")
     assert bench.start_from_default(args, "SST-2", 13) == default
     assert sorted(p.name for p in variant.iterdir()) == ["generated_templates.json", "label_words.json",
-                                                         "leaderboard.sqlite"]
+                                                         "leaderboard.sqlite", "started_from.json"]
     (variant / "leaderboard.sqlite").write_text("the variant's own rows", encoding="utf-8")
     assert bench.start_from_default(args, "SST-2", 13) is None  # a started variant is never overwritten
     assert (variant / "leaderboard.sqlite").read_text(encoding="utf-8") == "the variant's own rows"
+    # a variant stopped and resumed in a later run still reports the folder it was copied from
+    assert bench.copied_from(args, "SST-2", 13) == str(default)
     plain = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13", "--reuse-default", "--out-root", str(tmp_path))
     assert bench.start_from_default(plain, "SST-2", 13) is None  # the default search copies from nothing
+
+
+def test_a_variant_that_began_without_a_copy_reports_none(monkeypatch, tmp_path):
+    args = _args(monkeypatch, "--tasks", "SST-2", "--seeds", "13", "--label-synonyms", "2", "--reuse-default",
+                 "--out-root", str(tmp_path))
+    variant = tmp_path / "smollm2-135m" / "sst-2-label-synonyms-2" / "seed13"
+    variant.mkdir(parents=True)
+    (variant / "leaderboard.sqlite").write_text("rows of its own search", encoding="utf-8")
+    assert bench.start_from_default(args, "SST-2", 13) is None
+    assert bench.copied_from(args, "SST-2", 13) is None
