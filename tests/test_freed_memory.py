@@ -118,7 +118,8 @@ class _Fake:
 def _policy(monkeypatch, kept: bool = True):
     monkeypatch.setattr(memory, "keep_freed_memory", lambda: kept)
     fake = _Fake()
-    return FreedMemoryPolicy(growth=1.2, read_resident=fake.read, release=fake.release), fake
+    return FreedMemoryPolicy(growth=1.2, read_resident=fake.read, release=fake.release,
+                             stop_if_short=lambda: False), fake
 
 
 def test_the_heap_is_kept_until_it_grows_past_the_first_trained_evaluation(monkeypatch):
@@ -148,7 +149,8 @@ def test_without_kept_memory_every_evaluation_trims(monkeypatch):
 def test_an_unreadable_resident_set_trims_every_time(monkeypatch):
     monkeypatch.setattr(memory, "keep_freed_memory", lambda: True)
     released = []
-    policy = FreedMemoryPolicy(read_resident=lambda: None, release=lambda: released.append(1) or True)
+    policy = FreedMemoryPolicy(read_resident=lambda: None, release=lambda: released.append(1) or True,
+                              stop_if_short=lambda: False)
     policy.after_training()
     assert policy.before_evaluation() and policy.before_evaluation()
     assert len(released) == 2
@@ -189,3 +191,57 @@ def test_an_evaluation_records_the_resident_set(tiny_causal_folder, tmp_path):
     assert memory["end"] > 0
     if sys.platform.startswith("linux"):
         assert memory["peak"] >= memory["end"]
+
+
+def test_the_reserve_is_a_tenth_of_the_machine_and_at_least_two_gib():
+    assert memory.memory_reserve(total=8 << 30) == 2 << 30
+    assert memory.memory_reserve(total=64 << 30) == (64 << 30) // 10
+    assert memory.memory_reserve(total=0) == 2 << 30  # unknown total: the floor
+
+
+_SHORT = """
+import json
+from autoprompt_search.training import memory
+kept = memory.keep_freed_memory()
+plenty = memory.stop_keeping_if_memory_short(read_available=lambda: 8 << 30, reserve=lambda: 2 << 30)
+after_plenty = memory.keep_freed_memory()
+short = memory.stop_keeping_if_memory_short(read_available=lambda: 1 << 30, reserve=lambda: 2 << 30)
+after_short = memory.keep_freed_memory()
+again = memory.stop_keeping_if_memory_short(read_available=lambda: 1 << 30, reserve=lambda: 2 << 30)
+print(json.dumps([kept, plenty, after_plenty, short, after_short, again]))
+"""
+
+
+@glibc_only
+def test_freed_memory_stops_being_kept_once_the_system_is_short_of_memory():
+    done = subprocess.run([sys.executable, "-c", _SHORT], capture_output=True, text=True, check=True,
+                          env={k: v for k, v in __import__("os").environ.items() if k != KEEP_FREED_VARIABLE})
+    kept, plenty, after_plenty, short, after_short, again = json.loads(done.stdout.strip().splitlines()[-1])
+    assert kept and not plenty and after_plenty  # room left: keeping goes on
+    assert short and not after_short  # below the reserve: handed back for the rest of the process
+    assert not again  # stopping happens once
+
+
+def test_a_policy_short_of_memory_counts_the_stop_as_its_trim(monkeypatch):
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: True)
+    fake, short = _Fake(), [True]
+    policy = FreedMemoryPolicy(read_resident=fake.read, release=fake.release, stop_if_short=lambda: short[0])
+    fake.resident = 4000.0
+    policy.after_training()
+    assert policy.before_evaluation() is True and policy.trims == 1
+    assert fake.released == 0  # stopping hands the memory back itself
+    short[0] = False
+    assert policy.before_evaluation() is False  # within its growth bound, kept memory stays
+
+
+def test_fine_tuning_checks_the_memory_left_after_every_step(monkeypatch, fresh_tiny_causal, toy_sentiment):
+    from autoprompt_search.tasks import get_task
+    from autoprompt_search.training import PromptClassifier, TrainConfig, trainer
+
+    checks = []
+    monkeypatch.setattr(trainer, "stop_keeping_if_memory_short", lambda: checks.append(1) or False)
+    sst2 = get_task("SST-2")
+    train, dev = toy_sentiment
+    classifier = PromptClassifier.build(fresh_tiny_causal, sst2, sst2.template, sst2.label_words, max_length=48)
+    classifier.fit(train, dev, TrainConfig(steps=3, lr=1e-2, max_length=48, seed=5, eval_every=3), progress=False)
+    assert len(checks) == 3

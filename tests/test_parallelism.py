@@ -170,3 +170,50 @@ def test_with_worker_processes_the_search_process_lets_go_of_its_model(tiny_caus
     data = write_toy_lmbff(tmp_path / "data", seeds=(13,))
     pipeline.run_pipeline(search_options(tiny_causal_folder, data, tmp_path / "out", seeds=(13,)), say=lambda *_: None)
     assert alive_when_racing == [False]  # (the in-process "workers" then load a model of their own)
+
+
+def test_a_process_holds_one_evaluator_state_at_a_time(monkeypatch):
+    import weakref
+
+    from autoprompt_search.search import trial
+
+    class Heavy:
+        pass
+
+    trial.clear_process_state()
+    released, made = [], []
+    monkeypatch.setattr(trial, "release_freed_memory", lambda: released.append(1) or True)
+
+    def factory():
+        made.append(Heavy())
+        return made[-1]
+
+    first = weakref.ref(trial.process_local("rte", factory))
+    made.clear()
+    assert trial.process_local("rte", factory) is first() and not made and not released  # the same key: reused
+    second = trial.process_local("sst-5", factory)
+    assert first() is None and released == [1]  # the other task's state dropped before this one loaded
+    assert trial.process_local("sst-5", factory) is second and len(made) == 1
+    trial.clear_process_state()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_finished_search_hands_its_kept_memory_back(monkeypatch, fails):
+    from autoprompt_search.search import pipeline
+
+    released = []
+
+    def body(options, say):
+        assert not released  # not before the search ends
+        if fails:
+            raise RuntimeError("stopped")
+        return "result"
+
+    monkeypatch.setattr(pipeline, "_run_pipeline", body)
+    monkeypatch.setattr(pipeline, "release_freed_memory", lambda: released.append(1) or True)
+    if fails:
+        with pytest.raises(RuntimeError):
+            pipeline.run_pipeline(None)
+    else:
+        assert pipeline.run_pipeline(None) == "result"
+    assert released == [1]

@@ -9,7 +9,8 @@ count too. On an accelerator one evaluation at a time (they would share the devi
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+from ..training.memory import available_memory
 
 # Resident bytes of one full fine-tuning evaluation per model parameter: pristine weights, live weights,
 # gradients, two AdamW moments and a best checkpoint, 4 bytes each, plus a margin for activations.
@@ -25,17 +26,6 @@ MAX_JOBS_VARIABLE = "AUTOPROMPT_MAX_JOBS"  # caps the automatic choice (e.g. on 
 def parameter_count(model) -> int:
     """Weights of a loaded model, which size the memory estimates below."""
     return sum(p.numel() for p in model.parameters())
-
-
-def available_memory() -> int | None:
-    """Bytes the system can give without swapping (MemAvailable), or None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def usable_cores() -> int:

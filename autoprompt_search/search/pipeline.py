@@ -90,6 +90,13 @@ def _with_jobs(options: SearchOptions, backbone, train: Mapping[str, Any], say) 
 def run_pipeline(options: SearchOptions, say=print):
     """Generate candidates, evaluate them with the chosen strategy, and leave in `options.out`:
     leaderboard.sqlite, candidates.json, progress.png and best.json."""
+    try:
+        return _run_pipeline(options, say)
+    finally:
+        release_freed_memory()  # the heap kept for the next training step: a finished search holds no more than its model
+
+
+def _run_pipeline(options: SearchOptions, say):
     from ..prompts import write_document
 
     task = options.check_inputs()  # every input file and setting, before any model loads or folder is made

@@ -9,7 +9,8 @@ _EXPORTS = {
     'precision': ('resolve_precision', 'precision_context', 'native_bf16'),
     'encodings': ('clear_encoding_cache',),
     'memory': ('ask_for_huge_pages', 'release_freed_memory', 'keep_freed_memory', 'stop_keeping_freed_memory',
-               'FreedMemoryPolicy', 'resident_mb', 'peak_resident_mb', 'reset_peak_resident'),
+               'FreedMemoryPolicy', 'resident_mb', 'peak_resident_mb', 'reset_peak_resident', 'available_memory',
+               'memory_reserve', 'stop_keeping_if_memory_short'),
     'trainer': (
         'EvalResult', 'TrainResult', 'set_seed', 'prompt_loss', 'predictions_from_scores', 'evaluate',
         'content_free_calibration', 'fine_tune',

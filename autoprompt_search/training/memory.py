@@ -11,7 +11,12 @@ next step reuses them (the same 6 evaluations: 13 s in the kernel, 0.69x the tim
 keeps its high-water mark, which `FreedMemoryPolicy` bounds between evaluations with `malloc_trim`.
 
 The heap's high-water mark can be twice what an evaluation needs (Gemma 3 270M: 19.1 GB against 9.1 GB), so
-the search calls `stop_keeping_freed_memory` where that would not fit (search/parallelism.py).
+the search calls `stop_keeping_freed_memory` where that would not fit (search/parallelism.py). That decision is an
+estimate made once, when the model loads; on prompts longer than SST-2's the kept heap outgrew it (Gemma on RTE: 19.2,
+23.0 and 23.6 GB after three 32-step evaluations on a 24 GB machine, then an out-of-memory kill). So
+`stop_keeping_if_memory_short` also hands freed memory back, for the rest of the process, as soon as the memory the
+system has left falls below `memory_reserve` (checked after every training step and before every evaluation):
+keeping is a speed-up only while the machine has room for it.
 AUTOPROMPT_KEEP_FREED_MEMORY=0 restores glibc's defaults and a trim after every evaluation;
 AUTOPROMPT_KEPT_BLOCK_MB=N keeps only freed blocks up to N MB (benchmarks/bench_memory_phases.py measures it). Other C
 libraries (macOS, musl, Windows) are left alone.
@@ -26,10 +31,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import logging
 import os
 import sys
+from pathlib import Path
 from functools import lru_cache
 from typing import Callable
+
+logger = logging.getLogger(__name__)
 
 KEEP_FREED_VARIABLE = "AUTOPROMPT_KEEP_FREED_MEMORY"
 HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"  # PyTorch's own switch, read once at its first CPU allocation
@@ -112,6 +121,44 @@ def stop_keeping_freed_memory() -> bool:
     return release_freed_memory()
 
 
+def _meminfo_bytes(field: str) -> int | None:
+    """A field of /proc/meminfo ("MemAvailable", "MemTotal") in bytes (Linux), else None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes the system can give without swapping (MemAvailable), or None where unknown."""
+    return _meminfo_bytes("MemAvailable")
+
+
+def memory_reserve(total: int | None = None) -> int:
+    """The memory left to the system below which freed memory is no longer kept: a tenth of the machine's
+    memory, at least 2 GiB (one Gemma 3 270M evaluation's kept heap grew by up to 3.8 GB over the previous one)."""
+    total = _meminfo_bytes("MemTotal") if total is None else total
+    return max(2 << 30, (total or 0) // 10)
+
+
+def stop_keeping_if_memory_short(read_available: Callable[[], int | None] = available_memory,
+                                 reserve: Callable[[], int] = memory_reserve) -> bool:
+    """Where freed memory is being kept and the system has less than the reserve left, stop keeping it for the
+    rest of this process and hand it back (`stop_keeping_freed_memory`). True when it stopped now."""
+    if not _state["kept"] or _state["stopped"]:
+        return False
+    available = read_available()
+    if available is None or available >= reserve():
+        return False
+    logger.warning("only %.1f GB of memory left: freed memory is handed back from now on (slower, but it fits)",
+                   available / 2**30)
+    stop_keeping_freed_memory()
+    return True
+
+
 def release_freed_memory() -> bool:
     """Collect garbage and return free heap pages to the system; False where the C library cannot."""
     gc.collect()
@@ -157,19 +204,24 @@ def reset_peak_resident() -> bool:
 class FreedMemoryPolicy:
     """Between evaluations: keep the heap as it is while the resident set stays within `growth` times
     its size after the first evaluation that trained (the next evaluation reuses those pages without
-    faulting them in again); trim it when it grows beyond, so a long search cannot creep upwards.
+    faulting them in again); trim it when it grows beyond, so a long search cannot creep upwards, and stop
+    keeping freed memory altogether once the system is short of it (`stop_if_short`).
     Where freed memory is not kept (turned off, or not glibc), or the resident set cannot be read,
     trim before every evaluation."""
 
     def __init__(self, growth: float = 1.2, read_resident: Callable[[], float | None] = resident_mb,
-                 release: Callable[[], bool] = release_freed_memory):
+                 release: Callable[[], bool] = release_freed_memory,
+                 stop_if_short: Callable[[], bool] = stop_keeping_if_memory_short):
         self.growth = growth
         self.baseline: float | None = None
-        self._read_resident, self._release = read_resident, release
+        self._read_resident, self._release, self._stop_if_short = read_resident, release, stop_if_short
         self.trims = 0
 
     def before_evaluation(self) -> bool:
-        """True when it trimmed."""
+        """True when it trimmed (or stopped keeping freed memory, which trims)."""
+        if self._stop_if_short():
+            self.trims += 1
+            return True
         resident = self._read_resident() if keep_freed_memory() else None
         if resident is not None and (self.baseline is None or resident <= self.growth * self.baseline):
             return False

@@ -25,7 +25,7 @@ from ..errors import UserError
 from .config import TrainConfig
 from .encodings import encoding_cache
 from .metrics import compute_metrics
-from .memory import keep_freed_memory
+from .memory import keep_freed_memory, stop_keeping_if_memory_short
 from .optimizer import adamw
 from .micro_batches import overhead_tokens_for, plan_micro_batches
 from .precision import precision_context, resolve_precision
@@ -310,6 +310,7 @@ def _fine_tune(backbone, task: TaskSpec, prompt: Prompt | None, train: Sequence[
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        stop_keeping_if_memory_short()  # the kept heap grows within an evaluation too
         losses.append(loss)
         train_seconds += time.perf_counter() - step_start
         if dev and (step % config.eval_every == 0 or step == config.steps):
