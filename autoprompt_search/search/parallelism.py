@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ..training.memory import available_memory
+from ..training import available_memory
 
 # Resident bytes of one full fine-tuning evaluation per model parameter: pristine weights, live weights,
 # gradients, two AdamW moments and a best checkpoint, 4 bytes each, plus a margin for activations.

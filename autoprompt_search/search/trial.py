@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
-from ..training.memory import release_freed_memory
+from ..training import release_freed_memory
 from .records import package_versions, sha256_of
 
 T = TypeVar("T")
