@@ -34,8 +34,8 @@ import gc
 import logging
 import os
 import sys
-from pathlib import Path
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 logger = logging.getLogger(__name__)
