@@ -35,7 +35,6 @@ import logging
 import os
 import sys
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable
 
 logger = logging.getLogger(__name__)
@@ -121,26 +120,34 @@ def stop_keeping_freed_memory() -> bool:
     return release_freed_memory()
 
 
-def _meminfo_bytes(field: str) -> int | None:
-    """A field of /proc/meminfo ("MemAvailable", "MemTotal") in bytes (Linux), else None."""
+def _proc_kb(path: str, field: str) -> int | None:
+    """A "Field:  N kB" line of a Linux /proc file ("/proc/meminfo", "/proc/self/status") as N, else None."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
+        with open(path, encoding="ascii") as lines:
+            for line in lines:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         return None
     return None
 
 
+@lru_cache(maxsize=1)
+def _memory_total() -> int | None:
+    kb = _proc_kb("/proc/meminfo", "MemTotal")
+    return None if kb is None else kb * 1024
+
+
 def available_memory() -> int | None:
     """Bytes the system can give without swapping (MemAvailable), or None where unknown."""
-    return _meminfo_bytes("MemAvailable")
+    kb = _proc_kb("/proc/meminfo", "MemAvailable")
+    return None if kb is None else kb * 1024
 
 
 def memory_reserve(total: int | None = None) -> int:
     """The memory left to the system below which freed memory is no longer kept: a tenth of the machine's
     memory, at least 2 GiB (one Gemma 3 270M evaluation's kept heap grew by up to 3.8 GB over the previous one)."""
-    total = _meminfo_bytes("MemTotal") if total is None else total
+    total = _memory_total() if total is None else total
     return max(2 << 30, (total or 0) // 10)
 
 
@@ -171,14 +178,8 @@ def release_freed_memory() -> bool:
 
 def _status_mb(field: str) -> float | None:
     """A memory field of /proc/self/status ("VmRSS", "VmHWM") in MB (Linux), else None."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    kb = _proc_kb("/proc/self/status", field)
+    return None if kb is None else kb / 1024
 
 
 def resident_mb() -> float | None:
