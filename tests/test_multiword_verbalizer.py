@@ -69,7 +69,7 @@ def test_word_lists_round_trip_through_the_mapping():
     ({"0": ["terrible", "great"], "1": ["good", "great"]}, "labels '0' and '1' both use 'great'"),
     ({"0": ["bad", "bad"], "1": "great"}, "label '0' lists the word 'bad' twice"),
     ({"0": {"w": "bad"}, "1": "great"}, "the word for label '0' must be a non-empty string"),
-    ({"0": "bad", "1": "great", "_combine": "max"}, "'_combine': expected 'logsumexp' or 'mean'"),
+    ({"0": "bad", "1": "great", "_combine": "max"}, "'_combine': expected 'logsumexp', 'logmeanexp' or 'mean'"),
 ])
 def test_malformed_word_lists_fail_in_one_line_naming_the_label_and_the_place(mapping, message):
     with pytest.raises(UserError, match="^words.json, line 3: .*" + _escaped(message)) as error:
@@ -103,16 +103,24 @@ def test_a_one_word_list_scores_exactly_like_the_string(backbone, template):
     torch.testing.assert_close(_scores(backbone, template, listed), _scores(backbone, template, plain), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("combine", ["logsumexp", "mean"])
+def _combined(columns: torch.Tensor, combine: str) -> torch.Tensor:
+    if combine == "logsumexp":
+        return columns.logsumexp(1)
+    if combine == "logmeanexp":
+        return columns.logsumexp(1) - np.log(columns.shape[1])
+    return columns.mean(1)
+
+
+@pytest.mark.parametrize("combine", ["logsumexp", "logmeanexp", "mean"])
 def test_a_class_with_two_words_combines_the_single_word_scores(backbone, combine):
-    """Class 0 ("terrible", "awful") scores logsumexp / mean of the two one-word verbalizers' class-0
-    scores; class 1 (one word) scores as alone; SST-5's middle class takes three words."""
+    """Class 0 ("terrible", "awful") scores logsumexp / logmeanexp / mean of the two one-word verbalizers'
+    class-0 scores; class 1 (one word) scores as alone; SST-5's middle class takes three words."""
     first = _scores(backbone, SST2.template, Verbalizer.from_mapping(SST2, {"0": "terrible", "1": "great"}))
     second = _scores(backbone, SST2.template, Verbalizer.from_mapping(SST2, {"0": "awful", "1": "great"}))
     both = Verbalizer.from_mapping(SST2, {"0": ["terrible", "awful"], "1": "great", "_combine": combine})
     combined = _scores(backbone, SST2.template, both)
     pair = torch.stack([first[:, 0], second[:, 0]], 1)
-    expected = pair.logsumexp(1) if combine == "logsumexp" else pair.mean(1)
+    expected = _combined(pair, combine)
     assert combined.shape == (len(EXAMPLES), 2)
     torch.testing.assert_close(combined[:, 0], expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(combined[:, 1], first[:, 1], atol=1e-5, rtol=1e-5)
@@ -123,8 +131,30 @@ def test_a_class_with_two_words_combines_the_single_word_scores(backbone, combin
                for w in ("okay", "quite", "sort")]
     three = Verbalizer.from_mapping(SST5, {**words, "2": ["okay", "quite", "sort"], "_combine": combine})
     stacked = torch.stack(singles, 1)
-    expected = stacked.logsumexp(1) if combine == "logsumexp" else stacked.mean(1)
+    expected = _combined(stacked, combine)
     torch.testing.assert_close(_scores(backbone, SST5.template, three)[:, 2], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_log_mean_exp_gives_no_class_an_advantage_from_its_number_of_words():
+    """Every word equally likely: log-sum-exp puts the three-word class log 3 above the one-word class,
+    log-mean-exp and mean score the two classes alike."""
+    from autoprompt_search.models.combine import combine_word_scores
+
+    words = {"0": ["terrible", "awful", "dull"], "1": "great"}
+    flat = torch.full((4, 4), -3.0)
+    summed = combine_word_scores(flat, Verbalizer.from_mapping(SST2, {**words, "_combine": "logsumexp"}))
+    torch.testing.assert_close(summed[:, 0] - summed[:, 1], torch.full((4,), float(np.log(3))))
+    for combine in ("logmeanexp", "mean"):
+        scores = combine_word_scores(flat, Verbalizer.from_mapping(SST2, {**words, "_combine": combine}))
+        torch.testing.assert_close(scores, torch.full((4, 2), -3.0))
+
+
+def test_with_as_many_words_per_class_log_mean_exp_gives_the_class_probabilities_of_log_sum_exp(backbone):
+    words = {"0": ["terrible", "awful"], "1": ["great", "lovely"]}
+    summed = _scores(backbone, SST2.template, Verbalizer.from_mapping(SST2, {**words, "_combine": "logsumexp"}))
+    meaned = _scores(backbone, SST2.template, Verbalizer.from_mapping(SST2, {**words, "_combine": "logmeanexp"}))
+    torch.testing.assert_close(summed.softmax(-1), meaned.softmax(-1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(summed - meaned, torch.full_like(summed, float(np.log(2))), atol=1e-5, rtol=1e-5)
 
 
 def test_demonstrations_show_each_class_first_word(tiny_causal):
@@ -269,6 +299,8 @@ def test_a_search_evaluates_the_multiword_candidate_and_exports_lists(tiny_causa
     multi = [{key: c[key] for key in ("template", "label_words", "demonstrations")} for c in candidates
              if any(isinstance(words, list) for words in c["label_words"].values())]
     assert len(multi) == 2 and {**LISTS, "_combine": "logsumexp"} in [c["label_words"] for c in multi]
+    searched = [c["label_words"] for c in multi if c["label_words"] != {**LISTS, "_combine": "logsumexp"}]
+    assert [words["_combine"] for words in searched] == ["logmeanexp"]  # its lists may differ in length
     assert result.n_failed == 0 and len(result.ranking) == len(candidates)
     board = Leaderboard(tmp_path / "out" / "leaderboard.sqlite")
     evaluated = {r.candidate_id for r in board.rows(board.latest_config_hash()) if not r.failed}

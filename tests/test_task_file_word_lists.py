@@ -73,7 +73,7 @@ def test_one_word_files_keep_their_mapping_and_candidate_ids(tiny_causal_folder,
     ({"0": "bad", "1": "good", "2": ["meh"]}, "missing [], unknown ['2']"),
     ({"0": ["bad"]}, "missing ['1'], unknown []"),
     ({"0": 7, "1": "good"}, "the word for label '0' must be a non-empty string"),
-    ({"0": ["bad", "awful"], "1": "good", "_combine": "max"}, "'_combine': expected 'logsumexp' or 'mean'"),
+    ({"0": ["bad", "awful"], "1": "good", "_combine": "max"}, "'_combine': expected 'logsumexp', 'logmeanexp' or 'mean'"),
     (["bad", "good"], "expected an object mapping each label ['0', '1'] to a word or a list of words"),
 ])
 def test_bad_word_lists_fail_in_one_line_naming_the_file_and_field(tmp_path, words, message):

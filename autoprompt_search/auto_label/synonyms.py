@@ -2,8 +2,8 @@
 
 The label search proper ranks words by what fits 16 training examples; on a small backbone that favours
 function words. This source starts from each class's own word (the task's, or the one its label name
-gives) and adds up to N words that mean the same, so the class scores the log-sum-exp of several words
-that all say it. A candidate synonym must pass three checks:
+gives) and adds up to N words that mean the same, so the class scores several words that all say it (the mean
+of their probabilities: classes may end with different numbers of words). A candidate synonym must pass three checks:
 
 1. it is a word the backbone finds plausible at the label position: one of the `pool` whole-word tokens
    of largest mean log-probability there over the training examples;

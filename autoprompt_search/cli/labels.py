@@ -83,7 +83,7 @@ def _print_synonyms(args, task, template, origin: str, train, backbone, seed_wor
     its encoder similarity and PMI."""
     from ..auto_label import search_synonyms
     from ..demonstrations import SentenceEncoder
-    from ..prompts import Verbalizer
+    from ..prompts import SEARCHED_LISTS_COMBINE, Verbalizer
 
     seeds = Verbalizer.from_mapping(task, seed_words, source="--seed-words") if seed_words else None
     encoder = SentenceEncoder(args.encoder)
@@ -96,7 +96,8 @@ def _print_synonyms(args, task, template, origin: str, train, backbone, seed_wor
     if args.output:
         Path(args.output).write_text(json.dumps({
             "task": task.name, "model": args.model, "template": template.to_lmbff(), "template_source": origin,
-            "encoder": args.encoder, "per_class": args.synonyms, "label_words": dict(zip(task.labels, choice.words)),
+            "encoder": args.encoder, "per_class": args.synonyms,
+            "label_words": Verbalizer.from_word_lists(task.labels, choice.words, SEARCHED_LISTS_COMBINE).to_mapping(),
             "evidence": dict(zip(task.labels, choice.evidence))}, indent=2, ensure_ascii=False), encoding="utf-8")
         print(f"wrote {args.output}")
     return 0

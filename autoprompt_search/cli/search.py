@@ -76,11 +76,12 @@ def build_search_parser(sub) -> None:
                              "whole vocabulary)")
     parser.add_argument("--label-words-per-class", type=int,
                         help="N > 1: also try one candidate with up to N searched label words per class, their "
-                             "scores combined by log-sum-exp (default 1; needs --n-mappings > 0)")
+                             "scores combined by log-mean-exp, the mean of their probabilities, so a class with more words "
+                             "gains nothing from the count (default 1; needs --n-mappings > 0)")
     parser.add_argument("--label-synonyms", type=int,
                         help="N > 0: the task's own prompt (kept to the final rung, defended at export) uses its "
                              "label words with up to N synonyms each (words a sentence encoder puts nearest that "
-                             "class's word, likelier for its training examples; scores combined by log-sum-exp); "
+                             "class's word, likelier for its training examples; scores combined by log-mean-exp); "
                              "its words alone stay a challenger. Default 0")
     parser.add_argument("--template-file", dest="template_files", action="append", help="file of templates, one per line")
     parser.add_argument("--mapping-file", dest="mapping_files", action="append", help="file of label-word mappings, one per line")

@@ -159,8 +159,8 @@ def _label_words_or_derived(spec: dict, path: Path, name: str, labels: list[str]
 
 
 def _task_file_label_words(value, path: Path, name: str, labels: list[str]) -> dict:
-    """`label_words`: each label to a word or a list of words (optionally "_combine": "logsumexp" or
-    "mean"), checked as any mapping is; a one-word-per-class mapping is kept as the file wrote it
+    """`label_words`: each label to a word or a list of words (optionally "_combine": "logsumexp",
+    "logmeanexp" or "mean"), checked as any mapping is; a one-word-per-class mapping is kept as the file wrote it
     (stripped), so its candidates keep their ids."""
     if not isinstance(value, dict):
         raise _field_error(path, "label_words", f"expected an object mapping each label {labels} to a word or "
@@ -178,7 +178,7 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     Fields: name, data {train, dev, test} (csv/tsv with header, or jsonl; relative to the JSON file),
     text_columns (1 or 2), label_column, labels, template (LM-BFF or readable syntax; optional: a
     generic template), label_words {label: word or [words]} (optional: read from label_names or the
-    labels, else found by the search; with lists, "_combine": "logsumexp" (default) or "mean"),
+    labels, else found by the search; with lists, "_combine": "logsumexp" (default), "logmeanexp" or "mean"),
     metric (optional, default "acc"), regression_range (metric "pearson"), label_names (optional).
     """
     path = Path(path).expanduser().resolve()

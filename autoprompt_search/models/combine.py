@@ -1,7 +1,11 @@
 """Several label words per class: the backbones score every word as its own column, then each class's
-columns are combined into one class score (log-sum-exp of the word scores, as AMuLaP sums the words'
-probabilities, or their mean, as OpenPrompt's default)."""
+columns are combined into one class score: log-sum-exp of the word scores (as AMuLaP sums the words'
+probabilities), log-mean-exp (the mean of the words' probabilities: log-sum-exp minus log of the class's
+word count, so a class does not gain from having more words than another), or the mean of the scores
+(OpenPrompt's default)."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -18,6 +22,14 @@ def combine_word_scores(scores: torch.Tensor, verbalizer: Verbalizer | None) -> 
     columns, start = [], 0
     for words in verbalizer.word_lists:
         group = scores[:, start:start + len(words)]
-        columns.append(group.logsumexp(dim=1) if verbalizer.combine == "logsumexp" else group.mean(dim=1))
+        columns.append(_combine(group, verbalizer.combine))
         start += len(words)
     return torch.stack(columns, dim=1)
+
+
+def _combine(group: torch.Tensor, combine: str) -> torch.Tensor:
+    if combine == "logsumexp":
+        return group.logsumexp(dim=1)
+    if combine == "logmeanexp":
+        return group.logsumexp(dim=1) - math.log(group.shape[1])
+    return group.mean(dim=1)

@@ -4,6 +4,7 @@ from .rendering import Block, Rendered, render_blocks, word_in_context
 from .truncation import SentenceLimits, truncate_to_tokens
 from .verbalizer import (
     Verbalizer,
+    SEARCHED_LISTS_COMBINE,
     parse_mapping_text,
     load_mapping_lines,
     mapping_entries,
@@ -41,6 +42,7 @@ __all__ = [
     'template_lines',
     'mapping_entries',
     'Verbalizer',
+    'SEARCHED_LISTS_COMBINE',
     'parse_mapping_text',
     'load_mapping_lines',
     'single_token_ids',

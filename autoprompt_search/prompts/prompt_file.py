@@ -9,7 +9,7 @@ Schema (version 3), every field always present:
     backbone          model name or folder the prompt was found with
     template          {"lmbff": LM-BFF syntax, "readable": readable syntax}
     label_words       {label: word}, or with several words per class {label: word or [words], "_combine":
-                      "logsumexp" | "mean"} (see verbalizer.py)
+                      "logsumexp" | "logmeanexp" | "mean"} (see verbalizer.py)
     demonstrations    {"mode": "off"|"random"|"filtered", "filter_rate", "inference_samples", "encoder",
                        "lengths": overrides of the task's LM-BFF lengths, "max_length": the run's length
                        without demonstrations, "seed": the seed inference sets are drawn with,

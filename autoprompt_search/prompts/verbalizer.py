@@ -2,8 +2,12 @@
 
 A class may have several label words (as in AMuLaP and OpenPrompt): the mapping gives it a list,
 `{"positive": ["great", "good"], "negative": "terrible"}`, and its score combines its words' scores
-by `combine` ("logsumexp", the default, or "mean"), written in the mapping under the reserved key
-`"_combine"` (a task label of that name keeps its meaning as a label). A one-word list is the same
+by `combine`, written in the mapping under the reserved key `"_combine"` (a task label of that name keeps
+its meaning as a label): "logsumexp" (the default: the class's probability is the sum of its words', as
+in AMuLaP, so on lists of different lengths the longer list has an advantage of up to log n), "logmeanexp"
+(the mean of its words' probabilities: the same class probabilities as "logsumexp" when every class has
+as many words, and no advantage from the count when they differ; what the search's own word lists use),
+or "mean" (the mean of the words' log-probabilities, as OpenPrompt). A one-word list is the same
 verbalizer as the string, and a verbalizer with one word per class writes exactly the `{label: word}`
 mapping it always did, so candidate ids of one-word mappings do not change.
 """
@@ -21,7 +25,10 @@ from ..tasks import TaskSpec
 from .rendering import word_in_context
 
 COMBINE_KEY = "_combine"
-COMBINES = ("logsumexp", "mean")
+COMBINES = ("logsumexp", "logmeanexp", "mean")
+# The word lists the search builds itself (synonyms, searched words per class) can differ in length from
+# class to class; the mean of the words' probabilities does not favour the longer list (results/combine_counts.md).
+SEARCHED_LISTS_COMBINE = "logmeanexp"
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,8 @@ class Verbalizer:
         labels = tuple(labels)
         combine = mapping.pop(COMBINE_KEY, "logsumexp") if COMBINE_KEY not in labels else "logsumexp"
         if combine not in COMBINES:
-            raise UserError(f"{source}: {COMBINE_KEY!r}: expected 'logsumexp' or 'mean' (how a class's label "
-                            f"words' scores combine), got {combine!r}")
+            raise UserError(f"{source}: {COMBINE_KEY!r}: expected 'logsumexp', 'logmeanexp' or 'mean' (how a "
+                            f"class's label words' scores combine), got {combine!r}")
         missing = [label for label in labels if label not in mapping]
         unknown = [key for key in mapping if key not in labels]
         if missing or unknown:

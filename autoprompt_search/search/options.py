@@ -82,7 +82,7 @@ class SearchOptions:
     # words stay near the meaning of the class instead of whatever fits 16 training examples best.
     label_neighbours: int | None = None
     # > 1: also one candidate whose classes have up to this many label words each, taken from the label
-    # search (top assignments, then the ranked candidates), their scores combined by log-sum-exp.
+    # search (top assignments, then the ranked candidates), their scores combined by log-mean-exp.
     label_words_per_class: int = 1
     # > 0: the task's own prompt uses its words with up to this many synonyms each (auto_label/synonyms.py).
     label_synonyms: int = 0

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 from ..auto_template import round_robin_by_format, screen_by_zero_shot
 from ..errors import UserError
 from ..textfiles import read_lines
-from ..prompts import Template, Verbalizer
+from ..prompts import SEARCHED_LISTS_COMBINE, Template, Verbalizer
 from ..tasks import Example, TaskSpec, generic_template
 from .candidates import candidate_grid
 from .options import SearchOptions
@@ -114,7 +114,8 @@ def search_mappings(options: SearchOptions, task: TaskSpec, train: Sequence[Exam
     if options.label_words_per_class > 1:
         lists = class_word_lists(result, options.label_words_per_class, word_of)
         if all(lists):  # a class left without a word of its own: no multi-word mapping
-            mappings.append({"label_words": Verbalizer.from_word_lists(task.labels, lists).to_mapping(),
+            mappings.append({"label_words": Verbalizer.from_word_lists(task.labels, lists,
+                                                                       SEARCHED_LISTS_COMBINE).to_mapping(),
                              "words_per_class": options.label_words_per_class})
     return mappings
 
@@ -177,7 +178,8 @@ def build_candidates(options: SearchOptions, task: TaskSpec, backbone, say=print
     synonym_words = _synonym_mapping(options, task, train, backbone, say) if options.label_synonyms else None
     with_synonyms = None
     if synonym_words is not None:
-        with_synonyms = Verbalizer.from_mapping(task, synonym_words, source="label synonyms")
+        with_synonyms = dataclasses.replace(Verbalizer.from_mapping(task, synonym_words, source="label synonyms"),
+                                            combine=SEARCHED_LISTS_COMBINE)
         sources.add_label_words(with_synonyms.to_mapping(), "label synonyms (sentence encoder)")
     for path in options.mapping_files:
         found = load_mapping_lines(path, task)
