@@ -178,11 +178,14 @@ def test_a_masked_lm_rejects_a_listed_word_it_cannot_read_as_one_token(tiny_mlm)
 LISTS = {"0": ["terrible", "awful", "dull"], "1": ["great", "wonderful"]}
 
 
+@pytest.mark.parametrize("combine", ["logsumexp", "logmeanexp"])
 @pytest.mark.parametrize("kind", ["causal", "mlm"])
-def test_fit_export_and_predict_with_word_lists(kind, fresh_tiny_causal, fresh_tiny_mlm, toy_sentiment, tmp_path):
+def test_fit_export_and_predict_with_word_lists(kind, combine, fresh_tiny_causal, fresh_tiny_mlm, toy_sentiment,
+                                                tmp_path):
     backbone = fresh_tiny_causal if kind == "causal" else fresh_tiny_mlm
     train, dev = toy_sentiment
-    classifier = PromptClassifier.build(backbone, SST2, SST2.template, LISTS, max_length=48, seed=5)
+    mapping = {**LISTS, "_combine": combine}
+    classifier = PromptClassifier.build(backbone, SST2, SST2.template, mapping, max_length=48, seed=5)
     assert classifier.prompt.verbalizer.word_lists == (("terrible", "awful", "dull"), ("great", "wonderful"))
     before = classifier.scores(dev)
     result = classifier.fit(train, dev, TrainConfig(steps=4, lr=1e-2, max_length=48, seed=5, eval_every=2,
@@ -195,7 +198,7 @@ def test_fit_export_and_predict_with_word_lists(kind, fresh_tiny_causal, fresh_t
 
     folder = classifier.save_pretrained(tmp_path / "saved", backbone_name="tiny")
     document = json.loads((folder / "prompt.json").read_text(encoding="utf-8"))
-    assert document["label_words"] == {**LISTS, "_combine": "logsumexp"}
+    assert document["label_words"] == mapping
     reloaded = PromptClassifier.from_pretrained(folder, device=TEST_DEVICE)
     assert reloaded.prompt.verbalizer == classifier.prompt.verbalizer
     _assert_same_predictions(reloaded.predict(texts), expected)
