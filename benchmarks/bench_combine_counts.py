@@ -29,7 +29,7 @@ from autoprompt_search.auto_label import search_synonyms  # noqa: E402
 from autoprompt_search.data import limit_examples, load_split, load_task, resolve_data_dir  # noqa: E402
 from autoprompt_search.demonstrations import SentenceEncoder  # noqa: E402
 from autoprompt_search.prompts import Verbalizer  # noqa: E402
-from autoprompt_search.search.sources import label_search_template  # noqa: E402
+from autoprompt_search.search import label_search_template  # noqa: E402
 from autoprompt_search.training import PromptClassifier  # noqa: E402
 
 COMBINES = ("logsumexp", "logmeanexp")
