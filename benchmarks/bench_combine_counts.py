@@ -9,12 +9,14 @@ the search scores (`--test-limit`), for the manual words and for the lists combi
 sum of the words' probabilities) and by log-mean-exp (their mean). With as many words in every class
 the two give the same class probabilities (tested in tests/test_multiword_verbalizer.py), so log-mean-exp
 is evaluated only where the lists differ in length. Also the share of test predictions per class, beside
-the share of the gold labels. No fine-tuning. Resumable: a finished task and seed is not rerun; saves
+the share of the gold labels. No fine-tuning. The test sample is the same for every seed, so a word list
+already scored on it (the manual words, on every seed after the first) is not scored again. Resumable: a finished task and seed is not rerun; saves
 results/<name>.md and .json after each.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import Counter
@@ -67,7 +69,22 @@ def _evaluate(backbone, task, template, verbalizer, examples, max_length) -> tup
     return result.metrics[task.metric], [task.label_index(p) for p in result.predictions]
 
 
-def run_unit(backbone, encoder, task, seed: int, args) -> dict:
+def _test_key(task, verbalizer) -> str:
+    return json.dumps([task.name, verbalizer.to_mapping()], sort_keys=True)
+
+
+def known_test_results(units: dict) -> dict:
+    """What saved units already measured on the test sample, by task and label words."""
+    known = {}
+    for unit in units.values():
+        for row in unit["rows"]:
+            key = json.dumps([unit["task"], row["label_words"]], sort_keys=True)
+            known[key] = (row["test"], row["test_shares"])
+    return known
+
+
+def run_unit(backbone, encoder, task, seed: int, args, known_test: dict | None = None) -> dict:
+    known_test = {} if known_test is None else known_test
     train = load_split(task, "train", data_dir=args.data_dir, k=args.k, seed=seed)
     dev = load_split(task, "dev", data_dir=args.data_dir, k=args.k, seed=seed)
     test = limit_examples(load_split(task, "test", data_dir=args.data_dir, k=args.k, seed=seed), args.test_limit)
@@ -85,9 +102,13 @@ def run_unit(backbone, encoder, task, seed: int, args) -> dict:
     for name, verbalizer in variants:
         start = time.perf_counter()
         dev_metric, _ = _evaluate(backbone, task, task.template, verbalizer, dev, args.max_length)
-        test_metric, predictions = _evaluate(backbone, task, task.template, verbalizer, test, args.max_length)
+        key = _test_key(task, verbalizer)
+        if key not in known_test:
+            test_metric, predictions = _evaluate(backbone, task, task.template, verbalizer, test, args.max_length)
+            known_test[key] = (test_metric, _shares(predictions, len(task.labels)))
+        test_metric, test_shares = known_test[key]
         unit["rows"].append({"variant": name, "label_words": verbalizer.to_mapping(), "dev": dev_metric,
-                             "test": test_metric, "test_shares": _shares(predictions, len(task.labels)),
+                             "test": test_metric, "test_shares": test_shares,
                              "seconds": time.perf_counter() - start})
     return unit
 
@@ -146,8 +167,9 @@ def main(argv=None) -> None:
     if todo:
         backbone, _ = load_benchmark_backbone(args.model, threads=args.threads, max_length=args.max_length)
         encoder = SentenceEncoder(args.encoder, show_progress=False)
+        known_test = known_test_results(state["units"])
         for task, seed in todo:
-            state["units"][f"{task.name}/{seed}"] = run_unit(backbone, encoder, task, seed, args)
+            state["units"][f"{task.name}/{seed}"] = run_unit(backbone, encoder, task, seed, args, known_test)
             _save(path, state)
             print(f"{task.name} seed {seed} done", flush=True)
     _save(path, state)

@@ -41,16 +41,47 @@ def test_a_unit_scores_each_combine_through_the_classifier(tiny_causal, tmp_path
         assert sum(row["test_shares"]) == pytest.approx(1.0) and len(row["test_shares"]) == 2
 
 
-def test_finished_units_are_not_rerun_and_the_table_counts_only_unequal_lists(tmp_path, monkeypatch):
-    ran = []
+def test_a_word_list_already_scored_on_the_test_sample_is_not_scored_again(tiny_causal, tmp_path, monkeypatch):
+    from test_search import write_toy_lmbff
 
-    def fake_unit(backbone, encoder, task, seed, args):
+    data = write_toy_lmbff(tmp_path / "lmbff", seeds=(13, 21))
+    monkeypatch.setattr(bench, "search_synonyms", lambda *args, **kwargs: SynonymChoice([["terrible"], ["great"]]))
+    scored = []
+    real_evaluate = bench._evaluate
+
+    def counting_evaluate(backbone, task, template, verbalizer, examples, max_length):
+        scored.append(len(examples))
+        return real_evaluate(backbone, task, template, verbalizer, examples, max_length)
+
+    monkeypatch.setattr(bench, "_evaluate", counting_evaluate)
+    args = bench.parse_args(["--data-dir", str(data), "--test-limit", "5", "--max-length", "48"])
+    known = {}
+    first = bench.run_unit(tiny_causal, SimpleNamespace(encode=None), SST2, 13, args, known)
+    second = bench.run_unit(tiny_causal, SimpleNamespace(encode=None), SST2, 21, args, known)
+    dev_sizes = [len(bench.load_split(SST2, "dev", data_dir=str(data), k=16, seed=s)) for s in (13, 21)]
+    assert scored == [dev_sizes[0], 5, dev_sizes[1]]
+    assert second["rows"][0]["test"] == first["rows"][0]["test"]
+    assert second["rows"][0]["test_shares"] == first["rows"][0]["test_shares"]
+    saved = json.loads(json.dumps({"SST-2/13": first}))
+    scored.clear()
+    bench.run_unit(tiny_causal, SimpleNamespace(encode=None), SST2, 21, args, bench.known_test_results(saved))
+    assert scored == [dev_sizes[1]]
+
+
+def test_finished_units_are_not_rerun_and_the_table_counts_only_unequal_lists(tmp_path, monkeypatch):
+    ran, known_on_resume = [], []
+
+    def fake_unit(backbone, encoder, task, seed, args, known_test):
         unequal = seed == 13
-        rows = [{"variant": "manual", "dev": 0.5, "test": 0.5, "test_shares": [0.5, 0.5]},
-                {"variant": "logsumexp", "dev": 0.5, "test": 0.6, "test_shares": [0.9, 0.1]}]
+        rows = [{"variant": "manual", "label_words": {"0": "a", "1": "c"}, "dev": 0.5, "test": 0.5,
+                 "test_shares": [0.5, 0.5]},
+                {"variant": "logsumexp", "label_words": {"0": ["a", "b"], "1": "c"}, "dev": 0.5, "test": 0.6,
+                 "test_shares": [0.9, 0.1]}]
         if unequal:
-            rows.append({"variant": "logmeanexp", "dev": 0.5, "test": 0.7, "test_shares": [0.5, 0.5]})
+            rows.append({"variant": "logmeanexp", "label_words": {"0": ["a", "b"], "1": "c", "_combine": "logmeanexp"},
+                         "dev": 0.5, "test": 0.7, "test_shares": [0.5, 0.5]})
         ran.append(seed)
+        known_on_resume.append(dict(known_test))
         return {"task": task.name, "seed": seed, "word_lists": [["a", "b"], ["c"]] if unequal else [["a"], ["c"]],
                 "unequal": unequal, "gold_shares": [0.5, 0.5], "rows": rows}
 
@@ -62,6 +93,7 @@ def test_finished_units_are_not_rerun_and_the_table_counts_only_unequal_lists(tm
     bench.main(["--tasks", "sst2", "--seeds", "13", "21"])
     bench.main(["--tasks", "sst2", "--seeds", "13", "21", "42"])
     assert ran == [13, 21, 42]
+    assert known_on_resume[-1][json.dumps(["SST-2", {"0": "a", "1": "c"}], sort_keys=True)] == (0.5, [0.5, 0.5])
     state = json.loads((tmp_path / "combine_counts.json").read_text(encoding="utf-8"))
     assert sorted(state["units"]) == ["SST-2/13", "SST-2/21", "SST-2/42"]
     table = (tmp_path / "combine_counts.md").read_text(encoding="utf-8")
