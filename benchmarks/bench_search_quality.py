@@ -361,13 +361,11 @@ def markdown(state: dict, args) -> str:
         elif args.protocol == "per-seed":
             missing += [f"{task_name} search seed {s}" for s in args.seeds
                         if str(s) not in entry.get("searches", {})]
-        manual_tests = [manual[str(s)]["test"] for s in args.seeds if str(s) in manual]
-        pick_tests = list(search["pick"]["test_per_seed"].values()) if search else []
-        ensemble = (search or {}).get("ensemble")
+        manual_tests, pick_tests, ensemble_tests = task_tests(entry, args)
         diff = "-"
-        if ensemble and pick_tests:
+        if ensemble_tests and pick_tests:
             ensembles += 1
-            ensemble_ok += mean_std(list(ensemble["test_per_seed"].values()))[0] >= mean_std(pick_tests)[0]
+            ensemble_ok += mean_std(ensemble_tests)[0] >= mean_std(pick_tests)[0]
         if search and len(manual_tests) == len(args.seeds):
             delta = (mean_std(pick_tests)[0] - mean_std(manual_tests)[0]) * 100
             diff = f"{delta:+.1f}"
@@ -383,7 +381,7 @@ def markdown(state: dict, args) -> str:
         compute = (f"{search['evaluations']} | {search['train_steps']} | {search['wall_seconds']:.0f} | "
                    f"{search.get('peak_resident_mb') or '-'}" if search else "- | - | - | -")
         lines.append(f"| {task_name} | {cell(manual_tests)} | {cell(pick_tests)} | "
-                     f"{cell(ensemble['test_per_seed'].values()) if ensemble else '-'} | {diff} | {prompt} | {compute} |")
+                     f"{cell(ensemble_tests)} | {diff} | {prompt} | {compute} |")
     lines += ["", f"Targets over the {done_tasks} finished task(s): pick within 1 point of manual on "
               f"{met_floor}/{done_tasks}; above manual on {wins}/{done_tasks}; ensemble at least the best single "
               f"candidate on {ensemble_ok}/{ensembles} task(s) with an ensemble."]
@@ -401,12 +399,75 @@ def markdown(state: dict, args) -> str:
     return "\n".join(lines)
 
 
+def task_tests(entry: dict, args) -> tuple[list[float], list[float], list[float]]:
+    """A task's test metrics per seed: manual (the seeds run so far), and once the search is complete its pick
+    and ensemble (empty lists otherwise)."""
+    manual, pick, ensemble = seed_tests(entry, args)
+    return list(manual.values()), list(pick.values()), list(ensemble.values())
+
+
+def seed_tests(entry: dict, args) -> tuple[dict, dict, dict]:
+    """`task_tests` by seed (str)."""
+    manual = entry.get("manual", {})
+    search = merged_search(entry, args) or {}
+    return ({str(s): manual[str(s)]["test"] for s in args.seeds if str(s) in manual},
+            {str(s): v for s, v in search.get("pick", {}).get("test_per_seed", {}).items()},
+            {str(s): v for s, v in search.get("ensemble", {}).get("test_per_seed", {}).items()})
+
+
+def differences_from_manual(state: dict, args) -> list[tuple[str, list[float], list[float]]]:
+    """Per finished task (every seed of the manual prompt and of the search): the pick's and the ensemble's test
+    metric minus the manual prompt's on the same seed, in points (the ensemble's list empty without one)."""
+    rows = []
+    for task_name in table_tasks(state, args):
+        manual, pick, ensemble = seed_tests(state["tasks"].get(task_name, {}), args)
+        if len(manual) == len(args.seeds) and pick:
+            rows.append((task_name, *[[100 * (side[s] - manual[s]) for s in manual if s in side]
+                                      for side in (pick, ensemble)]))
+    return rows
+
+
+def plot(state: dict, args, path: Path) -> Path | None:
+    """`differences_from_manual` as bars (mean over seeds) and dots (seeds), pick and ensemble side by side per
+    task, with the target's line 1 point below manual. None when no task is finished."""
+    panels = [(task_name, [pick, ensemble]) for task_name, pick, ensemble in differences_from_manual(state, args)]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(1.0 + 1.1 * len(panels), 3.6))
+    for offset, colour, name in ((-0.18, "#6baed6", "search pick"), (0.18, "#74c476", "ensemble")):
+        side = 0 if name == "search pick" else 1
+        drawn = [(i, diffs[side]) for i, (_, diffs) in enumerate(panels) if diffs[side]]
+        axis.bar([i + offset for i, _ in drawn], [mean_std(d)[0] for _, d in drawn], width=0.34, color=colour,
+                 edgecolor="#404040", label=name)
+        for i, diffs in drawn:
+            axis.scatter([i + offset] * len(diffs), diffs, color="#08306b", s=9, zorder=3)
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.axhline(-1, color="#de2d26", linewidth=0.8, linestyle="--", label="1 point below manual")
+    axis.set_xticks(range(len(panels)), [task_name for task_name, _ in panels])
+    axis.set_ylabel("minus manual prompt, test points")
+    unfinished = len(table_tasks(state, args)) - len(panels)
+    axis.set_title(f"{args.model}, seeds {', '.join(map(str, args.seeds))}: bar = mean of the seeds' differences, "
+                   f"dots = seeds" + (f" (partial: {unfinished} task(s) not finished)" if unfinished else ""), fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def save_state(path: Path, state: dict, args) -> None:
     state["environment"] = environment()
     save_merged(path, state)
     commands = "\n".join(f"`{c}`" for c in state["commands"])
+    figure = plot(state, args, path.with_suffix(".png"))
+    shown = f"\n\nPlot: `{figure.name}`" if figure else ""
     path.with_suffix(".md").write_text(f"Commands:\n\n{commands}\n\nEnvironment: `{json.dumps(state['environment'])}`"
-                                       f"\n\n{markdown(state, args)}\n", encoding="utf-8")
+                                       f"\n\n{markdown(state, args)}{shown}\n", encoding="utf-8")
 
 
 def merged_state(paths: Sequence[Path], args) -> dict:

@@ -73,3 +73,41 @@ def test_a_variant_that_began_without_a_copy_reports_none(monkeypatch, tmp_path)
     (variant / "leaderboard.sqlite").write_text("rows of its own search", encoding="utf-8")
     assert bench.start_from_default(args, "SST-2", 13) is None
     assert bench.copied_from(args, "SST-2", 13) is None
+
+
+def _search(tests: dict, ensemble: dict | None) -> dict:
+    search = {"pick": {"test_per_seed": tests, "template": "*cls**sent_0**mask*.*sep+*", "label_words": {}},
+              "evaluations": 3, "train_steps": 24, "wall_seconds": 10.0, "selection": {"reason": "kept"}}
+    if ensemble is not None:
+        search["ensemble"] = {"test_per_seed": ensemble}
+    return search
+
+
+def _state() -> dict:
+    finished = {"manual": {"13": {"test": 0.75}, "21": {"test": 0.80}},
+                "searches": {"13": _search({"13": 0.80}, {"13": 0.70}), "21": _search({"21": 0.70}, {"21": 0.85})}}
+    no_ensemble = {"manual": {"13": {"test": 0.5}, "21": {"test": 0.6}},
+                   "searches": {"13": _search({"13": 0.5}, None), "21": _search({"21": 0.9}, None)}}
+    unfinished = {"manual": {"13": {"test": 0.4}}, "searches": {"13": _search({"13": 0.45}, {"13": 0.5})}}
+    return {"settings": {}, "commands": ["bench"], "tasks": {"SST-2": finished, "MR": no_ensemble, "CR": unfinished}}
+
+
+def test_the_plot_shows_each_seeds_difference_from_manual_on_finished_tasks_only(monkeypatch):
+    args = _args(monkeypatch, "--tasks", "SST-2", "MR", "CR", "--seeds", "13", "21")
+    rows = {task: (pick, ensemble) for task, pick, ensemble in bench.differences_from_manual(_state(), args)}
+    assert sorted(rows) == ["MR", "SST-2"]
+    assert rows["SST-2"][0] == pytest.approx([5.0, -10.0])
+    assert rows["SST-2"][1] == pytest.approx([-5.0, 5.0])
+    assert rows["MR"] == (pytest.approx([0.0, 30.0]), [])
+
+
+def test_saving_writes_the_plot_beside_the_table_once_a_task_is_finished(monkeypatch, tmp_path):
+    args = _args(monkeypatch, "--tasks", "SST-2", "MR", "CR", "--seeds", "13", "21")
+    state = _state()
+    bench.save_state(tmp_path / "quality.json", state, args)
+    assert (tmp_path / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Plot: `quality.png`" in (tmp_path / "quality.md").read_text(encoding="utf-8")
+    del state["tasks"]["SST-2"], state["tasks"]["MR"]
+    bench.save_state(tmp_path / "none.json", state, args)
+    assert not (tmp_path / "none.png").exists()
+    assert "Plot:" not in (tmp_path / "none.md").read_text(encoding="utf-8")
