@@ -361,7 +361,7 @@ def markdown(state: dict, args) -> str:
         elif args.protocol == "per-seed":
             missing += [f"{task_name} search seed {s}" for s in args.seeds
                         if str(s) not in entry.get("searches", {})]
-        manual_tests, pick_tests, ensemble_tests = task_tests(entry, args)
+        manual_tests, pick_tests, ensemble_tests = (list(t.values()) for t in seed_tests(entry, args))
         diff = "-"
         if ensemble_tests and pick_tests:
             ensembles += 1
@@ -399,15 +399,9 @@ def markdown(state: dict, args) -> str:
     return "\n".join(lines)
 
 
-def task_tests(entry: dict, args) -> tuple[list[float], list[float], list[float]]:
-    """A task's test metrics per seed: manual (the seeds run so far), and once the search is complete its pick
-    and ensemble (empty lists otherwise)."""
-    manual, pick, ensemble = seed_tests(entry, args)
-    return list(manual.values()), list(pick.values()), list(ensemble.values())
-
-
 def seed_tests(entry: dict, args) -> tuple[dict, dict, dict]:
-    """`task_tests` by seed (str)."""
+    """A task's test metrics by seed (str): manual (the seeds run so far), and once the search is complete its pick
+    and ensemble (empty otherwise)."""
     manual = entry.get("manual", {})
     search = merged_search(entry, args) or {}
     return ({str(s): manual[str(s)]["test"] for s in args.seeds if str(s) in manual},
@@ -430,27 +424,26 @@ def differences_from_manual(state: dict, args) -> list[tuple[str, list[float], l
 def plot(state: dict, args, path: Path) -> Path | None:
     """`differences_from_manual` as bars (mean over seeds) and dots (seeds), pick and ensemble side by side per
     task, with the target's line 1 point below manual. None when no task is finished."""
-    panels = [(task_name, [pick, ensemble]) for task_name, pick, ensemble in differences_from_manual(state, args)]
-    if not panels:
+    rows = differences_from_manual(state, args)
+    if not rows:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(1.0 + 1.1 * len(panels), 3.6))
-    for offset, colour, name in ((-0.18, "#6baed6", "search pick"), (0.18, "#74c476", "ensemble")):
-        side = 0 if name == "search pick" else 1
-        drawn = [(i, diffs[side]) for i, (_, diffs) in enumerate(panels) if diffs[side]]
+    figure, axis = plt.subplots(figsize=(1.0 + 1.1 * len(rows), 3.6))
+    for side, (offset, colour, name) in enumerate(((-0.18, "#6baed6", "search pick"), (0.18, "#74c476", "ensemble"))):
+        drawn = [(i, row[1 + side]) for i, row in enumerate(rows) if row[1 + side]]
         axis.bar([i + offset for i, _ in drawn], [mean_std(d)[0] for _, d in drawn], width=0.34, color=colour,
                  edgecolor="#404040", label=name)
         for i, diffs in drawn:
             axis.scatter([i + offset] * len(diffs), diffs, color="#08306b", s=9, zorder=3)
     axis.axhline(0, color="black", linewidth=0.8)
     axis.axhline(-1, color="#de2d26", linewidth=0.8, linestyle="--", label="1 point below manual")
-    axis.set_xticks(range(len(panels)), [task_name for task_name, _ in panels])
+    axis.set_xticks(range(len(rows)), [row[0] for row in rows])
     axis.set_ylabel("minus manual prompt, test points")
-    unfinished = len(table_tasks(state, args)) - len(panels)
+    unfinished = len(table_tasks(state, args)) - len(rows)
     axis.set_title(f"{args.model}, seeds {', '.join(map(str, args.seeds))}: bar = mean of the seeds' differences, "
                    f"dots = seeds" + (f" (partial: {unfinished} task(s) not finished)" if unfinished else ""), fontsize=9)
     axis.legend(fontsize=8)
