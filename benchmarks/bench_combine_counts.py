@@ -69,8 +69,8 @@ def _evaluate(backbone, task, template, verbalizer, examples, max_length) -> tup
     return result.metrics[task.metric], [task.label_index(p) for p in result.predictions]
 
 
-def _test_key(task, verbalizer) -> str:
-    return json.dumps([task.name, verbalizer.to_mapping()], sort_keys=True)
+def _test_key(task_name: str, label_words: dict) -> str:
+    return json.dumps([task_name, label_words], sort_keys=True)
 
 
 def known_test_results(units: dict) -> dict:
@@ -78,8 +78,7 @@ def known_test_results(units: dict) -> dict:
     known = {}
     for unit in units.values():
         for row in unit["rows"]:
-            key = json.dumps([unit["task"], row["label_words"]], sort_keys=True)
-            known[key] = (row["test"], row["test_shares"])
+            known[_test_key(unit["task"], row["label_words"])] = (row["test"], row["test_shares"])
     return known
 
 
@@ -102,7 +101,7 @@ def run_unit(backbone, encoder, task, seed: int, args, known_test: dict | None =
     for name, verbalizer in variants:
         start = time.perf_counter()
         dev_metric, _ = _evaluate(backbone, task, task.template, verbalizer, dev, args.max_length)
-        key = _test_key(task, verbalizer)
+        key = _test_key(task.name, verbalizer.to_mapping())
         if key not in known_test:
             test_metric, predictions = _evaluate(backbone, task, task.template, verbalizer, test, args.max_length)
             known_test[key] = (test_metric, _shares(predictions, len(task.labels)))
