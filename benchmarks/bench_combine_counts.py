@@ -10,7 +10,8 @@ sum of the words' probabilities) and by log-mean-exp (their mean). With as many 
 the two give the same class probabilities (tested in tests/test_multiword_verbalizer.py), so log-mean-exp
 is evaluated only where the lists differ in length. Also the share of test predictions per class, beside
 the share of the gold labels. No fine-tuning. The test sample is the same for every seed, so a word list
-already scored on it (the manual words, on every seed after the first) is not scored again. Resumable: a finished task and seed is not rerun; saves
+already scored on it (the manual words, on every seed after the first) is not scored again, and its row's
+`seconds` then count the dev split only. Resumable: a finished task and seed is not rerun; saves
 results/<name>.md and .json after each.
 """
 from __future__ import annotations
